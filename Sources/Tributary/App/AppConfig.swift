@@ -1,0 +1,151 @@
+import Foundation
+import Logging
+
+/// Every setting of the server, read once from the environment and command-line flags
+/// (flags win) and validated before anything starts.
+public struct AppConfig: Sendable {
+    public enum LogFormat: String, Sendable {
+        case text
+        case json
+    }
+
+    /// Which database backs the server.
+    public enum Database: Sendable, Equatable {
+        /// Embedded SQLite in this file.
+        case sqlite(path: String)
+        case postgres(PostgresSettings)
+    }
+
+    public var host = "127.0.0.1"
+    public var port = 8000
+    public var dataDirectory = "./data"
+    public var database: Database = .sqlite(path: "./data/tributary.sqlite")
+    public var poolMinimum = 5
+    public var poolMaximum = 20
+    /// How long any database call may wait before the API answers 503.
+    public var poolTimeout: Duration = .seconds(10)
+    public var batchMaxMessages = 50
+    public var batchMaxInterval: Duration = .milliseconds(5000)
+    public var apiTokens: [String] = []
+    public var logLevel: Logger.Level = .info
+    public var logFormat: LogFormat = .text
+    /// Base64 master key; `nil` in embedded mode means "use or create the key file in the data directory".
+    public var encryptionKey: String?
+    /// Older keys accepted for decryption only, while stored secrets are rotated.
+    public var previousEncryptionKeys: [String] = []
+    /// Allows serving on a non-loopback address without API tokens.
+    public var insecureNoAuth = false
+
+    public init() {}
+
+    /// The setting names, each readable from the environment and settable by a flag of the same name
+    /// in kebab case (`DB_POOL_MAX` → `--db-pool-max`).
+    public static let settingNames = [
+        "HOST", "PORT", "TRIBUTARY_DATA_DIR", "DATABASE_URL", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER",
+        "POSTGRES_PASSWORD", "POSTGRES_DB", "ENCRYPTION_KEY", "ENCRYPTION_KEYS_PREVIOUS", "DB_POOL_MIN", "DB_POOL_MAX",
+        "DB_POOL_TIMEOUT", "BATCH_MAX_MESSAGES", "BATCH_MAX_INTERVAL_MS", "TRIBUTARY_API_TOKENS", "LOG_LEVEL", "LOG_FORMAT",
+    ]
+
+    /// Builds the configuration from `overrides` (command-line flags, by setting name) over `environment`.
+    public static func load(environment: [String: String], overrides: [String: String] = [:]) throws(ConfigError) -> AppConfig {
+        var settings = environment.filter { !$0.value.isEmpty }
+        settings.merge(overrides) { _, flag in flag }
+        var config = AppConfig()
+        if let host = settings["HOST"] { config.host = host }
+        config.port = try integer(settings, "PORT", default: 8000, range: 0...65535)
+        if let directory = settings["TRIBUTARY_DATA_DIR"] { config.dataDirectory = directory }
+        config.poolMinimum = try integer(settings, "DB_POOL_MIN", default: 5, range: 0...1000)
+        config.poolMaximum = try integer(settings, "DB_POOL_MAX", default: 20, range: 1...1000)
+        guard config.poolMinimum <= config.poolMaximum else {
+            throw ConfigError("DB_POOL_MIN (\(config.poolMinimum)) must not exceed DB_POOL_MAX (\(config.poolMaximum))")
+        }
+        config.poolTimeout = try seconds(settings, "DB_POOL_TIMEOUT", default: .seconds(10))
+        config.batchMaxMessages = try integer(settings, "BATCH_MAX_MESSAGES", default: 50, range: 1...100_000)
+        config.batchMaxInterval = .milliseconds(try integer(settings, "BATCH_MAX_INTERVAL_MS", default: 5000, range: 1...3_600_000))
+        config.apiTokens = (settings["TRIBUTARY_API_TOKENS"] ?? "").split(separator: ",")
+            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        if let level = settings["LOG_LEVEL"] {
+            guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
+                throw ConfigError("LOG_LEVEL must be one of trace, debug, info, notice, warning, error, critical; got \"\(level)\"")
+            }
+            config.logLevel = parsed
+        }
+        if let format = settings["LOG_FORMAT"] {
+            guard let parsed = LogFormat(rawValue: format.lowercased()) else {
+                throw ConfigError("LOG_FORMAT must be text or json; got \"\(format)\"")
+            }
+            config.logFormat = parsed
+        }
+
+        if let url = settings["DATABASE_URL"] {
+            config.database = .postgres(try PostgresSettings(url: url))
+        } else if settings.keys.contains(where: { $0.hasPrefix("POSTGRES_") }) {
+            let user = settings["POSTGRES_USER"] ?? "postgres"
+            config.database = .postgres(
+                PostgresSettings(
+                    host: settings["POSTGRES_HOST"] ?? "localhost",
+                    port: try integer(settings, "POSTGRES_PORT", default: 5432, range: 1...65535),
+                    username: user,
+                    password: settings["POSTGRES_PASSWORD"],
+                    database: settings["POSTGRES_DB"] ?? user,
+                    tls: .disable
+                )
+            )
+        } else {
+            config.database = .sqlite(path: (config.dataDirectory as NSString).appendingPathComponent("tributary.sqlite"))
+        }
+
+        config.encryptionKey = settings["ENCRYPTION_KEY"]
+        config.previousEncryptionKeys = (settings["ENCRYPTION_KEYS_PREVIOUS"] ?? "").split(separator: ",").map(String.init)
+        if case .postgres = config.database, config.encryptionKey == nil {
+            throw ConfigError(
+                "ENCRYPTION_KEY is required with PostgreSQL: the key encrypts connector secrets and must be the same on every server. Create one with `tributary keygen`."
+            )
+        }
+        if let key = config.encryptionKey { _ = try EncryptionKey(base64: key) }
+        for key in config.previousEncryptionKeys {
+            do { _ = try EncryptionKey(base64: key) } catch { throw ConfigError("ENCRYPTION_KEYS_PREVIOUS: \(error.message)") }
+        }
+        return config
+    }
+
+    /// Checks that serving is safe: without API tokens only a loopback address is allowed.
+    public func validateForServing() throws(ConfigError) {
+        guard apiTokens.isEmpty, !insecureNoAuth, !Self.isLoopback(host) else { return }
+        throw ConfigError(
+            "refusing to serve on \(host) without API tokens: anyone who can reach it could read and change connectors. Set TRIBUTARY_API_TOKENS, bind HOST=127.0.0.1, or pass --insecure-no-auth if the network is trusted."
+        )
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
+    }
+
+    static func integer(_ settings: [String: String], _ name: String, default value: Int, range: ClosedRange<Int>) throws(ConfigError) -> Int {
+        guard let text = settings[name] else { return value }
+        guard let number = Int(text.trimmingCharacters(in: .whitespaces)), range.contains(number) else {
+            throw ConfigError("\(name) must be an integer from \(range.lowerBound) to \(range.upperBound); got \"\(text)\"")
+        }
+        return number
+    }
+
+    static func seconds(_ settings: [String: String], _ name: String, default value: Duration) throws(ConfigError) -> Duration {
+        guard let text = settings[name] else { return value }
+        guard let number = Double(text.trimmingCharacters(in: .whitespaces)), number > 0, number <= 3600 else {
+            throw ConfigError("\(name) must be a number of seconds above 0 (e.g. 10 or 2.5); got \"\(text)\"")
+        }
+        return .milliseconds(Int((number * 1000).rounded()))
+    }
+}
+
+extension AppConfig: CustomStringConvertible {
+    /// A summary safe to log: no password, key or token.
+    public var description: String {
+        let database =
+            switch database {
+            case .sqlite(let path): "sqlite \(path)"
+            case .postgres(let settings): "postgres \(settings.redactedDescription)"
+            }
+        return "host=\(host) port=\(port) database=\(database) pool=\(poolMinimum)...\(poolMaximum) api_tokens=\(apiTokens.count)"
+    }
+}

@@ -1,0 +1,138 @@
+import Crypto
+import Foundation
+import Logging
+
+/// The connector management use cases behind the API: validation, secret sealing, persistence
+/// and lifecycle state. The HTTP layer only translates requests and responses.
+public struct ConnectorService: Sendable {
+    let store: any ConnectorStore
+    let secretBox: SecretBox
+    let logger: Logger
+
+    public init(store: any ConnectorStore, secretBox: SecretBox, logger: Logger) {
+        self.store = store
+        self.secretBox = secretBox
+        self.logger = logger
+    }
+
+    public func create(_ body: JSONValue) async throws -> ConnectorView {
+        let definition = try ConnectorDefinition.parse(body, existing: nil)
+        let connectorID = "conn_" + Base64.hex(SymmetricKey(size: .bits128).withUnsafeBytes { Array($0.prefix(8)) })
+        let record = try await store.insertConnector(
+            NewConnector(connectorID: connectorID, config: definition.config, sealedSecrets: try seal(definition.secrets))
+        )
+        logger.info("connector created", metadata: ["connector_id": "\(connectorID)"])
+        return view(record)
+    }
+
+    public func list(limit: Int, offset: Int) async throws -> (connectors: [ConnectorView], total: Int) {
+        let page = try await store.listConnectors(limit: limit, offset: offset)
+        return (page.connectors.map(view), page.total)
+    }
+
+    public func get(_ id: String) async throws -> ConnectorView {
+        view(try await record(id))
+    }
+
+    public func update(_ id: String, body: JSONValue) async throws -> ConnectorView {
+        let existing = try await record(id)
+        let current = try definition(of: existing)
+        let definition = try ConnectorDefinition.parse(body, existing: current)
+        guard let updated = try await store.updateConnector(id: id, config: definition.config, sealedSecrets: try seal(definition.secrets)) else {
+            throw ConnectorError.notFound(id)
+        }
+        logger.info("connector updated", metadata: ["connector_id": "\(id)"])
+        return view(updated)
+    }
+
+    public func delete(_ id: String) async throws {
+        guard try await store.deleteConnector(id: id) else { throw ConnectorError.notFound(id) }
+        logger.info("connector deleted", metadata: ["connector_id": "\(id)"])
+    }
+
+    /// A lifecycle action. Records the desired state and the status it leads to; idempotent.
+    public func perform(_ action: LifecycleAction, on id: String) async throws -> ConnectorView {
+        let existing = try await record(id)
+        let (desired, status, restarted): (DesiredState, ConnectorState, Bool) =
+            switch action {
+            case .start:
+                existing.desiredState == .running ? (.running, existing.status.status, false) : (.running, .starting, true)
+            case .stop: (.stopped, .stopped, false)
+            case .restart: (.running, .starting, true)
+            }
+        guard let updated = try await store.setState(id: id, desired: desired, status: status, restarted: restarted) else {
+            throw ConnectorError.notFound(id)
+        }
+        logger.info("connector \(action.rawValue)", metadata: ["connector_id": "\(id)"])
+        return view(updated)
+    }
+
+    /// The connector's decrypted definition, for runtimes.
+    public func definition(of record: ConnectorRecord) throws -> ConnectorDefinition {
+        func open(_ token: String?) throws -> String? { try token.map { try secretBox.open($0) } }
+        func openMap(_ token: String?) throws -> [String: String] {
+            guard let text = try open(token), case .object(let object) = try JSONValue.parse(text) else { return [:] }
+            return object.reduce(into: [:]) { $0[$1.key] = $1.value.stringValue }
+        }
+        let sealed = record.sealedSecrets
+        return ConnectorDefinition(
+            config: record.config,
+            secrets: ConnectorSecrets(
+                apiKey: try open(sealed.apiKey),
+                apiSecret: try open(sealed.apiSecret),
+                passphrase: try open(sealed.passphrase),
+                bearerToken: try open(sealed.bearerToken),
+                headers: try openMap(sealed.headers),
+                queryParams: try openMap(sealed.queryParams)
+            )
+        )
+    }
+
+    func record(_ id: String) async throws -> ConnectorRecord {
+        guard let record = try await store.connector(id: id) else { throw ConnectorError.notFound(id) }
+        return record
+    }
+
+    func seal(_ secrets: ConnectorSecrets) throws -> SealedSecrets {
+        func seal(_ value: String?) throws -> String? { try value.map { try secretBox.seal($0) } }
+        func sealMap(_ map: [String: String]) throws -> String? {
+            guard !map.isEmpty else { return nil }
+            let object = JSONObject(map.sorted { $0.key < $1.key }.map { ($0.key, JSONValue.string($0.value)) })
+            return try secretBox.seal(JSONValue.object(object).serialized)
+        }
+        return SealedSecrets(
+            apiKey: try seal(secrets.apiKey),
+            apiSecret: try seal(secrets.apiSecret),
+            passphrase: try seal(secrets.passphrase),
+            bearerToken: try seal(secrets.bearerToken),
+            headers: try sealMap(secrets.headers),
+            queryParams: try sealMap(secrets.queryParams)
+        )
+    }
+
+    /// The API view; a secret that cannot be decrypted (a missing rotated key) shows as `"****"`.
+    func view(_ record: ConnectorRecord) -> ConnectorView {
+        do {
+            return ConnectorView(record: record, secrets: try definition(of: record).secrets)
+        } catch {
+            logger.warning(
+                "connector secrets could not be decrypted",
+                metadata: ["connector_id": "\(record.connectorID)", "error_type": "\(type(of: error))", "error": "\(error)"]
+            )
+            return ConnectorView(record: record, secrets: nil)
+        }
+    }
+}
+
+/// A lifecycle action from `POST /api/connectors/{id}/start|stop|restart`.
+public enum LifecycleAction: String, Sendable, CaseIterable {
+    case start
+    case stop
+    case restart
+}
+
+/// Connector use-case failures, mapped by the HTTP layer to 404 and 400.
+public enum ConnectorError: Error, Sendable {
+    case notFound(String)
+    case invalid([FieldError])
+}

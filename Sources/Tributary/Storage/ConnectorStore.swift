@@ -1,0 +1,102 @@
+import Foundation
+
+/// Persistence of connectors and their status: one contract, implemented by the embedded SQLite
+/// store and the PostgreSQL store, and tested by one shared suite against both.
+public protocol ConnectorStore: Sendable {
+    /// Applies pending schema migrations; safe when several processes start at once.
+    func migrate() async throws
+    /// Throws `StoreError.unavailable` unless the database answers and every migration is applied.
+    func checkReady() async throws
+    /// Inserts a connector and its `stopped` status row; `StoreError.duplicateName` if the name is taken.
+    func insertConnector(_ connector: NewConnector) async throws -> ConnectorRecord
+    /// One page of connectors, oldest first, and the total count.
+    func listConnectors(limit: Int, offset: Int) async throws -> (connectors: [ConnectorRecord], total: Int)
+    func connector(id: String) async throws -> ConnectorRecord?
+    /// Replaces a connector's configuration; `nil` if it does not exist.
+    func updateConnector(id: String, config: ConnectorConfig, sealedSecrets: SealedSecrets) async throws -> ConnectorRecord?
+    /// Deletes a connector, cascading to its status and data rows; `false` if it did not exist.
+    func deleteConnector(id: String) async throws -> Bool
+    /// Records a lifecycle action: the desired state and the resulting status.
+    func setState(id: String, desired: DesiredState, status: ConnectorState, restarted: Bool) async throws -> ConnectorRecord?
+    /// Closes connections; the store is unusable afterwards.
+    func close() async
+}
+
+/// A connector to insert.
+public struct NewConnector: Sendable {
+    public var connectorID: String
+    public var config: ConnectorConfig
+    public var sealedSecrets: SealedSecrets
+
+    public init(connectorID: String, config: ConnectorConfig, sealedSecrets: SealedSecrets) {
+        self.connectorID = connectorID
+        self.config = config
+        self.sealedSecrets = sealedSecrets
+    }
+}
+
+/// Connector secrets as stored: each an opaque `SecretBox` ciphertext, headers and query
+/// parameters as the ciphertext of their JSON object.
+public struct SealedSecrets: Sendable, Equatable {
+    public var apiKey: String?
+    public var apiSecret: String?
+    public var passphrase: String?
+    public var bearerToken: String?
+    public var headers: String?
+    public var queryParams: String?
+
+    public init(
+        apiKey: String? = nil,
+        apiSecret: String? = nil,
+        passphrase: String? = nil,
+        bearerToken: String? = nil,
+        headers: String? = nil,
+        queryParams: String? = nil
+    ) {
+        self.apiKey = apiKey
+        self.apiSecret = apiSecret
+        self.passphrase = passphrase
+        self.bearerToken = bearerToken
+        self.headers = headers
+        self.queryParams = queryParams
+    }
+}
+
+/// A stored connector (`api_connectors` row) with its `connector_status` row.
+public struct ConnectorRecord: Sendable, Equatable {
+    public var id: Int64
+    public var connectorID: String
+    public var config: ConnectorConfig
+    public var sealedSecrets: SealedSecrets
+    public var desiredState: DesiredState
+    public var createdAt: Date
+    public var updatedAt: Date
+    public var status: ConnectorStatusRecord
+}
+
+/// A `connector_status` row.
+public struct ConnectorStatusRecord: Sendable, Equatable {
+    public var status: ConnectorState
+    public var lastError: String?
+    public var performanceMetrics: JSONValue
+    public var startedAt: Date?
+    public var updatedAt: Date
+}
+
+/// Storage failures the API maps to responses: 409, 503, or a logged 500.
+public enum StoreError: Error, Sendable, CustomStringConvertible {
+    /// Another connector has this name.
+    case duplicateName
+    /// The database cannot be reached in time, or is not migrated; the API answers 503.
+    case unavailable(String)
+    /// A stored value could not be read back (for example an unknown enum value).
+    case corrupt(String)
+
+    public var description: String {
+        switch self {
+        case .duplicateName: "a connector with this name already exists"
+        case .unavailable(let reason): "database unavailable: \(reason)"
+        case .corrupt(let reason): "stored data could not be read: \(reason)"
+        }
+    }
+}

@@ -1,0 +1,193 @@
+/// One versioned schema change, written for each backend. Applied in order, recorded in
+/// `schema_migrations`, never edited once released: add a new migration instead.
+struct Migration: Sendable {
+    let version: Int
+    let name: String
+    let postgres: [String]
+    let sqlite: [String]
+}
+
+enum Migrations {
+    static let all: [Migration] = [initialSchema]
+    static var latestVersion: Int { all.map(\.version).max() ?? 0 }
+
+    /// The five tables of SPEC §2, with the seed's names, so its queries keep working.
+    static let initialSchema = Migration(
+        version: 1,
+        name: "initial schema",
+        postgres: [
+            """
+            CREATE TABLE api_connectors (
+                id SERIAL PRIMARY KEY,
+                connector_id TEXT NOT NULL UNIQUE,
+                name TEXT NOT NULL UNIQUE,
+                connector_type TEXT NOT NULL CHECK (connector_type IN ('rest', 'websocket')),
+                exchange TEXT NOT NULL,
+                api_url TEXT NOT NULL,
+                http_method TEXT NOT NULL DEFAULT 'GET',
+                request_body JSONB,
+                subscription_message JSONB,
+                auth_type TEXT NOT NULL DEFAULT 'none',
+                api_key TEXT,
+                api_secret TEXT,
+                passphrase TEXT,
+                bearer_token TEXT,
+                headers TEXT,
+                query_params TEXT,
+                signing JSONB,
+                polling_interval INTEGER NOT NULL DEFAULT 1000,
+                field_mapping JSONB,
+                desired_state TEXT NOT NULL DEFAULT 'stopped' CHECK (desired_state IN ('running', 'stopped')),
+                created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+                updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+            )
+            """,
+            """
+            CREATE TABLE connector_status (
+                id SERIAL PRIMARY KEY,
+                connector_id TEXT NOT NULL UNIQUE REFERENCES api_connectors (connector_id) ON DELETE CASCADE,
+                status TEXT NOT NULL DEFAULT 'stopped',
+                last_error TEXT,
+                performance_metrics JSONB NOT NULL DEFAULT '{}',
+                started_at TIMESTAMPTZ,
+                updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+            )
+            """,
+            """
+            CREATE TABLE api_connector_data (
+                id BIGSERIAL PRIMARY KEY,
+                connector_id TEXT NOT NULL REFERENCES api_connectors (connector_id) ON DELETE CASCADE,
+                data JSONB,
+                raw_response JSONB,
+                status_code INTEGER,
+                response_time_ms DOUBLE PRECISION,
+                source_id TEXT,
+                session_id TEXT,
+                timestamp TIMESTAMPTZ NOT NULL DEFAULT NOW()
+            )
+            """,
+            "CREATE INDEX idx_api_connector_data_connector_time ON api_connector_data (connector_id, timestamp DESC)",
+            """
+            CREATE TABLE websocket_messages (
+                id BIGSERIAL PRIMARY KEY,
+                connector_id TEXT NOT NULL,
+                exchange TEXT NOT NULL,
+                instrument TEXT,
+                message_type TEXT NOT NULL DEFAULT 'other',
+                price NUMERIC,
+                quantity NUMERIC,
+                side TEXT,
+                data JSONB NOT NULL,
+                source_id TEXT,
+                session_id TEXT,
+                exchange_timestamp TIMESTAMPTZ,
+                timestamp TIMESTAMPTZ NOT NULL DEFAULT NOW()
+            )
+            """,
+            "CREATE INDEX idx_websocket_messages_time_exchange ON websocket_messages (timestamp DESC, exchange)",
+            "CREATE INDEX idx_websocket_messages_instrument_time ON websocket_messages (instrument, timestamp DESC)",
+            "CREATE INDEX idx_websocket_messages_exchange_instrument_time ON websocket_messages (exchange, instrument, timestamp DESC)",
+            "CREATE INDEX idx_websocket_messages_connector_time ON websocket_messages (connector_id, timestamp DESC)",
+            "CREATE UNIQUE INDEX idx_websocket_messages_source ON websocket_messages (connector_id, source_id)",
+            """
+            CREATE TABLE websocket_batches (
+                id BIGSERIAL PRIMARY KEY,
+                batch_id TEXT NOT NULL UNIQUE,
+                connector_id TEXT,
+                message_count INTEGER NOT NULL,
+                messages JSONB NOT NULL DEFAULT '[]',
+                metrics JSONB NOT NULL DEFAULT '{}',
+                timestamp TIMESTAMPTZ NOT NULL DEFAULT NOW()
+            )
+            """,
+            "CREATE INDEX idx_websocket_batches_time ON websocket_batches (timestamp DESC)",
+        ],
+        sqlite: [
+            """
+            CREATE TABLE api_connectors (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                connector_id TEXT NOT NULL UNIQUE,
+                name TEXT NOT NULL UNIQUE,
+                connector_type TEXT NOT NULL CHECK (connector_type IN ('rest', 'websocket')),
+                exchange TEXT NOT NULL,
+                api_url TEXT NOT NULL,
+                http_method TEXT NOT NULL DEFAULT 'GET',
+                request_body TEXT,
+                subscription_message TEXT,
+                auth_type TEXT NOT NULL DEFAULT 'none',
+                api_key TEXT,
+                api_secret TEXT,
+                passphrase TEXT,
+                bearer_token TEXT,
+                headers TEXT,
+                query_params TEXT,
+                signing TEXT,
+                polling_interval INTEGER NOT NULL DEFAULT 1000,
+                field_mapping TEXT,
+                desired_state TEXT NOT NULL DEFAULT 'stopped' CHECK (desired_state IN ('running', 'stopped')),
+                created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now')),
+                updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'))
+            )
+            """,
+            """
+            CREATE TABLE connector_status (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                connector_id TEXT NOT NULL UNIQUE REFERENCES api_connectors (connector_id) ON DELETE CASCADE,
+                status TEXT NOT NULL DEFAULT 'stopped',
+                last_error TEXT,
+                performance_metrics TEXT NOT NULL DEFAULT '{}',
+                started_at TEXT,
+                updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'))
+            )
+            """,
+            """
+            CREATE TABLE api_connector_data (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                connector_id TEXT NOT NULL REFERENCES api_connectors (connector_id) ON DELETE CASCADE,
+                data TEXT,
+                raw_response TEXT,
+                status_code INTEGER,
+                response_time_ms REAL,
+                source_id TEXT,
+                session_id TEXT,
+                timestamp TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'))
+            )
+            """,
+            "CREATE INDEX idx_api_connector_data_connector_time ON api_connector_data (connector_id, timestamp DESC)",
+            """
+            CREATE TABLE websocket_messages (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                connector_id TEXT NOT NULL,
+                exchange TEXT NOT NULL,
+                instrument TEXT,
+                message_type TEXT NOT NULL DEFAULT 'other',
+                price TEXT,
+                quantity TEXT,
+                side TEXT,
+                data TEXT NOT NULL,
+                source_id TEXT,
+                session_id TEXT,
+                exchange_timestamp TEXT,
+                timestamp TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'))
+            )
+            """,
+            "CREATE INDEX idx_websocket_messages_time_exchange ON websocket_messages (timestamp DESC, exchange)",
+            "CREATE INDEX idx_websocket_messages_instrument_time ON websocket_messages (instrument, timestamp DESC)",
+            "CREATE INDEX idx_websocket_messages_exchange_instrument_time ON websocket_messages (exchange, instrument, timestamp DESC)",
+            "CREATE INDEX idx_websocket_messages_connector_time ON websocket_messages (connector_id, timestamp DESC)",
+            "CREATE UNIQUE INDEX idx_websocket_messages_source ON websocket_messages (connector_id, source_id)",
+            """
+            CREATE TABLE websocket_batches (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                batch_id TEXT NOT NULL UNIQUE,
+                connector_id TEXT,
+                message_count INTEGER NOT NULL,
+                messages TEXT NOT NULL DEFAULT '[]',
+                metrics TEXT NOT NULL DEFAULT '{}',
+                timestamp TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'))
+            )
+            """,
+            "CREATE INDEX idx_websocket_batches_time ON websocket_batches (timestamp DESC)",
+        ]
+    )
+}

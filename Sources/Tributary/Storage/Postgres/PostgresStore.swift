@@ -1,0 +1,251 @@
+import Foundation
+import Logging
+import NIOSSL
+import PostgresNIO
+
+/// The production store: PostgreSQL through a `PostgresClient` pool.
+///
+/// The client must be running (`run()`, as a service) for queries to get connections; every call
+/// is bounded by `DB_POOL_TIMEOUT` so a dead database yields 503 rather than a minute-long hang.
+public final class PostgresStore: ConnectorStore {
+    public let client: PostgresClient
+    let timeout: Duration
+    let logger: Logger
+
+    /// The advisory lock key that serializes migrations across processes ("tribmigr").
+    static let migrationLockKey: Int64 = 0x7472_6962_6D69_6772
+
+    public init(settings: PostgresSettings, poolMinimum: Int, poolMaximum: Int, timeout: Duration, logger: Logger) {
+        var configuration = PostgresClient.Configuration(
+            host: settings.host,
+            port: settings.port,
+            username: settings.username,
+            password: settings.password,
+            database: settings.database,
+            tls: Self.tls(settings.tls)
+        )
+        configuration.options.minimumConnections = poolMinimum
+        configuration.options.maximumConnections = poolMaximum
+        configuration.options.connectTimeout = timeout
+        self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.timeout = timeout
+        self.logger = logger
+    }
+
+    static func tls(_ mode: PostgresSettings.TLSMode) -> PostgresClient.Configuration.TLS {
+        var unverified = TLSConfiguration.makeClientConfiguration()
+        unverified.certificateVerification = .none
+        switch mode {
+        case .disable: return .disable
+        case .prefer: return .prefer(unverified)
+        case .require: return .require(unverified)
+        case .verifyFull: return .require(.makeClientConfiguration())
+        }
+    }
+
+    /// Runs `body` within the timeout, mapping connection failures to `StoreError.unavailable`.
+    func run<Value: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresClient) async throws -> Value) async throws -> Value {
+        do {
+            return try await withDeadline(timeout, what) { [client] in try await body(client) }
+        } catch let error as PSQLError {
+            throw Self.translate(error)
+        }
+    }
+
+    static func translate(_ error: PSQLError) -> any Error {
+        guard let sqlState = error.serverInfo?[.sqlState] else {
+            return StoreError.unavailable("\(error.code)")
+        }
+        switch sqlState {
+        case "23505": return StoreError.duplicateName
+        // connection exceptions, insufficient resources, operator intervention (shutdown), unknown database
+        case let state where state.hasPrefix("08") || state.hasPrefix("53") || state.hasPrefix("57") || state == "3D000":
+            return StoreError.unavailable("server refused: SQLSTATE \(state)")
+        default: return error
+        }
+    }
+
+    public func migrate() async throws {
+        try await run("migrate") { [logger] client in
+            try await client.withConnection { connection in
+                _ = try await connection.query("SELECT pg_advisory_lock(\(Self.migrationLockKey))", logger: logger)
+                do {
+                    try await Self.applyMigrations(on: connection, logger: logger)
+                } catch {
+                    _ = try? await connection.query("SELECT pg_advisory_unlock(\(Self.migrationLockKey))", logger: logger)
+                    throw error
+                }
+                _ = try await connection.query("SELECT pg_advisory_unlock(\(Self.migrationLockKey))", logger: logger)
+            }
+        }
+    }
+
+    static func applyMigrations(on connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.query(
+            """
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT NOW())
+            """,
+            logger: logger
+        )
+        var applied = Set<Int>()
+        for try await version in try await connection.query("SELECT version FROM schema_migrations", logger: logger).decode(Int.self) {
+            applied.insert(version)
+        }
+        for migration in Migrations.all where !applied.contains(migration.version) {
+            try await connection.withTransaction(logger: logger) { connection in
+                for statement in migration.postgres {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                }
+                try await connection.query(
+                    "INSERT INTO schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))",
+                    logger: logger
+                )
+            }
+            logger.info("applied migration", metadata: ["version": "\(migration.version)", "name": "\(migration.name)"])
+        }
+    }
+
+    public func checkReady() async throws {
+        let version = try await run("readiness check") { [logger] client in
+            let rows = try await client.query("SELECT MAX(version) FROM schema_migrations", logger: logger)
+            for try await version in rows.decode(Int?.self) { return version }
+            return nil
+        }
+        guard version == Migrations.latestVersion else {
+            throw StoreError.unavailable("schema at version \(version ?? 0), expected \(Migrations.latestVersion)")
+        }
+    }
+
+    static let selectConnectors = ConnectorColumns.select(jsonCast: "::text")
+
+    public func insertConnector(_ connector: NewConnector) async throws -> ConnectorRecord {
+        let config = connector.config
+        let secrets = connector.sealedSecrets
+        return try await run("insert connector") { [logger] client in
+            try await client.withTransaction(logger: logger) { connection in
+                try await connection.query(
+                    """
+                    INSERT INTO api_connectors (connector_id, name, connector_type, exchange, api_url, http_method, request_body,
+                        subscription_message, auth_type, api_key, api_secret, passphrase, bearer_token, headers, query_params, signing,
+                        polling_interval, field_mapping, desired_state)
+                    VALUES (\(connector.connectorID), \(config.name), \(config.connectorType.rawValue), \(config.exchange.rawValue),
+                        \(config.apiURL), \(config.httpMethod.rawValue), \(config.requestBody?.serialized)::jsonb,
+                        \(config.subscriptionMessage?.serialized)::jsonb, \(config.authType.rawValue), \(secrets.apiKey),
+                        \(secrets.apiSecret), \(secrets.passphrase), \(secrets.bearerToken), \(secrets.headers), \(secrets.queryParams),
+                        \(config.signing?.serialized)::jsonb, \(config.pollingInterval), \(config.fieldMapping?.serialized)::jsonb, 'stopped')
+                    """,
+                    logger: logger
+                )
+                try await connection.query(
+                    "INSERT INTO connector_status (connector_id, status) VALUES (\(connector.connectorID), 'stopped')",
+                    logger: logger
+                )
+                return try await Self.fetch(connector.connectorID, on: connection, logger: logger)!
+            }
+        }
+    }
+
+    public func listConnectors(limit: Int, offset: Int) async throws -> (connectors: [ConnectorRecord], total: Int) {
+        try await run("list connectors") { [logger] client in
+            let rows = try await client.query(
+                PostgresQuery(unsafeSQL: Self.selectConnectors + " ORDER BY c.id LIMIT $1 OFFSET $2", binds: try Self.binds(limit, offset)),
+                logger: logger
+            )
+            var connectors: [ConnectorRecord] = []
+            for try await row in rows { connectors.append(try ConnectorRecord(row: PostgresStoredRow(row: row))) }
+            var total = 0
+            for try await count in try await client.query("SELECT COUNT(*) FROM api_connectors", logger: logger).decode(Int.self) {
+                total = count
+            }
+            return (connectors, total)
+        }
+    }
+
+    public func connector(id: String) async throws -> ConnectorRecord? {
+        try await run("get connector") { [logger] client in
+            try await client.withConnection { connection in try await Self.fetch(id, on: connection, logger: logger) }
+        }
+    }
+
+    public func updateConnector(id: String, config: ConnectorConfig, sealedSecrets secrets: SealedSecrets) async throws -> ConnectorRecord? {
+        try await run("update connector") { [logger] client in
+            try await client.withConnection { connection in
+                try await connection.query(
+                    """
+                    UPDATE api_connectors SET name = \(config.name), connector_type = \(config.connectorType.rawValue),
+                        exchange = \(config.exchange.rawValue), api_url = \(config.apiURL), http_method = \(config.httpMethod.rawValue),
+                        request_body = \(config.requestBody?.serialized)::jsonb,
+                        subscription_message = \(config.subscriptionMessage?.serialized)::jsonb, auth_type = \(config.authType.rawValue),
+                        api_key = \(secrets.apiKey), api_secret = \(secrets.apiSecret), passphrase = \(secrets.passphrase),
+                        bearer_token = \(secrets.bearerToken), headers = \(secrets.headers), query_params = \(secrets.queryParams),
+                        signing = \(config.signing?.serialized)::jsonb, polling_interval = \(config.pollingInterval),
+                        field_mapping = \(config.fieldMapping?.serialized)::jsonb, updated_at = NOW()
+                    WHERE connector_id = \(id)
+                    """,
+                    logger: logger
+                )
+                return try await Self.fetch(id, on: connection, logger: logger)
+            }
+        }
+    }
+
+    public func deleteConnector(id: String) async throws -> Bool {
+        try await run("delete connector") { [logger] client in
+            let rows = try await client.query("DELETE FROM api_connectors WHERE connector_id = \(id) RETURNING id", logger: logger)
+            for try await _ in rows { return true }
+            return false
+        }
+    }
+
+    public func setState(id: String, desired: DesiredState, status: ConnectorState, restarted: Bool) async throws -> ConnectorRecord? {
+        try await run("set connector state") { [logger] client in
+            try await client.withTransaction(logger: logger) { connection in
+                let updated = try await connection.query(
+                    "UPDATE api_connectors SET desired_state = \(desired.rawValue), updated_at = NOW() WHERE connector_id = \(id) RETURNING id",
+                    logger: logger
+                )
+                var found = false
+                for try await _ in updated { found = true }
+                guard found else { return nil }
+                try await connection.query(
+                    """
+                    INSERT INTO connector_status (connector_id, status, started_at, updated_at)
+                    VALUES (\(id), \(status.rawValue), CASE WHEN \(restarted) THEN NOW() END, NOW())
+                    ON CONFLICT (connector_id) DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,
+                        started_at = CASE WHEN \(restarted) THEN EXCLUDED.started_at ELSE connector_status.started_at END
+                    """,
+                    logger: logger
+                )
+                return try await Self.fetch(id, on: connection, logger: logger)
+            }
+        }
+    }
+
+    public func close() async {}
+
+    static func fetch(_ id: String, on connection: PostgresConnection, logger: Logger) async throws -> ConnectorRecord? {
+        let rows = try await connection.query(
+            PostgresQuery(unsafeSQL: selectConnectors + " WHERE c.connector_id = $1", binds: try binds(id)),
+            logger: logger
+        )
+        for try await row in rows { return try ConnectorRecord(row: PostgresStoredRow(row: row)) }
+        return nil
+    }
+
+    static func binds(_ values: any PostgresEncodable & Sendable...) throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: values.count)
+        for value in values { try bindings.append(value) }
+        return bindings
+    }
+}
+
+struct PostgresStoredRow: StoredRow {
+    let row: PostgresRandomAccessRow
+
+    init(row: PostgresRow) { self.row = row.makeRandomAccess() }
+
+    func string(_ column: Int) throws -> String? { try row[column].decode(String?.self) }
+    func integer(_ column: Int) throws -> Int64? { try row[column].decode(Int64?.self) }
+    func date(_ column: Int) throws -> Date? { try row[column].decode(Date?.self) }
+}

@@ -1,0 +1,210 @@
+import Foundation
+import Logging
+import SQLiteNIO
+
+/// The embedded store: one SQLite file in WAL mode in the data directory.
+///
+/// One connection, with every operation serialized by a lock so transactions never interleave.
+public final class SQLiteStore: ConnectorStore {
+    let connection: SQLiteConnection
+    let lock = AsyncLock()
+    let timeout: Duration
+    let logger: Logger
+
+    /// Opens (creating if needed) the database file at `path`.
+    public static func open(path: String, timeout: Duration, logger: Logger) async throws -> SQLiteStore {
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        let connection: SQLiteConnection = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+        let store = SQLiteStore(connection: connection, timeout: timeout, logger: logger)
+        for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA foreign_keys = ON", "PRAGMA busy_timeout = 10000"] {
+            _ = try await connection.query(pragma)
+        }
+        return store
+    }
+
+    init(connection: SQLiteConnection, timeout: Duration, logger: Logger) {
+        self.connection = connection
+        self.timeout = timeout
+        self.logger = logger
+    }
+
+    /// Runs `body` alone on the connection, within the configured timeout.
+    func exclusive<Value: Sendable>(_ what: String, _ body: @escaping @Sendable (SQLiteConnection) async throws -> Value) async throws -> Value {
+        try await withDeadline(timeout, what) { [lock, connection] in
+            try await lock.withLock { try await body(connection) }
+        }
+    }
+
+    /// Runs `body` in an immediate transaction (taking SQLite's write lock up front).
+    func transaction<Value: Sendable>(_ what: String, _ body: @escaping @Sendable (SQLiteConnection) async throws -> Value) async throws -> Value {
+        try await exclusive(what) { connection in
+            _ = try await connection.query("BEGIN IMMEDIATE")
+            do {
+                let value = try await body(connection)
+                _ = try await connection.query("COMMIT")
+                return value
+            } catch {
+                _ = try? await connection.query("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    public func migrate() async throws {
+        try await transaction("migrate") { connection in
+            _ = try await connection.query(
+                """
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                    applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now')))
+                """
+            )
+            let applied = Set(try await connection.query("SELECT version FROM schema_migrations").compactMap { $0.column("version")?.integer })
+            for migration in Migrations.all where !applied.contains(Int(migration.version)) {
+                for statement in migration.sqlite { _ = try await connection.query(statement) }
+                _ = try await connection.query(
+                    "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                    [.integer(migration.version), .text(migration.name)]
+                )
+            }
+        }
+    }
+
+    public func checkReady() async throws {
+        let version = try await exclusive("readiness check") { connection in
+            try await connection.query("SELECT MAX(version) AS version FROM schema_migrations").first?.column("version")?.integer
+        }
+        guard version == Migrations.latestVersion else {
+            throw StoreError.unavailable("schema at version \(version ?? 0), expected \(Migrations.latestVersion)")
+        }
+    }
+
+    public func insertConnector(_ connector: NewConnector) async throws -> ConnectorRecord {
+        let now = Timestamp.format(Date())
+        return try await transaction("insert connector") { connection in
+            do {
+                _ = try await connection.query(
+                    """
+                    INSERT INTO api_connectors (connector_id, name, connector_type, exchange, api_url, http_method, request_body,
+                        subscription_message, auth_type, api_key, api_secret, passphrase, bearer_token, headers, query_params, signing,
+                        polling_interval, field_mapping, desired_state, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'stopped', ?, ?)
+                    """,
+                    [.text(connector.connectorID)] + Self.binds(connector.config, connector.sealedSecrets) + [.text(now), .text(now)]
+                )
+            } catch let error as SQLiteError where error.reason == .constraintUniqueFailed || error.reason == .constraint {
+                throw StoreError.duplicateName
+            }
+            _ = try await connection.query(
+                "INSERT INTO connector_status (connector_id, status, updated_at) VALUES (?, 'stopped', ?)",
+                [.text(connector.connectorID), .text(now)]
+            )
+            return try await Self.fetch(connector.connectorID, on: connection)!
+        }
+    }
+
+    public func listConnectors(limit: Int, offset: Int) async throws -> (connectors: [ConnectorRecord], total: Int) {
+        try await exclusive("list connectors") { connection in
+            let rows = try await connection.query(
+                ConnectorColumns.select(jsonCast: "") + " ORDER BY c.id LIMIT ? OFFSET ?",
+                [.integer(limit), .integer(offset)]
+            )
+            let total = try await connection.query("SELECT COUNT(*) AS total FROM api_connectors").first?.column("total")?.integer ?? 0
+            return (try rows.map { try ConnectorRecord(row: SQLiteStoredRow(row: $0)) }, total)
+        }
+    }
+
+    public func connector(id: String) async throws -> ConnectorRecord? {
+        try await exclusive("get connector") { connection in try await Self.fetch(id, on: connection) }
+    }
+
+    public func updateConnector(id: String, config: ConnectorConfig, sealedSecrets: SealedSecrets) async throws -> ConnectorRecord? {
+        let now = Timestamp.format(Date())
+        return try await transaction("update connector") { connection in
+            do {
+                _ = try await connection.query(
+                    """
+                    UPDATE api_connectors SET name = ?, connector_type = ?, exchange = ?, api_url = ?, http_method = ?, request_body = ?,
+                        subscription_message = ?, auth_type = ?, api_key = ?, api_secret = ?, passphrase = ?, bearer_token = ?,
+                        headers = ?, query_params = ?, signing = ?, polling_interval = ?, field_mapping = ?, updated_at = ?
+                    WHERE connector_id = ?
+                    """,
+                    Self.binds(config, sealedSecrets) + [.text(now), .text(id)]
+                )
+            } catch let error as SQLiteError where error.reason == .constraintUniqueFailed || error.reason == .constraint {
+                throw StoreError.duplicateName
+            }
+            return try await Self.fetch(id, on: connection)
+        }
+    }
+
+    public func deleteConnector(id: String) async throws -> Bool {
+        try await exclusive("delete connector") { connection in
+            let deleted = try await connection.query("DELETE FROM api_connectors WHERE connector_id = ? RETURNING id", [.text(id)])
+            return !deleted.isEmpty
+        }
+    }
+
+    public func setState(id: String, desired: DesiredState, status: ConnectorState, restarted: Bool) async throws -> ConnectorRecord? {
+        let now = Timestamp.format(Date())
+        return try await transaction("set connector state") { connection in
+            let updated = try await connection.query(
+                "UPDATE api_connectors SET desired_state = ?, updated_at = ? WHERE connector_id = ? RETURNING id",
+                [.text(desired.rawValue), .text(now), .text(id)]
+            )
+            guard !updated.isEmpty else { return nil }
+            _ = try await connection.query(
+                """
+                INSERT INTO connector_status (connector_id, status, started_at, updated_at) VALUES (?, ?, ?, ?)
+                ON CONFLICT (connector_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at,
+                    started_at = CASE WHEN ? THEN excluded.started_at ELSE connector_status.started_at END
+                """,
+                [.text(id), .text(status.rawValue), restarted ? .text(now) : .null, .text(now), .integer(restarted ? 1 : 0)]
+            )
+            return try await Self.fetch(id, on: connection)
+        }
+    }
+
+    public func close() async {
+        try? await connection.close()
+    }
+
+    static func fetch(_ id: String, on connection: SQLiteConnection) async throws -> ConnectorRecord? {
+        let rows = try await connection.query(ConnectorColumns.select(jsonCast: "") + " WHERE c.connector_id = ?", [.text(id)])
+        return try rows.first.map { try ConnectorRecord(row: SQLiteStoredRow(row: $0)) }
+    }
+
+    /// Binds for the 17 configuration columns, `name` through `field_mapping`.
+    static func binds(_ config: ConnectorConfig, _ secrets: SealedSecrets) -> [SQLiteData] {
+        func text(_ value: String?) -> SQLiteData { value.map(SQLiteData.text) ?? .null }
+        return [
+            .text(config.name), .text(config.connectorType.rawValue), .text(config.exchange.rawValue), .text(config.apiURL),
+            .text(config.httpMethod.rawValue), text(config.requestBody?.serialized), text(config.subscriptionMessage?.serialized),
+            .text(config.authType.rawValue), text(secrets.apiKey), text(secrets.apiSecret), text(secrets.passphrase),
+            text(secrets.bearerToken), text(secrets.headers), text(secrets.queryParams), text(config.signing?.serialized),
+            .integer(config.pollingInterval), text(config.fieldMapping?.serialized),
+        ]
+    }
+}
+
+struct SQLiteStoredRow: StoredRow {
+    let columns: [SQLiteColumn]
+
+    init(row: SQLiteRow) { self.columns = row.columns }
+
+    func string(_ column: Int) throws -> String? {
+        let data = columns[column].data
+        return data.isNull ? nil : data.string
+    }
+
+    func integer(_ column: Int) throws -> Int64? { columns[column].data.integer.map(Int64.init) }
+
+    func date(_ column: Int) throws -> Date? {
+        guard let text = try string(column) else { return nil }
+        guard let date = Timestamp.parse(text) else { throw StoreError.corrupt("timestamp \"\(text)\"") }
+        return date
+    }
+}

@@ -1,0 +1,106 @@
+/// A JSON document that keeps numbers as their exact source text and objects in key order.
+///
+/// Foundation's JSON types read numbers as `Double`, which would silently round prices and
+/// quantities; Tributary never lets money pass through binary floating point.
+public enum JSONValue: Sendable, Hashable {
+    case null
+    case bool(Bool)
+    /// The number's literal text, exactly as received (validated JSON number grammar).
+    case number(String)
+    case string(String)
+    case array([JSONValue])
+    case object(JSONObject)
+
+    public static func number(_ value: Int) -> JSONValue { .number(String(value)) }
+
+    public var stringValue: String? {
+        if case .string(let value) = self { return value }
+        return nil
+    }
+
+    public var objectValue: JSONObject? {
+        if case .object(let value) = self { return value }
+        return nil
+    }
+
+    public var arrayValue: [JSONValue]? {
+        if case .array(let value) = self { return value }
+        return nil
+    }
+
+    public var boolValue: Bool? {
+        if case .bool(let value) = self { return value }
+        return nil
+    }
+
+    public var isNull: Bool { self == .null }
+
+    /// The name of this value's JSON type, for error messages ("expected a string, got a number").
+    public var typeName: String {
+        switch self {
+        case .null: "null"
+        case .bool: "boolean"
+        case .number: "number"
+        case .string: "string"
+        case .array: "array"
+        case .object: "object"
+        }
+    }
+
+    /// Member lookup for objects; `nil` for other types or a missing key.
+    public subscript(key: String) -> JSONValue? {
+        objectValue?[key]
+    }
+
+    /// Element lookup for arrays; `nil` out of range or for other types.
+    public subscript(index: Int) -> JSONValue? {
+        guard case .array(let elements) = self, elements.indices.contains(index) else { return nil }
+        return elements[index]
+    }
+}
+
+/// A JSON object that keeps its members in insertion order; equality ignores order.
+public struct JSONObject: Sendable, Hashable, ExpressibleByDictionaryLiteral, Sequence {
+    public private(set) var members: [(key: String, value: JSONValue)]
+
+    public init() { self.members = [] }
+
+    public init(dictionaryLiteral elements: (String, JSONValue)...) {
+        self.members = []
+        for (key, value) in elements { self[key] = value }
+    }
+
+    public init(_ members: [(String, JSONValue)]) {
+        self.members = []
+        for (key, value) in members { self[key] = value }
+    }
+
+    public var keys: [String] { members.map(\.key) }
+    public var count: Int { members.count }
+    public var isEmpty: Bool { members.isEmpty }
+
+    public subscript(key: String) -> JSONValue? {
+        get { members.first { $0.key == key }?.value }
+        set {
+            if let index = members.firstIndex(where: { $0.key == key }) {
+                if let newValue { members[index].value = newValue } else { members.remove(at: index) }
+            } else if let newValue {
+                members.append((key, newValue))
+            }
+        }
+    }
+
+    public func makeIterator() -> IndexingIterator<[(key: String, value: JSONValue)]> {
+        members.makeIterator()
+    }
+
+    public static func == (lhs: JSONObject, rhs: JSONObject) -> Bool {
+        guard lhs.count == rhs.count else { return false }
+        return lhs.members.allSatisfy { rhs[$0.key] == $0.value }
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(count)
+        for key in keys.sorted() { hasher.combine(key) }
+    }
+}
