@@ -1,8 +1,11 @@
 import Foundation
+import ServiceLifecycle
 
 /// Persistence of connectors and their status: one contract, implemented by the embedded SQLite
-/// store and the PostgreSQL store, and tested by one shared suite against both.
-public protocol ConnectorStore: Sendable {
+/// store and the PostgreSQL store, and tested by one shared suite against both. As a `Service` it
+/// runs for the server's lifetime (PostgreSQL's connection pool lives in `run()`) and closes its
+/// connections on shutdown.
+public protocol ConnectorStore: Service {
     /// Applies pending schema migrations; safe when several processes start at once.
     func migrate() async throws
     /// Throws `StoreError.unavailable` unless the database answers and every migration is applied.
@@ -18,8 +21,6 @@ public protocol ConnectorStore: Sendable {
     func deleteConnector(id: String) async throws -> Bool
     /// Records a lifecycle action: the desired state and the resulting status.
     func setState(id: String, desired: DesiredState, status: ConnectorState, restarted: Bool) async throws -> ConnectorRecord?
-    /// Closes connections; the store is unusable afterwards.
-    func close() async
 }
 
 /// A connector to insert.

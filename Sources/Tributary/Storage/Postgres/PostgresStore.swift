@@ -222,7 +222,10 @@ public final class PostgresStore: ConnectorStore {
         }
     }
 
-    public func close() async {}
+    /// Runs the connection pool until shutdown.
+    public func run() async throws {
+        await client.run()
+    }
 
     static func fetch(_ id: String, on connection: PostgresConnection, logger: Logger) async throws -> ConnectorRecord? {
         let rows = try await connection.query(

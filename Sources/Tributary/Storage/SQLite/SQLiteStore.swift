@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import SQLiteNIO
+import ServiceLifecycle
 
 /// The embedded store: one SQLite file in WAL mode in the data directory.
 ///
@@ -168,8 +169,10 @@ public final class SQLiteStore: ConnectorStore {
         }
     }
 
-    public func close() async {
-        try? await connection.close()
+    /// Holds the connection open until shutdown, then closes it.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        try await lock.withLock { try await self.connection.close() }
     }
 
     static func fetch(_ id: String, on connection: SQLiteConnection) async throws -> ConnectorRecord? {

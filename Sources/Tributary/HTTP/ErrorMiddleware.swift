@@ -1,0 +1,62 @@
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+
+/// The outermost middleware: turns every error into the API's error body, so no response is an
+/// empty 500 or 404, and logs each request by path (never the query string, which may hold a token).
+public struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    public init() {}
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let started = ContinuousClock.now
+        let response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            response = try Self.map(error, request: request, context: context)
+        }
+        let elapsed = ContinuousClock.now - started
+        context.logger.log(
+            level: response.status.code >= 500 ? .warning : .debug,
+            "request",
+            metadata: [
+                "method": "\(request.method.rawValue)", "path": "\(request.uri.path)", "status": "\(response.status.code)",
+                "duration_ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
+            ]
+        )
+        return response
+    }
+
+    static func map(_ error: any Error, request: Request, context: Context) throws -> Response {
+        let apiError: APIError
+        switch error {
+        case let error as APIError: apiError = error
+        case ConnectorError.notFound(let id): apiError = .notFound("Connector \(id) not found")
+        case ConnectorError.invalid(let errors): apiError = .validation(errors)
+        case StoreError.duplicateName:
+            apiError = APIError(.conflict, code: "DUPLICATE_NAME", detail: "A connector with this name already exists")
+        case StoreError.unavailable(let reason):
+            context.logger.warning("database unavailable", metadata: ["error_type": "StoreError.unavailable", "reason": "\(reason)"])
+            apiError = APIError(.serviceUnavailable, code: "DATABASE_UNAVAILABLE", detail: "The database is unavailable; try again shortly")
+        case is NIOTooManyBytesError:
+            apiError = APIError(.contentTooLarge, code: "PAYLOAD_TOO_LARGE", detail: "The request body exceeds the 1 MiB limit")
+        case let error as HTTPError where error.status == .notFound:
+            apiError = .notFound("No route for \(request.method.rawValue) \(request.uri.path)")
+        case let error as any HTTPResponseError:
+            apiError = APIError(error.status, code: Self.code(for: error.status), detail: error.status.reasonPhrase)
+        default:
+            context.logger.error(
+                "unhandled error",
+                metadata: ["error_type": "\(type(of: error))", "error": "\(String(reflecting: error))", "path": "\(request.uri.path)"]
+            )
+            apiError = .internalError
+        }
+        return try apiError.response(from: request, context: context)
+    }
+
+    /// `Not Found` → `NOT_FOUND`.
+    static func code(for status: HTTPResponse.Status) -> String {
+        status.reasonPhrase.uppercased().map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined()
+    }
+}

@@ -1,0 +1,46 @@
+import HTTPTypes
+import Hummingbird
+
+/// Registers routes while remembering them, so a known path with a wrong method answers 405 with
+/// `Allow` (Hummingbird answers 404) and tests can compare the routes with the API document.
+public final class RouteTable<Context: RequestContext> {
+    public typealias Handler = @Sendable (Request, Context) async throws -> Response
+
+    public private(set) var routes: [(method: HTTPRequest.Method, path: String)] = []
+    private var groups: [String: RouterGroup<Context>] = [:]
+
+    public init() {}
+
+    /// Adds a route; `path` is the full path with `{parameter}` placeholders.
+    public func add(_ method: HTTPRequest.Method, _ path: String, in group: RouterGroup<Context>, use handler: @escaping Handler) {
+        routes.append((method, path))
+        groups[path] = group
+        group.on(RouterPath(Self.hummingbirdPath(path)), method: method, use: handler)
+    }
+
+    /// Answers every other common method on each known path with 405; call once all routes are added.
+    public func addMethodNotAllowedResponders() {
+        let methods: [HTTPRequest.Method] = [.get, .post, .put, .patch, .delete]
+        for (path, group) in groups {
+            let allowed = routes.filter { $0.path == path }.map(\.method)
+            let allow = allowed.map(\.rawValue).joined(separator: ", ")
+            for method in methods where !allowed.contains(method) {
+                group.on(RouterPath(Self.hummingbirdPath(path)), method: method) { request, _ -> Response in
+                    throw APIError(
+                        .methodNotAllowed,
+                        code: "METHOD_NOT_ALLOWED",
+                        detail: "\(request.method.rawValue) is not allowed on \(path); use \(allow)",
+                        headers: [.allow: allow]
+                    )
+                }
+            }
+        }
+    }
+
+    /// `/api/connectors/{connector_id}` → `/api/connectors/:connector_id`.
+    static func hummingbirdPath(_ path: String) -> String {
+        path.split(separator: "/", omittingEmptySubsequences: false).map { segment in
+            segment.hasPrefix("{") && segment.hasSuffix("}") ? ":" + segment.dropFirst().dropLast() : String(segment)
+        }.joined(separator: "/")
+    }
+}
