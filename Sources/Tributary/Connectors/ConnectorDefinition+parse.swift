@@ -266,7 +266,7 @@ struct FieldReader {
             }
             if headerNames, key.isEmpty || !key.utf8.allSatisfy(Self.isTokenByte) {
                 fail("\(field).\(key)", "is not a valid header name")
-            } else if string.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) {
+            } else if string.unicodeScalars.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) {
                 fail("\(field).\(key)", "must not contain line breaks")
             } else {
                 result[key] = string

@@ -62,6 +62,10 @@ public struct ConnectorDefinition: Sendable, Equatable {
         self.secrets = secrets
     }
 
+    public subscript<Value>(dynamicMember keyPath: KeyPath<ConnectorConfig, Value>) -> Value {
+        config[keyPath: keyPath]
+    }
+
     public subscript<Value>(dynamicMember keyPath: WritableKeyPath<ConnectorConfig, Value>) -> Value {
         get { config[keyPath: keyPath] }
         set { config[keyPath: keyPath] = newValue }
