@@ -49,6 +49,10 @@ public final class PostgresStore: ConnectorStore {
             return try await withDeadline(timeout, what) { [client] in try await body(client) }
         } catch let error as PSQLError {
             throw Self.translate(error)
+        } catch let error as PostgresTransactionError {
+            // The first failure inside the transaction is the meaningful one.
+            let cause = error.beginError ?? error.closureError ?? error.commitError ?? error
+            throw (cause as? PSQLError).map(Self.translate) ?? cause
         }
     }
 
