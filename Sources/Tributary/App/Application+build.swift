@@ -4,8 +4,8 @@ import ServiceLifecycle
 
 /// The composition root: builds storage, secrets, services and the router from one config.
 public func buildApplication(_ config: AppConfig, logger: Logger) async throws -> some ApplicationProtocol {
-    let store = try await makeStore(config, logger: logger)
     let secretBox = try makeSecretBox(config)
+    let store = try await makeStore(config, logger: logger)
     let router = buildRouter(config: config, store: store, service: ConnectorService(store: store, secretBox: secretBox, logger: logger))
     var app = Application(
         router: router,

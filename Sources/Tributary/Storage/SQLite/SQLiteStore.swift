@@ -169,10 +169,12 @@ public final class SQLiteStore: ConnectorStore {
         }
     }
 
-    /// Holds the connection open until shutdown, then closes it.
+    /// Holds the connection open until shutdown or cancellation, then closes it.
     public func run() async throws {
         try? await gracefulShutdown()
-        try await lock.withLock { try await self.connection.close() }
+        // Closing must happen even when this task is cancelled, which would stop the thread-pool hop.
+        let connection = self.connection
+        try await Task { try await lock.withLock { try await connection.close() } }.value
     }
 
     static func fetch(_ id: String, on connection: SQLiteConnection) async throws -> ConnectorRecord? {

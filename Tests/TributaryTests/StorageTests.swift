@@ -1,0 +1,172 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Testing
+
+@testable import Tributary
+
+/// The schema and the store contract, on both backends, checked with raw SQL.
+@Suite struct StorageTests {
+    static let logger = Logger(label: "storage-test")
+
+    /// Runs `body` with a store on `config`, its service running.
+    static func withStore<Value: Sendable>(_ config: AppConfig, _ body: @Sendable @escaping (any ConnectorStore) async throws -> Value) async throws -> Value {
+        let store = try await makeStore(config, logger: logger)
+        return try await withThrowingTaskGroup(of: Value?.self) { group in
+            group.addTask {
+                try await store.run()
+                return nil
+            }
+            defer { group.cancelAll() }
+            return try await body(store)
+        }
+    }
+
+    @Test(arguments: TestBackend.enabled)
+    func migrationsApplyOnceEvenWhenRunTwiceAndConcurrently(_ backend: TestBackend) async throws {
+        try await backend.withConfig { config in
+            try await Self.withStore(config) { first in
+                try await Self.withStore(config) { second in
+                    async let one: Void = first.migrate()
+                    async let two: Void = second.migrate()
+                    _ = try await (one, two)
+                    try await first.migrate()
+                    try await second.checkReady()
+                }
+            }
+            let versions = try await RawDatabase.strings(config, "SELECT CAST(version AS TEXT) FROM schema_migrations")
+            #expect(versions == ["\(Migrations.latestVersion)"])
+        }
+    }
+
+    @Test(arguments: TestBackend.enabled)
+    func allFiveTablesExistWithTheSeedIndexes(_ backend: TestBackend) async throws {
+        try await backend.withConfig { config in
+            try await Self.withStore(config) { try await $0.migrate() }
+            let tableQuery =
+                backend == .sqlite
+                ? "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+                : "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name"
+            let tables = Set(try await RawDatabase.strings(config, tableQuery).compactMap { $0 })
+            #expect(
+                tables.isSuperset(of: [
+                    "api_connectors", "connector_status", "api_connector_data", "websocket_messages", "websocket_batches", "schema_migrations",
+                ])
+            )
+            let indexQuery =
+                backend == .sqlite
+                ? "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'websocket_messages'"
+                : "SELECT indexname::text FROM pg_indexes WHERE tablename = 'websocket_messages'"
+            let indexes = Set(try await RawDatabase.strings(config, indexQuery).compactMap { $0 })
+            #expect(
+                indexes.isSuperset(of: [
+                    "idx_websocket_messages_time_exchange", "idx_websocket_messages_instrument_time",
+                    "idx_websocket_messages_exchange_instrument_time", "idx_websocket_messages_connector_time", "idx_websocket_messages_source",
+                ])
+            )
+        }
+    }
+
+    @Test(arguments: TestBackend.enabled)
+    func deletingAConnectorCascadesToStatusAndData(_ backend: TestBackend) async throws {
+        try await backend.withConfig { config in
+            let id = "conn_cascade"
+            try await Self.withStore(config) { store in
+                try await store.migrate()
+                let config = ConnectorConfig(
+                    name: "cascade", connectorType: .rest, apiURL: "https://example.org/x", exchange: .custom, subscriptionMessage: nil,
+                    httpMethod: .GET, requestBody: nil, authType: .none, signing: nil, pollingInterval: 1000, fieldMapping: nil
+                )
+                _ = try await store.insertConnector(NewConnector(connectorID: id, config: config, sealedSecrets: SealedSecrets()))
+            }
+            _ = try await RawDatabase.strings(
+                config,
+                "INSERT INTO api_connector_data (connector_id, data, status_code, source_id, session_id) VALUES ('\(id)', '{}', 200, 's', 'x')"
+            )
+            #expect(try await RawDatabase.strings(config, "SELECT connector_id FROM connector_status") == [id])
+            #expect(try await Self.withStore(config) { try await $0.deleteConnector(id: id) })
+            #expect(try await RawDatabase.strings(config, "SELECT connector_id FROM connector_status").isEmpty)
+            #expect(try await RawDatabase.strings(config, "SELECT connector_id FROM api_connector_data").isEmpty)
+            #expect(try await !Self.withStore(config) { try await $0.deleteConnector(id: id) })
+        }
+    }
+
+    @Test(arguments: TestBackend.enabled)
+    func websocketMessagesAreIdempotentOnSourceID(_ backend: TestBackend) async throws {
+        try await backend.withConfig { config in
+            try await Self.withStore(config) { try await $0.migrate() }
+            let insert = """
+                INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, quantity, data, source_id)
+                VALUES ('c', 'okx', 'BTC-USDT', 'trade', '65432.123456789012345678', '0.00000001', '{"instrument":"BTC-USDT"}', 'okx:trades:BTC-USDT:1')
+                ON CONFLICT (connector_id, source_id) DO NOTHING RETURNING id
+                """
+            #expect(try await RawDatabase.strings(config, insert).count == 1)
+            #expect(try await RawDatabase.strings(config, insert).isEmpty, "a re-delivered message is not stored twice")
+            let price = try await RawDatabase.strings(config, "SELECT CAST(price AS TEXT) FROM websocket_messages")
+            #expect(price == ["65432.123456789012345678"], "prices are stored exactly")
+        }
+    }
+
+    @Test func seedExampleQueryRunsUnchangedOnPostgreSQL() async throws {
+        guard TestBackend.enabled.contains(.postgres) else { return }
+        try await TestBackend.postgres.withConfig { config in
+            try await Self.withStore(config) { try await $0.migrate() }
+            _ = try await RawDatabase.strings(
+                config,
+                """
+                INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, data, source_id)
+                VALUES ('c', 'okx', 'BTC-USDT', 'trade', 1, '{"instrument":"BTC-USDT"}', 'a'),
+                       ('c', 'okx', 'ETH-USDT', 'trade', 1, '{"instrument":"ETH-USDT"}', 'b')
+                RETURNING id::text
+                """
+            )
+            let rows = try await RawDatabase.strings(
+                config,
+                "SELECT * FROM websocket_messages WHERE data->>'instrument' = 'BTC-USDT' AND timestamp > NOW() - INTERVAL '1 hour'"
+            )
+            #expect(rows.count == 1)
+        }
+    }
+
+    /// A "database" that accepts TCP connections and never answers: the worst kind of outage.
+    static func withSilentServer<Value>(_ body: (Int) async throws -> Value) async throws -> Value {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { _ in MultiThreadedEventLoopGroup.singleton.any().makeSucceededVoidFuture() }
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { channel.close(promise: nil) }
+        return try await body(channel.localAddress!.port!)
+    }
+
+    @Test func deadDatabaseAnswers503WithinThePoolTimeout() async throws {
+        try await Self.withSilentServer { port in
+            var config = AppConfig()
+            config.host = "127.0.0.1"
+            config.port = 0
+            config.encryptionKey = TestBackend.testKey
+            config.poolTimeout = .seconds(1)
+            config.database = .postgres(PostgresSettings(host: "127.0.0.1", port: port, username: "u", password: "p", database: "d", tls: .disable))
+            let store = try await makeStore(config, logger: Self.logger)
+            let service = ConnectorService(store: store, secretBox: try makeSecretBox(config), logger: Self.logger)
+            let app = Application(
+                router: buildRouter(config: config, store: store, service: service),
+                configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                services: [store]
+            )
+            try await app.test(.live) { client in
+                for path in ["/ready", "/api/connectors"] {
+                    let started = ContinuousClock.now
+                    let response = try await client.json(.get, path)
+                    let elapsed = ContinuousClock.now - started
+                    #expect(response.status == .serviceUnavailable)
+                    #expect(response.body["error_code"] == "DATABASE_UNAVAILABLE")
+                    #expect(elapsed < .seconds(3), "answered after \(elapsed), not after PostgresNIO's minute")
+                }
+                #expect(try await client.json(.get, "/health").status == .ok)
+            }
+        }
+    }
+}
