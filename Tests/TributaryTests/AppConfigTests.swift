@@ -34,7 +34,9 @@ import Testing
         ])
         #expect(
             config.database
-                == .postgres(.init(host: "postgres-db", port: 5433, username: "etl_user", password: "secure_password", database: "etl_tool", tls: .disable))
+                == .postgres(
+                    .init(host: "postgres-db", port: 5433, username: "etl_user", password: "secure_password", database: "etl_tool", tls: .disable)
+                )
         )
         #expect(!config.description.contains("secure_password"))
     }

@@ -84,13 +84,21 @@ import Testing
     func errorsUseTheErrorBody(_ backend: TestBackend) async throws {
         try await backend.withConfig { config in
             try await TestServer(config: config).run { client in
-                func expectError(_ response: (status: HTTPResponse.Status, body: JSONValue, headers: HTTPFields), _ status: HTTPResponse.Status, _ code: String) {
+                func expectError(
+                    _ response: (status: HTTPResponse.Status, body: JSONValue, headers: HTTPFields),
+                    _ status: HTTPResponse.Status,
+                    _ code: String
+                ) {
                     #expect(response.status == status)
                     #expect(response.body["error_code"] == .string(code))
                     #expect(response.body["detail"]?.stringValue?.isEmpty == false)
                     #expect(response.body["timestamp"]?.stringValue.flatMap(Timestamp.parse) != nil)
                 }
-                let invalid = try await client.json(.post, "/api/connectors", body: #"{"name":"x","connector_type":"rest","api_url":"ftp://h","polling_interval":50,"extra":1}"#)
+                let invalid = try await client.json(
+                    .post,
+                    "/api/connectors",
+                    body: #"{"name":"x","connector_type":"rest","api_url":"ftp://h","polling_interval":50,"extra":1}"#
+                )
                 expectError(invalid, .badRequest, "VALIDATION_ERROR")
                 let fields = invalid.body["errors"]?.arrayValue?.compactMap { $0["field"]?.stringValue } ?? []
                 #expect(Set(fields) == ["api_url", "polling_interval", "extra"])
@@ -153,12 +161,18 @@ import Testing
                 #expect(created.body["data"]?["has_api_secret"] == true)
                 #expect(created.body["data"]?["has_passphrase"] == true)
                 #expect(created.body["data"]?["headers"]?["X-Extra-Key"] == "****-987")
-                let renamed = try await client.json(.put, "/api/connectors/\(id)", body: JSONValue.object(["name": "private-2", "api_key": "****WXYZ"]).serialized)
+                let renamed = try await client.json(
+                    .put,
+                    "/api/connectors/\(id)",
+                    body: JSONValue.object(["name": "private-2", "api_key": "****WXYZ"]).serialized
+                )
                 #expect(renamed.body["data"]?["api_key"] == "****WXYZ", "the masked key sent back keeps the secret")
                 let bad = try await client.json(.put, "/api/connectors/\(id)", body: #"{"polling_interval":1}"#)
-                return [created.body, renamed.body, bad.body, try await client.json(.get, "/api/connectors/\(id)").body,
-                    try await client.json(.get, "/api/connectors").body, try await client.json(.get, "/api/connectors/\(id)/status").body]
-                    .map(\.serialized).joined()
+                return [
+                    created.body, renamed.body, bad.body, try await client.json(.get, "/api/connectors/\(id)").body,
+                    try await client.json(.get, "/api/connectors").body, try await client.json(.get, "/api/connectors/\(id)/status").body,
+                ]
+                .map(\.serialized).joined()
             }
             let stored = try await RawDatabase.strings(
                 config,
@@ -179,7 +193,11 @@ import Testing
     func connectorsSurviveARestart(_ backend: TestBackend) async throws {
         try await backend.withConfig { config in
             let id = try await TestServer(config: config).run { client in
-                let created = try await client.json(.post, "/api/connectors", body: connectorBody("durable", ["api_key": "persisted-key-1234", "auth_type": "api_key"]))
+                let created = try await client.json(
+                    .post,
+                    "/api/connectors",
+                    body: connectorBody("durable", ["api_key": "persisted-key-1234", "auth_type": "api_key"])
+                )
                 let id = try #require(created.body["connector_id"]?.stringValue)
                 try await client.json(.post, "/api/connectors/\(id)/start")
                 return id
@@ -215,7 +233,10 @@ import Testing
                 #expect(missing.status == .unauthorized)
                 #expect(missing.body["error_code"] == "UNAUTHORIZED")
                 #expect(try await client.json(.get, "/api/connectors", headers: [.authorization: "Bearer token-three"]).status == .unauthorized)
-                #expect(try await client.json(.get, "/api/connectors?token=token-one").status == .unauthorized, "?token= is only for the realtime socket")
+                #expect(
+                    try await client.json(.get, "/api/connectors?token=token-one").status == .unauthorized,
+                    "?token= is only for the realtime socket"
+                )
                 #expect(try await client.json(.get, "/api/connectors", headers: [.authorization: "Bearer token-two"]).status == .ok)
                 #expect(try await client.json(.post, "/api/connectors", body: connectorBody()).status == .unauthorized)
                 #expect(try await client.json(.get, "/health").status == .ok)

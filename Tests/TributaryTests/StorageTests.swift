@@ -14,7 +14,10 @@ import Testing
     static let logger = Logger(label: "storage-test")
 
     /// Runs `body` with a store on `config`, its service running.
-    static func withStore<Value: Sendable>(_ config: AppConfig, _ body: @Sendable @escaping (any ConnectorStore) async throws -> Value) async throws -> Value {
+    static func withStore<Value: Sendable>(
+        _ config: AppConfig,
+        _ body: @Sendable @escaping (any ConnectorStore) async throws -> Value
+    ) async throws -> Value {
         let store = try await makeStore(config, logger: logger)
         return try await withThrowingTaskGroup(of: Value?.self) { group in
             group.addTask {
@@ -78,8 +81,17 @@ import Testing
             try await Self.withStore(config) { store in
                 try await store.migrate()
                 let config = ConnectorConfig(
-                    name: "cascade", connectorType: .rest, apiURL: "https://example.org/x", exchange: .custom, subscriptionMessage: nil,
-                    httpMethod: .GET, requestBody: nil, authType: .none, signing: nil, pollingInterval: 1000, fieldMapping: nil
+                    name: "cascade",
+                    connectorType: .rest,
+                    apiURL: "https://example.org/x",
+                    exchange: .custom,
+                    subscriptionMessage: nil,
+                    httpMethod: .GET,
+                    requestBody: nil,
+                    authType: .none,
+                    signing: nil,
+                    pollingInterval: 1000,
+                    fieldMapping: nil
                 )
                 _ = try await store.insertConnector(NewConnector(connectorID: id, config: config, sealedSecrets: SealedSecrets()))
             }

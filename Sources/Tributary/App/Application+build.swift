@@ -61,7 +61,6 @@ public func makeSecretBox(_ config: AppConfig) throws -> SecretBox {
     )
 }
 
-
 /// `tributary serve`: runs the server until SIGINT or SIGTERM, then shuts down gracefully.
 public func runServer(_ config: AppConfig) async throws {
     config.bootstrapLogging()

@@ -108,7 +108,10 @@ extension ConnectorDefinition {
             if config.apiURL.contains(where: \.isWhitespace) || url == nil || scheme == nil || url?.host()?.isEmpty != false
                 || !schemes.contains(scheme!)
             {
-                reader.fail("api_url", "must be an absolute \(schemes.joined(separator: " or ")) URL for a \(config.connectorType.rawValue) connector")
+                reader.fail(
+                    "api_url",
+                    "must be an absolute \(schemes.joined(separator: " or ")) URL for a \(config.connectorType.rawValue) connector"
+                )
             }
         }
         if !reader.hasError("polling_interval"), !(100...60_000).contains(config.pollingInterval) {

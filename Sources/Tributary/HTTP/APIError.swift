@@ -42,7 +42,7 @@ public struct APIError: HTTPResponseError, Sendable {
         APIError(.notFound, code: "NOT_FOUND", detail: detail)
     }
 
-    public static let internalError = APIError(
+    public static let unexpected = APIError(
         .internalServerError,
         code: "INTERNAL_ERROR",
         detail: "The server hit an unexpected error; it has been logged."

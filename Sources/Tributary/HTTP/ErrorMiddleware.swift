@@ -50,7 +50,7 @@ public struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                 "unhandled error",
                 metadata: ["error_type": "\(type(of: error))", "error": "\(String(reflecting: error))", "path": "\(request.uri.path)"]
             )
-            apiError = .internalError
+            apiError = .unexpected
         }
         return try apiError.response(from: request, context: context)
     }

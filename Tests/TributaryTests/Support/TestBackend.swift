@@ -70,7 +70,10 @@ enum TestBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 
     /// Runs `body` with a short-lived client on the given database.
-    static func admin<Value: Sendable>(_ settings: PostgresSettings, _ body: @escaping @Sendable (PostgresClient) async throws -> Value) async throws -> Value {
+    static func admin<Value: Sendable>(
+        _ settings: PostgresSettings,
+        _ body: @escaping @Sendable (PostgresClient) async throws -> Value
+    ) async throws -> Value {
         let client = PostgresClient(
             configuration: .init(
                 host: settings.host,
