@@ -43,7 +43,7 @@ struct SettingsOptions: ParsableArguments {
         do {
             return try AppConfig.load(environment: ProcessInfo.processInfo.environment, overrides: overrides)
         } catch {
-            throw ValidationError("configuration: \(error.message)")
+            throw ConfigError("configuration: \(error.message)")
         }
     }
 }
@@ -57,7 +57,7 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         var config = try settings.load()
         config.insecureNoAuth = insecureNoAuth
-        do { try config.validateForServing() } catch { throw ValidationError(error.message) }
+        try config.validateForServing()
         try await runServer(config)
     }
 }

@@ -1,0 +1,85 @@
+import Foundation
+import Testing
+
+/// The `tributary` executable itself: startup checks, graceful shutdown and exit codes.
+@Suite struct CommandLineTests {
+    /// The executable `swift build`/`swift test` built next to this test bundle.
+    static var executable: URL {
+        get throws {
+            let candidates = [
+                Bundle.main.bundleURL.appendingPathComponent("tributary"),
+                Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("tributary"),
+                URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+                    .appendingPathComponent(".build/debug/tributary"),
+            ]
+            return try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }, "tributary executable not built")
+        }
+    }
+
+    /// Starts `tributary` with `arguments` and a clean environment plus `environment`.
+    static func launch(_ arguments: [String], environment: [String: String] = [:]) throws -> (Process, Pipe) {
+        let process = Process()
+        process.executableURL = try executable
+        process.arguments = arguments
+        process.environment = ["PATH": "/usr/bin:/bin"].merging(environment) { $1 }
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        return (process, output)
+    }
+
+    static func finish(_ process: Process, _ output: Pipe, within timeout: Duration = .seconds(30)) async throws -> (Int32, String) {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        return (process.terminationStatus, text)
+    }
+
+    @Test func refusesAPublicAddressWithoutTokens() async throws {
+        let (process, output) = try Self.launch(["serve", "--host", "0.0.0.0"])
+        let (status, text) = try await Self.finish(process, output)
+        #expect(status != 0)
+        #expect(text.contains("refusing to serve on 0.0.0.0 without API tokens"))
+        #expect(text.contains("--insecure-no-auth"))
+    }
+
+    @Test func refusesPostgreSQLWithoutAnEncryptionKeyAndNeverPrintsThePassword() async throws {
+        let (process, output) = try Self.launch(["serve"], environment: ["DATABASE_URL": "postgres://etl:pw-not-to-print@127.0.0.1:1/etl"])
+        let (status, text) = try await Self.finish(process, output)
+        #expect(status != 0)
+        #expect(text.contains("ENCRYPTION_KEY is required with PostgreSQL"))
+        #expect(!text.contains("pw-not-to-print"))
+    }
+
+    @Test func keygenPrintsAUsableKey() async throws {
+        let (process, output) = try Self.launch(["keygen"])
+        let (status, text) = try await Self.finish(process, output)
+        #expect(status == 0)
+        #expect(
+            Data(
+                base64Encoded: text.trimmingCharacters(in: .whitespacesAndNewlines)
+                    .replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+            )?.count == 32
+        )
+    }
+
+    @Test func servesThenShutsDownGracefullyOnSIGTERM() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-cli-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (process, output) = try Self.launch(["serve", "--port", "0", "--data-dir", directory])
+        var text = ""
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !text.contains("Tributary is listening"), process.isRunning, ContinuousClock.now < deadline {
+            text += String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
+        }
+        #expect(text.contains("Tributary is listening"), "output: \(text)")
+        process.terminate()  // SIGTERM
+        let (status, rest) = try await Self.finish(process, output)
+        #expect(status == 0, "exit status after SIGTERM; output: \(text + rest)")
+        #expect(FileManager.default.fileExists(atPath: directory + "/tributary.sqlite"))
+        #expect(FileManager.default.fileExists(atPath: directory + "/encryption.key"))
+    }
+}
