@@ -17,7 +17,12 @@ public enum Timestamp {
             + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(fraction, 6))Z"
     }
 
-    /// Parses what `format` writes, and the same without or with fewer fraction digits.
+    /// Milliseconds since 1970 of an RFC 3339 UTC time such as Coinbase's `2026-04-07T14:30:02.789012345Z`.
+    public static func parseMilliseconds(_ text: String) -> Int64? {
+        parse(text).map { Int64(($0.timeIntervalSince1970 * 1000).rounded(.down)) }
+    }
+
+    /// Parses what `format` writes, and the same with 0 to 9 fraction digits (beyond 6 truncated).
     public static func parse(_ text: String) -> Date? {
         let bytes = Array(text.utf8)
         guard bytes.count >= 20, bytes.last == UInt8(ascii: "Z") else { return nil }
@@ -35,8 +40,12 @@ public enum Timestamp {
         else { return nil }
         var microseconds = 0
         if bytes.count > 20 {
-            guard bytes[19] == UInt8(ascii: "."), bytes.count - 21 <= 6, let fraction = number(20..<(bytes.count - 1)) else { return nil }
-            microseconds = fraction * Int(pow(10, Double(6 - (bytes.count - 21))))
+            let digits = bytes.count - 21
+            guard bytes[19] == UInt8(ascii: "."), (1...9).contains(digits), let fraction = number(20..<(20 + min(digits, 6))) else {
+                return nil
+            }
+            guard digits <= 6 || number((20 + 6)..<(bytes.count - 1)) != nil else { return nil }
+            microseconds = fraction * Int(pow(10, Double(6 - min(digits, 6))))
         }
         var parts = tm()
         parts.tm_year = Int32(year - 1900)

@@ -1,0 +1,98 @@
+/// The kind of a market-data message (`websocket_messages.message_type`).
+public enum MessageType: String, Sendable, CaseIterable {
+    case trade
+    case ticker
+    case book
+    case candle
+    case other
+}
+
+/// One normalized market-data record, ready to store: exact decimal strings, the instrument as
+/// `BASE-QUOTE`, the exchange's own symbol kept, and the source record under `raw`.
+public struct MarketMessage: Sendable, Equatable {
+    public var exchange: Exchange
+    public var channel: String
+    public var messageType: MessageType
+    /// `BASE-QUOTE`, upper case (`BTC-USDT`).
+    public var instrument: String?
+    /// The exchange's own symbol (`BTCUSDT`, `BTC/USD`).
+    public var symbol: String?
+    public var price: String?
+    public var quantity: String?
+    /// The taker side, `buy` or `sell`.
+    public var side: String?
+    /// Identity at the source, stable across reconnects (`okx:trades:BTC-USDT:130639474`); `nil`
+    /// when the exchange gives none, and the connector then numbers it within its session.
+    public var sourceID: String?
+    /// Exchange event time in milliseconds since 1970.
+    public var exchangeTimestampMs: Int64?
+    /// Extra normalized fields by message type (best bid/ask, candle OHLCV, book levels).
+    public var fields: JSONObject
+    /// The record as the exchange sent it.
+    public var raw: JSONValue
+
+    public init(
+        exchange: Exchange,
+        channel: String,
+        messageType: MessageType,
+        instrument: String? = nil,
+        symbol: String? = nil,
+        price: String? = nil,
+        quantity: String? = nil,
+        side: String? = nil,
+        sourceID: String? = nil,
+        exchangeTimestampMs: Int64? = nil,
+        fields: JSONObject = [:],
+        raw: JSONValue
+    ) {
+        self.exchange = exchange
+        self.channel = channel
+        self.messageType = messageType
+        self.instrument = instrument
+        self.symbol = symbol
+        self.price = price
+        self.quantity = quantity
+        self.side = side
+        self.sourceID = sourceID
+        self.exchangeTimestampMs = exchangeTimestampMs
+        self.fields = fields
+        self.raw = raw
+    }
+
+    /// The normalized message as stored in `websocket_messages.data` (so `data->>'instrument'` works).
+    public var json: JSONValue {
+        var object: JSONObject = [
+            "exchange": .string(exchange.rawValue),
+            "channel": .string(channel),
+            "message_type": .string(messageType.rawValue),
+            "instrument": .optional(instrument),
+            "symbol": .optional(symbol),
+            "price": .optional(price),
+            "quantity": .optional(quantity),
+            "side": .optional(side),
+        ]
+        if let exchangeTimestampMs { object["exchange_timestamp_ms"] = .number(String(exchangeTimestampMs)) }
+        for (key, value) in fields { object[key] = value }
+        object["raw"] = raw
+        return .object(object)
+    }
+}
+
+/// What one inbound frame turned out to be.
+public enum NormalizedFrame: Sendable, Equatable {
+    /// Market data: one frame may carry several records (OKX `data` arrays, batched trades).
+    case messages([MarketMessage])
+    /// Subscription acks, pongs, heartbeats, notices: not data, not stored.
+    case control(String)
+    /// The exchange reported an error (shown as the connector's `last_error`).
+    case exchangeError(String)
+}
+
+/// Why a frame could not be normalized; counted, logged and skipped by the connector.
+public struct NormalizationError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var reason: String
+
+    public init(_ reason: String) { self.reason = reason }
+
+    public var description: String { reason }
+}
