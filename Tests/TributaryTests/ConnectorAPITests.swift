@@ -34,12 +34,12 @@ import Testing
                 #expect(updated.status == .ok)
                 #expect(updated.body["data"]?["name"] == "renamed")
                 #expect(updated.body["data"]?["polling_interval"] == .number(2500))
-                #expect(updated.body["data"]?["api_url"] == "wss://ws.okx.com:8443/ws/v5/public")
+                #expect(updated.body["data"]?["api_url"] == "ws://127.0.0.1:9/ws/v5/public")
 
                 let started = try await client.json(.post, "/api/connectors/\(id)/start")
                 #expect(started.status == .ok)
                 #expect(started.body["data"]?["desired_state"] == "running")
-                #expect(started.body["data"]?["status"] == "starting")
+                #expect(["starting", "reconnecting"].contains(started.body["data"]?["status"]?.stringValue))
                 #expect(started.body["data"]?["started_at"]?.stringValue != nil)
                 let again = try await client.json(.post, "/api/connectors/\(id)/start")
                 #expect(again.status == .ok, "start is idempotent")
@@ -47,8 +47,8 @@ import Testing
 
                 let status = try await client.json(.get, "/api/connectors/\(id)/status")
                 #expect(status.status == .ok)
-                #expect(status.body["data"]?["status"] == "starting")
-                #expect(status.body["data"]?["performance_metrics"] == .object([:]))
+                #expect(["starting", "reconnecting"].contains(status.body["data"]?["status"]?.stringValue), "nothing listens on its port")
+                #expect(status.body["data"]?["performance_metrics"]?["messages_received"] == .number(0))
 
                 let stopped = try await client.json(.post, "/api/connectors/\(id)/stop")
                 #expect(stopped.body["data"]?["status"] == "stopped")

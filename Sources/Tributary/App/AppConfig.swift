@@ -35,6 +35,13 @@ public struct AppConfig: Sendable {
     public var previousEncryptionKeys: [String] = []
     /// Allows serving on a non-loopback address without API tokens.
     public var insecureNoAuth = false
+    /// Accepted messages waiting for the writer, at most; beyond it new messages are refused and counted.
+    public var ingestBufferCapacity = 500_000
+    /// Updates queued per realtime client before the oldest are dropped.
+    public var realtimeQueueCapacity = 10_000
+    public var realtimePingInterval: Duration = .seconds(30)
+    /// Connector keepalive, reconnect and status timing.
+    public var runtime = ConnectorRuntimeSettings()
 
     public init() {}
 
@@ -44,6 +51,7 @@ public struct AppConfig: Sendable {
         "HOST", "PORT", "TRIBUTARY_DATA_DIR", "DATABASE_URL", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER",
         "POSTGRES_PASSWORD", "POSTGRES_DB", "ENCRYPTION_KEY", "ENCRYPTION_KEYS_PREVIOUS", "DB_POOL_MIN", "DB_POOL_MAX",
         "DB_POOL_TIMEOUT", "BATCH_MAX_MESSAGES", "BATCH_MAX_INTERVAL_MS", "TRIBUTARY_API_TOKENS", "LOG_LEVEL", "LOG_FORMAT",
+        "CONNECTOR_MAX_RECONNECTS",
     ]
 
     /// Builds the configuration from `overrides` (command-line flags, by setting name) over `environment`.
@@ -62,6 +70,7 @@ public struct AppConfig: Sendable {
         config.poolTimeout = try seconds(settings, "DB_POOL_TIMEOUT", default: .seconds(10))
         config.batchMaxMessages = try integer(settings, "BATCH_MAX_MESSAGES", default: 50, range: 1...100_000)
         config.batchMaxInterval = .milliseconds(try integer(settings, "BATCH_MAX_INTERVAL_MS", default: 5000, range: 1...3_600_000))
+        config.runtime.maxReconnectAttempts = try integer(settings, "CONNECTOR_MAX_RECONNECTS", default: 10, range: 0...1_000_000)
         config.apiTokens = (settings["TRIBUTARY_API_TOKENS"] ?? "").split(separator: ",")
             .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         if let level = settings["LOG_LEVEL"] {

@@ -1,16 +1,23 @@
 import Hummingbird
+import HummingbirdWebSocket
 import Logging
 import ServiceLifecycle
 
-/// The composition root: builds storage, secrets, services and the router from one config.
+/// The composition root: builds storage, secrets, the ingest pipeline, connectors and the router from one config.
 public func buildApplication(_ config: AppConfig, logger: Logger) async throws -> some ApplicationProtocol {
     let secretBox = try makeSecretBox(config)
     let store = try await makeStore(config, logger: logger)
-    let router = buildRouter(config: config, store: store, service: ConnectorService(store: store, secretBox: secretBox, logger: logger))
+    let pipeline = Pipeline(config: config, store: store, secretBox: secretBox, logger: logger)
+    let router = buildRouter(config: config, store: store, service: pipeline.service)
     var app = Application(
         router: router,
+        server: .http1WebSocketUpgrade(
+            webSocketRouter: buildRealtimeRouter(config: config, endpoint: pipeline.realtime),
+            configuration: .init(maxFrameSize: 1 << 20)
+        ),
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "tributary"),
-        services: [store],
+        // Started in this order, shut down in reverse: connectors stop, then the writer flushes, then the store closes.
+        services: [store, pipeline.writer, pipeline.supervisor],
         onServerRunning: { channel in
             logger.notice("Tributary is listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
         },
@@ -23,6 +30,42 @@ public func buildApplication(_ config: AppConfig, logger: Logger) async throws -
     return app
 }
 
+/// The ingest pipeline and the connector runtime around one store.
+public struct Pipeline: Sendable {
+    public let buffer: IngestBuffer
+    public let metrics: PipelineMetrics
+    public let broadcaster: Broadcaster
+    public let writer: BatchWriter
+    public let supervisor: ConnectorSupervisor
+    public let service: ConnectorService
+    public let realtime: RealtimeEndpoint
+
+    public init(config: AppConfig, store: any ConnectorStore, secretBox: SecretBox, logger: Logger) {
+        buffer = IngestBuffer(capacity: config.ingestBufferCapacity)
+        metrics = PipelineMetrics()
+        broadcaster = Broadcaster(queueCapacity: config.realtimeQueueCapacity)
+        writer = BatchWriter(
+            buffer: buffer,
+            store: store,
+            broadcaster: broadcaster,
+            metrics: metrics,
+            maxRetryDelay: config.batchMaxInterval,
+            logger: logger
+        )
+        let definitions = ConnectorService(store: store, secretBox: secretBox, logger: logger)
+        supervisor = ConnectorSupervisor(
+            store: store,
+            definition: { try definitions.definition(of: $0) },
+            buffer: buffer,
+            metrics: metrics,
+            settings: config.runtime,
+            logger: logger
+        )
+        service = ConnectorService(store: store, secretBox: secretBox, supervisor: supervisor, logger: logger)
+        realtime = RealtimeEndpoint(broadcaster: broadcaster, pingInterval: config.realtimePingInterval, logger: logger)
+    }
+}
+
 /// The router: error handling outermost, then open routes (`/health`, `/ready`) and token-protected `/api` routes.
 public func buildRouter(config: AppConfig, store: any ConnectorStore, service: ConnectorService) -> Router<BasicRequestContext> {
     let router = Router()
@@ -32,7 +75,25 @@ public func buildRouter(config: AppConfig, store: any ConnectorStore, service: C
     let api = router.group().add(middleware: AuthMiddleware(verifier: APITokenVerifier(tokens: config.apiTokens)))
     HealthController(store: store).addRoutes(to: table, in: open)
     ConnectorController(service: service).addRoutes(to: table, in: api)
+    table.add(.get, "/api/realtime", in: api) { _, _ in
+        throw APIError(
+            .upgradeRequired,
+            code: "UPGRADE_REQUIRED",
+            detail: "/api/realtime is a WebSocket: connect with a WebSocket client",
+            headers: [.upgrade: "websocket"]
+        )
+    }
     table.addMethodNotAllowedResponders()
+    return router
+}
+
+/// The WebSocket upgrade router: `/api/realtime`, behind the same API tokens (header or `?token=`).
+public func buildRealtimeRouter(config: AppConfig, endpoint: RealtimeEndpoint) -> Router<BasicWebSocketRequestContext> {
+    let router = Router(context: BasicWebSocketRequestContext.self)
+    router.add(middleware: AuthMiddleware(verifier: APITokenVerifier(tokens: config.apiTokens)))
+    router.ws("/api/realtime") { inbound, outbound, context in
+        try await endpoint.handle(inbound, outbound, request: context.request)
+    }
     return router
 }
 

@@ -8,10 +8,13 @@ public struct ConnectorService: Sendable {
     let store: any ConnectorStore
     let secretBox: SecretBox
     let logger: Logger
+    /// Runs the connectors; without one (tools, tests of the API alone) actions only record state.
+    let supervisor: ConnectorSupervisor?
 
-    public init(store: any ConnectorStore, secretBox: SecretBox, logger: Logger) {
+    public init(store: any ConnectorStore, secretBox: SecretBox, supervisor: ConnectorSupervisor? = nil, logger: Logger) {
         self.store = store
         self.secretBox = secretBox
+        self.supervisor = supervisor
         self.logger = logger
     }
 
@@ -27,11 +30,13 @@ public struct ConnectorService: Sendable {
 
     public func list(limit: Int, offset: Int) async throws -> (connectors: [ConnectorView], total: Int) {
         let page = try await store.listConnectors(limit: limit, offset: offset)
-        return (page.connectors.map(view), page.total)
+        var views: [ConnectorView] = []
+        for record in page.connectors { views.append(await view(live(record))) }
+        return (views, page.total)
     }
 
     public func get(_ id: String) async throws -> ConnectorView {
-        view(try await record(id))
+        view(await live(try await record(id)))
     }
 
     public func update(_ id: String, body: JSONValue) async throws -> ConnectorView {
@@ -42,10 +47,12 @@ public struct ConnectorService: Sendable {
             throw ConnectorError.notFound(id)
         }
         logger.info("connector updated", metadata: ["connector_id": "\(id)"])
-        return view(updated)
+        if updated.desiredState == .running { await supervisor?.apply(updated) }
+        return view(await live(updated))
     }
 
     public func delete(_ id: String) async throws {
+        await supervisor?.remove(id)
         guard try await store.deleteConnector(id: id) else { throw ConnectorError.notFound(id) }
         logger.info("connector deleted", metadata: ["connector_id": "\(id)"])
     }
@@ -64,7 +71,12 @@ public struct ConnectorService: Sendable {
             throw ConnectorError.notFound(id)
         }
         logger.info("connector \(action.rawValue)", metadata: ["connector_id": "\(id)"])
-        return view(updated)
+        // Starting a connector that already runs changes nothing; starting one that gave up retries it.
+        let active = await supervisor?.state(of: id).map { $0.status != .error } ?? false
+        if !(action == .start && existing.desiredState == .running && active) {
+            await supervisor?.apply(updated)
+        }
+        return view(await live(updated))
     }
 
     /// The connector's decrypted definition, for runtimes.
@@ -86,6 +98,17 @@ public struct ConnectorService: Sendable {
                 queryParams: try openMap(sealed.queryParams)
             )
         )
+    }
+
+    /// The record with the running connector's live status and metrics, fresher than the stored row.
+    func live(_ record: ConnectorRecord) async -> ConnectorRecord {
+        guard let state = await supervisor?.state(of: record.connectorID) else { return record }
+        let snapshot = state.snapshot()
+        var record = record
+        record.status.status = snapshot.status
+        record.status.lastError = snapshot.lastError
+        record.status.performanceMetrics = snapshot.performanceMetrics
+        return record
     }
 
     func record(_ id: String) async throws -> ConnectorRecord {

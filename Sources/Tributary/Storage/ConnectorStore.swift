@@ -21,6 +21,15 @@ public protocol ConnectorStore: Service {
     func deleteConnector(id: String) async throws -> Bool
     /// Records a lifecycle action: the desired state and the resulting status.
     func setState(id: String, desired: DesiredState, status: ConnectorState, restarted: Bool) async throws -> ConnectorRecord?
+    /// Connectors whose desired state is `running`, to resume at startup.
+    func runningConnectors() async throws -> [ConnectorRecord]
+    /// Writes live status rows of existing connectors (missing connectors are ignored).
+    func updateStatuses(_ updates: [StatusUpdate]) async throws
+
+    /// Writes one batch in one transaction: the messages (multi-row, idempotent on
+    /// `(connector_id, source_id)`) and its `websocket_batches` row. Returns each message's new id,
+    /// or `nil` for a message already stored.
+    func insertMessages(_ messages: [PendingMessage], batch: BatchRecord) async throws -> [Int64?]
 }
 
 /// A connector to insert.

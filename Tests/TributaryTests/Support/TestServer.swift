@@ -50,12 +50,14 @@ extension TestClientProtocol {
     }
 }
 
-/// A valid connector body, with overrides merged in.
+/// A valid connector body, with overrides merged in. Its URL is a closed local port: tests never
+/// reach the internet, and a started connector just keeps reconnecting.
 func connectorBody(_ name: String = "okx-btc-trades", _ overrides: JSONObject = [:]) -> String {
     var object: JSONObject = [
         "name": .string(name),
         "connector_type": "websocket",
-        "api_url": "wss://ws.okx.com:8443/ws/v5/public",
+        "exchange": "okx",
+        "api_url": "ws://127.0.0.1:9/ws/v5/public",
         "subscription_message": .object(["op": "subscribe", "args": .array([.object(["channel": "trades", "instId": "BTC-USDT"])])]),
     ]
     for (key, value) in overrides { object[key] = value }

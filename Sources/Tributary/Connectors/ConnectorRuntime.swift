@@ -1,0 +1,129 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// The live state of one running connector, shared by its runtime (writer) and the supervisor
+/// (reader, which persists it periodically).
+public final class ConnectorRuntimeState: Sendable {
+    public let connectorID: String
+    public let counters: ConnectorCounters
+    private let state = Mutex<(status: ConnectorState, lastError: String?, sessionID: String?)>((.starting, nil, nil))
+
+    init(connectorID: String, counters: ConnectorCounters) {
+        self.connectorID = connectorID
+        self.counters = counters
+    }
+
+    public var status: ConnectorState { state.withLock { $0.status } }
+    public var lastError: String? { state.withLock { $0.lastError } }
+
+    func set(_ status: ConnectorState, error: String? = nil) {
+        state.withLock { state in
+            state.status = status
+            if let error { state.lastError = error }
+        }
+    }
+
+    func setSession(_ sessionID: String) { state.withLock { $0.sessionID = sessionID } }
+
+    func setError(_ error: String) { state.withLock { $0.lastError = error } }
+
+    /// The `connector_status` row values right now.
+    func snapshot() -> StatusUpdate {
+        let (status, lastError, sessionID) = state.withLock { ($0.status, $0.lastError, $0.sessionID) }
+        let lastMessage = counters.lastMessageMs.load(ordering: .relaxed)
+        let metrics: JSONObject = [
+            "messages_received": .number(counters.received.load(ordering: .relaxed)),
+            "messages_stored": .number(counters.stored.load(ordering: .relaxed)),
+            "messages_failed": .number(counters.failed.load(ordering: .relaxed)),
+            "messages_duplicate": .number(counters.duplicates.load(ordering: .relaxed)),
+            "messages_dropped": .number(counters.dropped.load(ordering: .relaxed)),
+            "messages_per_second": .number(String(format: "%.1f", counters.sampleRate())),
+            "reconnects": .number(counters.reconnects.load(ordering: .relaxed)),
+            "last_message_at": lastMessage == 0 ? .null : .string(Timestamp.format(Date(timeIntervalSince1970: Double(lastMessage) / 1000))),
+            "session_id": .optional(sessionID),
+        ]
+        return StatusUpdate(connectorID: connectorID, status: status, lastError: lastError, performanceMetrics: .object(metrics))
+    }
+}
+
+/// Everything a connector runtime needs: its definition, where accepted messages go, and its live state.
+public struct ConnectorContext: Sendable {
+    public let connectorID: String
+    public let definition: ConnectorDefinition
+    public let buffer: IngestBuffer
+    public let state: ConnectorRuntimeState
+    public let settings: ConnectorRuntimeSettings
+    public let logger: Logger
+
+    /// Normalizes one text frame and hands its messages to the pipeline without waiting.
+    /// Malformed frames and bad values are counted, logged and skipped.
+    func ingest(_ frame: some Collection<UInt8>, normalizer: Normalizer, session: inout IngestSession) {
+        let counters = state.counters
+        let normalized: NormalizedFrame
+        do {
+            normalized = try normalizer.normalize(text: frame)
+        } catch {
+            counters.failed.add(1, ordering: .relaxed)
+            session.logFailure("skipped a frame that could not be normalized", error: error, logger: logger)
+            return
+        }
+        switch normalized {
+        case .control:
+            return
+        case .exchangeError(let message):
+            state.setError(message)
+            logger.warning("exchange reported an error", metadata: ["error_type": "exchange_error", "error": "\(message)"])
+            return
+        case .messages(let messages):
+            let now = Date()
+            var accepted: [PendingMessage] = []
+            accepted.reserveCapacity(messages.count)
+            for message in messages {
+                if let bad = [message.price, message.quantity].compactMap({ $0 }).first(where: { !PendingMessage.isDecimal($0) }) {
+                    counters.failed.add(1, ordering: .relaxed)
+                    session.logFailure("skipped a message with a non-decimal price or quantity", error: NormalizationError(bad), logger: logger)
+                    continue
+                }
+                session.sequence += 1
+                let sourceID = message.sourceID ?? "\(session.sessionID):\(session.sequence)"
+                accepted.append(
+                    PendingMessage(connectorID: connectorID, sessionID: session.sessionID, sourceID: sourceID, message: message, receivedAt: now)
+                )
+            }
+            guard !accepted.isEmpty else { return }
+            counters.received.add(accepted.count, ordering: .relaxed)
+            counters.lastMessageMs.store(Int64(now.timeIntervalSince1970 * 1000), ordering: .relaxed)
+            let refused = buffer.append(contentsOf: accepted)
+            if refused > 0 {
+                counters.dropped.add(refused, ordering: .relaxed)
+                session.logFailure("ingest buffer full: messages dropped", error: NormalizationError("\(refused) refused"), logger: logger)
+            }
+        }
+    }
+}
+
+/// Per-connection ingest state: the session id, the fallback sequence and log rate limiting.
+struct IngestSession {
+    let sessionID: String
+    var sequence = 0
+    var lastFailureLog: ContinuousClock.Instant?
+    var suppressedFailures = 0
+
+    init(sessionID: String) { self.sessionID = sessionID }
+
+    /// Logs at most one failure per second, with the number suppressed since.
+    mutating func logFailure(_ message: Logger.Message, error: any Error, logger: Logger) {
+        let now = ContinuousClock.now
+        if let last = lastFailureLog, now - last < .seconds(1) {
+            suppressedFailures += 1
+            return
+        }
+        logger.warning(
+            message,
+            metadata: ["error_type": "\(type(of: error))", "error": "\(error)", "suppressed_since_last": "\(suppressedFailures)"]
+        )
+        lastFailureLog = now
+        suppressedFailures = 0
+    }
+}

@@ -1,0 +1,20 @@
+/// Timing of connector runtimes. Defaults follow the exchanges' rules; tests scale them down.
+public struct ConnectorRuntimeSettings: Sendable {
+    public var backoff = Backoff()
+    /// Reconnect attempts in a row before the connector gives up with status `error`.
+    public var maxReconnectAttempts = 10
+    /// A connection that stayed up this long resets the attempt count.
+    public var stableAfter: Duration = .seconds(60)
+    /// OKX drops connections idle for 30 s: send a text `ping` after this much silence.
+    public var keepaliveAfter: Duration = .seconds(20)
+    /// After a keepalive ping, no data and no pong for this long means the connection is dead.
+    public var deadAfter: Duration = .seconds(10)
+    /// Protocol ping period for exchanges that use protocol pings (no pong before the next ping: dead).
+    public var protocolPingPeriod: Duration = .seconds(20)
+    /// How often live status and metrics are written to `connector_status`.
+    public var statusInterval: Duration = .seconds(2)
+    /// How long a connect (TCP, TLS and upgrade) may take.
+    public var connectTimeout: Duration = .seconds(10)
+
+    public init() {}
+}

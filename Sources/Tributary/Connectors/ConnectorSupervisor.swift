@@ -1,0 +1,113 @@
+import Logging
+import ServiceLifecycle
+
+/// Runs the connectors that should be running. Resumes them at startup from their persisted
+/// `desired_state`, starts, stops and restarts them on API actions, and writes their live status
+/// and metrics to `connector_status` every `statusInterval` (not once per message). Each connector
+/// runs in its own task: a failing connector never affects the others.
+public actor ConnectorSupervisor: Service {
+    let store: any ConnectorStore
+    let definition: @Sendable (ConnectorRecord) throws -> ConnectorDefinition
+    let buffer: IngestBuffer
+    let metrics: PipelineMetrics
+    let settings: ConnectorRuntimeSettings
+    let logger: Logger
+    var running: [String: (task: Task<Void, Never>, state: ConnectorRuntimeState)] = [:]
+
+    public init(
+        store: any ConnectorStore,
+        definition: @escaping @Sendable (ConnectorRecord) throws -> ConnectorDefinition,
+        buffer: IngestBuffer,
+        metrics: PipelineMetrics,
+        settings: ConnectorRuntimeSettings,
+        logger: Logger
+    ) {
+        self.store = store
+        self.definition = definition
+        self.buffer = buffer
+        self.metrics = metrics
+        self.settings = settings
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        do {
+            for record in try await store.runningConnectors() { start(record) }
+            logger.info("resumed connectors", metadata: ["count": "\(running.count)"])
+        } catch {
+            logger.error("could not resume connectors", metadata: ["error_type": "\(type(of: error))", "error": "\(error)"])
+        }
+        while !Task.isShuttingDownGracefully {
+            do {
+                let interval = settings.statusInterval
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+            } catch {
+                break
+            }
+            await persistStatuses()
+        }
+        let ids = Array(running.keys)
+        for id in ids { await stop(id) }
+        logger.info("connectors stopped")
+    }
+
+    /// Brings the runtime in line with the record: (re)starts it with this configuration when
+    /// its desired state is running, stops it otherwise.
+    public func apply(_ record: ConnectorRecord) async {
+        await stop(record.connectorID)
+        if record.desiredState == .running { start(record) }
+    }
+
+    /// Stops a connector that is being deleted and forgets its counters.
+    public func remove(_ connectorID: String) async {
+        await stop(connectorID, persist: false)
+        metrics.remove(connectorID)
+    }
+
+    /// The live state of a running connector, if it runs.
+    public func state(of connectorID: String) -> ConnectorRuntimeState? { running[connectorID]?.state }
+
+    func start(_ record: ConnectorRecord) {
+        let id = record.connectorID
+        var logger = self.logger
+        logger[metadataKey: "connector_id"] = "\(id)"
+        let state = ConnectorRuntimeState(connectorID: id, counters: metrics.counters(for: id))
+        let task: Task<Void, Never>
+        do {
+            let definition = try definition(record)
+            let context = ConnectorContext(connectorID: id, definition: definition, buffer: buffer, state: state, settings: settings, logger: logger)
+            switch definition.connectorType {
+            case .websocket:
+                task = Task { await WebSocketConnector(context: context).run() }
+            case .rest:
+                state.set(.error, error: "REST polling connectors are not available in this version yet")
+                task = Task {}
+            }
+        } catch {
+            state.set(.error, error: "connector secrets could not be decrypted: \(error)")
+            task = Task {}
+        }
+        running[id] = (task, state)
+        logger.info("connector started")
+    }
+
+    func stop(_ connectorID: String, persist: Bool = true) async {
+        guard let entry = running.removeValue(forKey: connectorID) else { return }
+        entry.task.cancel()
+        await entry.task.value
+        if entry.state.status != .error { entry.state.set(.stopped) }
+        if persist {
+            try? await store.updateStatuses([entry.state.snapshot()])
+        }
+        logger.info("connector stopped", metadata: ["connector_id": "\(connectorID)"])
+    }
+
+    func persistStatuses() async {
+        let updates = running.values.map { $0.state.snapshot() }
+        do {
+            try await store.updateStatuses(updates)
+        } catch {
+            logger.warning("could not write connector status", metadata: ["error_type": "\(type(of: error))", "error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,178 @@
+import Foundation
+import HTTPTypes
+import HummingbirdWSClient
+import Logging
+import NIOCore
+import Synchronization
+
+/// Streams from an exchange WebSocket: connects (ws or wss), subscribes, keeps the connection
+/// alive the way the exchange wants, detects dead connections, and reconnects with backoff,
+/// resubscribing each time under a new `session_id`. Frames go to the pipeline without waiting.
+struct WebSocketConnector: Sendable {
+    let context: ConnectorContext
+
+    /// How the connection is kept alive: exchanges with a text or JSON ping, or protocol pings.
+    enum Keepalive: Equatable {
+        case text(String)
+        case protocolPings
+    }
+
+    static func keepalive(for exchange: Exchange) -> Keepalive {
+        switch exchange {
+        case .okx: .text("ping")
+        case .bybit: .text(#"{"op":"ping"}"#)
+        case .kraken: .text(#"{"method":"ping"}"#)
+        case .binance, .coinbase, .custom: .protocolPings
+        }
+    }
+
+    /// The frames to send after connecting: each element of a list is sent on its own.
+    static func subscriptionFrames(_ message: JSONValue?) -> [String] {
+        switch message {
+        case nil, .null?: []
+        case .string(let text)?: [text]
+        case .array(let items)?: items.map { $0.stringValue ?? $0.serialized }
+        case let other?: [other.serialized]
+        }
+    }
+
+    struct DeadConnection: Error, CustomStringConvertible {
+        let silence: Duration
+        var description: String { "no data and no pong for \(silence)" }
+    }
+
+    struct ClosedByExchange: Error, CustomStringConvertible {
+        let detail: String
+        var description: String { "connection closed by the exchange\(detail)" }
+    }
+
+    /// Runs until cancelled (stop) or until reconnecting has failed too many times in a row.
+    func run() async {
+        let settings = context.settings
+        let state = context.state
+        let logger = context.logger
+        var attempt = 0
+        while !Task.isCancelled {
+            let sessionID = "ws_" + UUID().uuidString.lowercased().prefix(16)
+            state.setSession(String(sessionID))
+            let connectedAt = Mutex<ContinuousClock.Instant?>(nil)
+            var sessionLogger = logger
+            sessionLogger[metadataKey: "session_id"] = "\(sessionID)"
+            let failure: String
+            do {
+                let close = try await connect(sessionID: String(sessionID), logger: sessionLogger) {
+                    connectedAt.withLock { $0 = .now }
+                }
+                failure = ClosedByExchange(detail: close.map { " (code \($0.closeCode), \($0.reason ?? ""))" } ?? "").description
+            } catch is CancellationError {
+                break
+            } catch {
+                failure = "\(error)"
+            }
+            if Task.isCancelled { break }
+            if let since = connectedAt.withLock({ $0 }), ContinuousClock.now - since >= settings.stableAfter { attempt = 0 }
+            attempt += 1
+            if attempt > settings.maxReconnectAttempts {
+                state.set(.error, error: "gave up after \(settings.maxReconnectAttempts) reconnect attempts; last: \(failure)")
+                logger.error("connector gave up reconnecting", metadata: ["error_type": "reconnect_exhausted", "error": "\(failure)"])
+                return
+            }
+            state.set(.reconnecting, error: failure)
+            state.counters.reconnects.add(1, ordering: .relaxed)
+            let delay = settings.backoff.delay(attempt: attempt)
+            sessionLogger.warning(
+                "connection lost; reconnecting",
+                metadata: ["error_type": "disconnect", "error": "\(failure)", "attempt": "\(attempt)", "delay": "\(delay)"]
+            )
+            do { try await Task.sleep(for: delay) } catch { break }
+        }
+        state.set(.stopped)
+    }
+
+    /// One connection: subscribe, then read until it ends; returns the close frame the exchange sent.
+    func connect(sessionID: String, logger: Logger, onConnected: @escaping @Sendable () -> Void) async throws -> WebSocketCloseFrame? {
+        let definition = context.definition
+        let settings = context.settings
+        let keepalive = Self.keepalive(for: definition.exchange)
+        var configuration = WebSocketClientConfiguration(
+            maxFrameSize: 1 << 24,
+            additionalHeaders: Self.headers(definition.secrets.headers),
+            autoPing: keepalive == .protocolPings ? .enabled(timePeriod: settings.protocolPingPeriod) : .disabled,
+            validateUTF8: false
+        )
+        if let host = URL(string: definition.apiURL)?.host(), host.first?.isNumber == true || host.contains(":") {
+            configuration.sniHostname = nil
+        }
+        let normalizer = Normalizer(exchange: definition.exchange, fieldMapping: definition.fieldMapping)
+        let subscriptions = Self.subscriptionFrames(definition.subscriptionMessage)
+        let context = self.context
+        return try await WebSocketClient.connect(url: Self.url(definition), configuration: configuration, logger: logger) { inbound, outbound, _ in
+            onConnected()
+            for frame in subscriptions { try await outbound.write(.text(frame)) }
+            context.state.set(.running)
+            logger.info("connected and subscribed", metadata: ["subscriptions": "\(subscriptions.count)"])
+            let lastReceived = LastSeen()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    var session = IngestSession(sessionID: sessionID)
+                    var iterator = inbound.makeAsyncIterator()
+                    while let message = try await iterator.nextMessage(maxSize: 1 << 24) {
+                        lastReceived.nanos.store(Self.nowNanos(), ordering: .relaxed)
+                        switch message {
+                        case .text(var text): text.withUTF8 { context.ingest($0, normalizer: normalizer, session: &session) }
+                        case .binary(let buffer): context.ingest(buffer.readableBytesView, normalizer: normalizer, session: &session)
+                        }
+                    }
+                }
+                if case .text(let ping) = keepalive {
+                    group.addTask {
+                        let step = min(settings.keepaliveAfter, settings.deadAfter) / 4
+                        var pingedAt: Int64 = 0
+                        while true {
+                            try await Task.sleep(for: step)
+                            let last = lastReceived.nanos.load(ordering: .relaxed)
+                            let idle = Duration.nanoseconds(Self.nowNanos() - last)
+                            if idle >= settings.keepaliveAfter + settings.deadAfter { throw DeadConnection(silence: idle) }
+                            if idle >= settings.keepaliveAfter, pingedAt < last {
+                                try await outbound.write(.text(ping))
+                                pingedAt = Self.nowNanos()
+                            }
+                        }
+                    }
+                }
+                try await group.next()
+                group.cancelAll()
+            }
+        }
+    }
+
+    static func nowNanos() -> Int64 {
+        let now = ContinuousClock.now - ContinuousClock.Instant.reference
+        return now.components.seconds * 1_000_000_000 + now.components.attoseconds / 1_000_000_000
+    }
+
+    /// The URL with the connector's query parameters added.
+    static func url(_ definition: ConnectorDefinition) -> String {
+        guard !definition.secrets.queryParams.isEmpty, var components = URLComponents(string: definition.apiURL) else { return definition.apiURL }
+        components.queryItems =
+            (components.queryItems ?? [])
+            + definition.secrets.queryParams.sorted { $0.key < $1.key }.map { URLQueryItem(name: $0.key, value: $0.value) }
+        return components.string ?? definition.apiURL
+    }
+
+    static func headers(_ headers: [String: String]) -> HTTPFields {
+        var fields = HTTPFields()
+        for (name, value) in headers { if let name = HTTPField.Name(name) { fields[name] = value } }
+        return fields
+    }
+}
+
+/// When the last frame arrived, shared by the reader and the keepalive task.
+final class LastSeen: Sendable {
+    let nanos = Atomic<Int64>(WebSocketConnector.nowNanos())
+}
+
+extension ContinuousClock.Instant {
+    /// A fixed origin for storing instants as integers.
+    static let reference = ContinuousClock.now
+}

@@ -1,0 +1,106 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// Group commit: whenever the writer is free it takes everything pending (up to `maxBatch`) and
+/// writes it in one transaction, so latency stays low at low rates and batches grow under load.
+/// A failed write is retried with backoff while new messages keep buffering; after commit the
+/// stored messages go to the broadcaster with their database ids.
+public final class BatchWriter: Service {
+    let buffer: IngestBuffer
+    let store: any ConnectorStore
+    let broadcaster: Broadcaster
+    let metrics: PipelineMetrics
+    let maxBatch: Int
+    let maxRetryDelay: Duration
+    let logger: Logger
+
+    public init(
+        buffer: IngestBuffer,
+        store: any ConnectorStore,
+        broadcaster: Broadcaster,
+        metrics: PipelineMetrics,
+        maxBatch: Int = 10_000,
+        maxRetryDelay: Duration = .seconds(5),
+        logger: Logger
+    ) {
+        self.buffer = buffer
+        self.store = store
+        self.broadcaster = broadcaster
+        self.metrics = metrics
+        self.maxBatch = maxBatch
+        self.maxRetryDelay = maxRetryDelay
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        await withGracefulShutdownHandler {
+            while true {
+                let batch = await buffer.take(upTo: maxBatch)
+                if batch.isEmpty { break }
+                await write(batch)
+            }
+        } onGracefulShutdown: {
+            self.buffer.close()
+        }
+        logger.info("batch writer stopped; every accepted message was written")
+    }
+
+    /// Writes one batch, retrying until it succeeds. During shutdown it keeps trying for a bounded
+    /// time, then reports what could not be written.
+    func write(_ batch: [PendingMessage]) async {
+        var delay = Duration.milliseconds(100)
+        var attempt = 0
+        let shutdownDeadline = ContinuousClock.now + .seconds(30)
+        while true {
+            attempt += 1
+            let started = ContinuousClock.now
+            let connectors = Set(batch.map(\.connectorID))
+            let record = BatchRecord(
+                batchID: "batch_" + UUID().uuidString.lowercased(),
+                connectorID: connectors.count == 1 ? connectors.first : nil,
+                metrics: [
+                    "queue_depth": .number(buffer.depth), "attempt": .number(attempt),
+                    "bytes": .number(batch.reduce(0) { $0 + $1.data.utf8.count }),
+                    "oldest_wait_ms": .number(Int(Date().timeIntervalSince(batch[0].receivedAt) * 1000)),
+                ]
+            )
+            do {
+                let ids = try await store.insertMessages(batch, batch: record)
+                let elapsed = ContinuousClock.now - started
+                var stored: [StoredMessage] = []
+                stored.reserveCapacity(batch.count)
+                var outcomes: [String: (stored: Int, duplicates: Int)] = [:]
+                for (pending, id) in zip(batch, ids) {
+                    if let id {
+                        stored.append(StoredMessage(id: id, pending: pending))
+                        outcomes[pending.connectorID, default: (0, 0)].stored += 1
+                    } else {
+                        outcomes[pending.connectorID, default: (0, 0)].duplicates += 1
+                    }
+                }
+                metrics.recordFlush(outcomes: outcomes, latency: elapsed)
+                broadcaster.publish(stored)
+                return
+            } catch {
+                metrics.recordFlushFailure()
+                logger.warning(
+                    "batch write failed; retrying",
+                    metadata: [
+                        "error_type": "\(type(of: error))", "error": "\(error)", "messages": "\(batch.count)", "attempt": "\(attempt)",
+                        "retry_in_ms": "\(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000)",
+                    ]
+                )
+                if Task.isShuttingDownGracefully, ContinuousClock.now > shutdownDeadline {
+                    logger.error(
+                        "shutting down with unwritten messages",
+                        metadata: ["messages": "\(batch.count)", "error_type": "\(type(of: error))"]
+                    )
+                    return
+                }
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, maxRetryDelay)
+            }
+        }
+    }
+}

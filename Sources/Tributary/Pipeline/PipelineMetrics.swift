@@ -1,0 +1,74 @@
+import Foundation
+import Synchronization
+
+/// Live counters of one connector, touched once per message with atomics (no locks, no actor hops).
+public final class ConnectorCounters: Sendable {
+    public let received = Atomic<Int>(0)
+    public let stored = Atomic<Int>(0)
+    public let duplicates = Atomic<Int>(0)
+    public let failed = Atomic<Int>(0)
+    public let dropped = Atomic<Int>(0)
+    public let reconnects = Atomic<Int>(0)
+    /// Milliseconds since 1970 of the last message received.
+    public let lastMessageMs = Atomic<Int64>(0)
+    let rate = Mutex<(at: ContinuousClock.Instant, received: Int, perSecond: Double)>((.now, 0, 0))
+
+    public init() {}
+
+    /// Messages per second since the previous call (the status writer calls it every few seconds).
+    func sampleRate() -> Double {
+        let received = self.received.load(ordering: .relaxed)
+        return rate.withLock { state in
+            let now = ContinuousClock.now
+            let elapsed = now - state.at
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            guard seconds >= 0.5 else { return state.perSecond }
+            state.perSecond = Double(received - state.received) / seconds
+            state.at = now
+            state.received = received
+            return state.perSecond
+        }
+    }
+}
+
+/// Counters of the whole pipeline and of each connector.
+public final class PipelineMetrics: Sendable {
+    let connectors = Mutex<[String: ConnectorCounters]>([:])
+    public let flushes = Atomic<Int>(0)
+    public let flushFailures = Atomic<Int>(0)
+    public let storedTotal = Atomic<Int>(0)
+    /// Last flush latency in microseconds.
+    public let lastFlushMicros = Atomic<Int>(0)
+
+    public init() {}
+
+    /// The counters of `connectorID`, created on first use; they survive restarts of the connector.
+    public func counters(for connectorID: String) -> ConnectorCounters {
+        connectors.withLock { connectors in
+            if let existing = connectors[connectorID] { return existing }
+            let created = ConnectorCounters()
+            connectors[connectorID] = created
+            return created
+        }
+    }
+
+    public func remove(_ connectorID: String) {
+        _ = connectors.withLock { $0.removeValue(forKey: connectorID) }
+    }
+
+    /// Records a committed flush: per connector, how many messages were new and how many already stored.
+    func recordFlush(outcomes: [String: (stored: Int, duplicates: Int)], latency: Duration) {
+        flushes.add(1, ordering: .relaxed)
+        storedTotal.add(outcomes.values.reduce(0) { $0 + $1.stored }, ordering: .relaxed)
+        lastFlushMicros.store(Int(latency.components.seconds * 1_000_000 + latency.components.attoseconds / 1_000_000_000_000), ordering: .relaxed)
+        for (id, outcome) in outcomes {
+            let counters = counters(for: id)
+            counters.stored.add(outcome.stored, ordering: .relaxed)
+            counters.duplicates.add(outcome.duplicates, ordering: .relaxed)
+        }
+    }
+
+    func recordFlushFailure() {
+        flushFailures.add(1, ordering: .relaxed)
+    }
+}

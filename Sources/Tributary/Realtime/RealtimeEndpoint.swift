@@ -1,0 +1,144 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOWebSocket
+
+/// `GET /api/realtime`: a WebSocket that receives every committed message matching its filters.
+///
+/// Filters come from the query string (`connector_id`, `exchange`, `instrument`, each repeatable)
+/// and from `{"action":"subscribe"|"unsubscribe", ...}` messages. The server sends `connected`
+/// first, `data_update` after each commit, `ping` every `pingInterval`, and `error` for bad client
+/// messages. A client whose queue keeps overflowing for `overflowGrace` is closed with 1008.
+public struct RealtimeEndpoint: Sendable {
+    let broadcaster: Broadcaster
+    let pingInterval: Duration
+    let overflowGrace: Duration
+    let logger: Logger
+
+    public init(broadcaster: Broadcaster, pingInterval: Duration = .seconds(30), overflowGrace: Duration = .seconds(5), logger: Logger) {
+        self.broadcaster = broadcaster
+        self.pingInterval = pingInterval
+        self.overflowGrace = overflowGrace
+        self.logger = logger
+    }
+
+    static let filterKeys: [(String, any WritableKeyPath<RealtimeFilter, Set<String>> & Sendable)] = [
+        ("connector_id", \.connectorIDs), ("exchange", \.exchanges), ("instrument", \.instruments),
+    ]
+
+    static func filter(from request: Request) -> RealtimeFilter {
+        var filter = RealtimeFilter()
+        let parameters = request.uri.queryParameters
+        for (key, path) in filterKeys {
+            filter[keyPath: path] = Set(parameters.getAll(key).flatMap { $0.split(separator: ",").map(String.init) })
+        }
+        return filter
+    }
+
+    struct SlowClient: Error {}
+
+    public func handle(_ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter, request: Request) async throws {
+        let client = broadcaster.register(filter: Self.filter(from: request))
+        defer { broadcaster.unregister(client) }
+        let sessionID = "rt_" + UUID().uuidString.lowercased().prefix(12)
+        var logger = self.logger
+        logger[metadataKey: "session_id"] = "\(sessionID)"
+        logger.debug("realtime client connected")
+        try await outbound.write(
+            .text(
+                JSONValue.object(["type": "connected", "session_id": .string(String(sessionID)), "server_time": .string(Timestamp.format(Date()))])
+                    .serialized
+            )
+        )
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    while let texts = await client.next() {
+                        for text in texts { try await outbound.write(.text(text)) }
+                    }
+                }
+                group.addTask {
+                    while true {
+                        try await Task.sleep(for: pingInterval)
+                        try await outbound.write(
+                            .text(JSONValue.object(["type": "ping", "timestamp": .string(Timestamp.format(Date()))]).serialized)
+                        )
+                    }
+                }
+                group.addTask {
+                    // A stalled client stops the sender inside a write, so overflow is watched separately.
+                    var overflowingSince: ContinuousClock.Instant?
+                    while true {
+                        try await Task.sleep(for: .milliseconds(250))
+                        if client.takeDropsSinceCheck() > 0 {
+                            let since = overflowingSince ?? .now
+                            overflowingSince = since
+                            if ContinuousClock.now - since >= overflowGrace { throw SlowClient() }
+                        } else {
+                            overflowingSince = nil
+                        }
+                    }
+                }
+                group.addTask {
+                    for try await message in inbound.messages(maxSize: 1 << 16) {
+                        guard case .text(let text) = message else { continue }
+                        if let error = Self.apply(text, to: client) {
+                            try await outbound.write(.text(error.serialized))
+                        }
+                    }
+                }
+                // The first task to finish (the client left, or was too slow) ends the session.
+                try await group.next()
+                group.cancelAll()
+            }
+        } catch is SlowClient {
+            logger.warning("closing a realtime client that cannot keep up", metadata: ["dropped": "\(client.droppedCount)"])
+            try? await withDeadline(.seconds(1), "close") {
+                try await outbound.close(.policyViolation, reason: "client too slow: updates dropped")
+            }
+        }
+        logger.debug("realtime client disconnected", metadata: ["dropped": "\(client.droppedCount)"])
+    }
+
+    /// Applies a client message; returns the `error` message to send back, if any.
+    static func apply(_ text: String, to client: RealtimeClientQueue) -> JSONValue? {
+        func error(_ detail: String, _ code: String = "INVALID_MESSAGE") -> JSONValue {
+            .object(["type": "error", "detail": .string(detail), "error_code": .string(code)])
+        }
+        guard let message = try? JSONValue.parse(text), message.objectValue != nil else {
+            return error("Messages must be JSON objects such as {\"action\":\"subscribe\",\"instrument\":\"BTC-USDT\"}")
+        }
+        guard let action = message["action"]?.stringValue else { return error("Missing \"action\"") }
+        switch action {
+        case "pong", "ping": return nil
+        case "subscribe", "unsubscribe":
+            var changes: [(WritableKeyPath<RealtimeFilter, Set<String>>, [String])] = []
+            for (key, path) in filterKeys {
+                guard let value = message[key] else { continue }
+                let values = value.stringValue.map { [$0] } ?? value.arrayValue?.compactMap(\.stringValue)
+                guard let values, value.arrayValue?.count ?? 1 == values.count else {
+                    return error("\"\(key)\" must be a string or a list of strings")
+                }
+                changes.append((path, values))
+            }
+            for key in message.objectValue!.keys where key != "action" && !filterKeys.contains(where: { $0.0 == key }) {
+                return error("Unknown field \"\(key)\"; use connector_id, exchange or instrument")
+            }
+            client.updateFilter { filter in
+                for (path, values) in changes {
+                    if action == "subscribe" {
+                        filter[keyPath: path].formUnion(values)
+                    } else {
+                        filter[keyPath: path].subtract(values)
+                    }
+                }
+            }
+            return nil
+        default:
+            return error("Unknown action \"\(action)\"; use subscribe, unsubscribe or pong", "UNKNOWN_ACTION")
+        }
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+import PostgresNIO
+
+extension PostgresStore {
+    public func runningConnectors() async throws -> [ConnectorRecord] {
+        try await run("running connectors") { [logger] client in
+            var records: [ConnectorRecord] = []
+            let rows = try await client.query(
+                PostgresQuery(unsafeSQL: Self.selectConnectors + " WHERE c.desired_state = 'running' ORDER BY c.id"),
+                logger: logger
+            )
+            for try await row in rows { records.append(try ConnectorRecord(row: PostgresStoredRow(row: row))) }
+            return records
+        }
+    }
+
+    public func updateStatuses(_ updates: [StatusUpdate]) async throws {
+        guard !updates.isEmpty else { return }
+        let ids = updates.map(\.connectorID)
+        let statuses = updates.map(\.status.rawValue)
+        let errors = updates.map { $0.lastError ?? "" }
+        let metrics = updates.map(\.performanceMetrics.serialized)
+        _ = try await run("update statuses") { [logger] client in
+            try await client.query(
+                """
+                UPDATE connector_status s SET status = u.status, last_error = NULLIF(u.last_error, ''),
+                    performance_metrics = u.metrics::jsonb, updated_at = NOW()
+                FROM UNNEST(\(ids)::text[], \(statuses)::text[], \(errors)::text[], \(metrics)::text[]) AS u(id, status, last_error, metrics)
+                WHERE s.connector_id = u.id
+                """,
+                logger: logger
+            )
+        }
+    }
+
+    /// One `INSERT ... SELECT FROM UNNEST(...)` per batch: one round trip and one statement for
+    /// any number of rows. Decimals travel as text and are cast to NUMERIC by the server.
+    public func insertMessages(_ messages: [PendingMessage], batch: BatchRecord) async throws -> [Int64?] {
+        guard !messages.isEmpty else { return [] }
+        var connectors: [String] = []
+        var exchanges: [String] = []
+        var instruments: [String] = []
+        var types: [String] = []
+        var prices: [String] = []
+        var quantities: [String] = []
+        var sides: [String] = []
+        var data: [String] = []
+        var sources: [String] = []
+        var sessions: [String] = []
+        var exchangeTimes: [Int64] = []
+        var times: [Date] = []
+        for pending in messages {
+            let message = pending.message
+            connectors.append(pending.connectorID)
+            exchanges.append(message.exchange.rawValue)
+            instruments.append(message.instrument ?? "")
+            types.append(message.messageType.rawValue)
+            prices.append(message.price ?? "")
+            quantities.append(message.quantity ?? "")
+            sides.append(message.side ?? "")
+            data.append(pending.data)
+            sources.append(pending.sourceID)
+            sessions.append(pending.sessionID)
+            exchangeTimes.append(message.exchangeTimestampMs ?? -1)
+            times.append(pending.receivedAt)
+        }
+        let metrics = JSONValue.object(batch.metrics).serialized
+        let insert: PostgresQuery = """
+            INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, quantity, side, data, source_id,
+                session_id, exchange_timestamp, timestamp)
+            SELECT c, e, NULLIF(i, ''), t, NULLIF(p, '')::numeric, NULLIF(q, '')::numeric, NULLIF(s, ''), d::jsonb, src, ses,
+                CASE WHEN ets < 0 THEN NULL ELSE to_timestamp(ets / 1000.0) END, ts
+            FROM UNNEST(\(connectors)::text[], \(exchanges)::text[], \(instruments)::text[], \(types)::text[], \(prices)::text[],
+                \(quantities)::text[], \(sides)::text[], \(data)::text[], \(sources)::text[], \(sessions)::text[],
+                \(exchangeTimes)::int8[], \(times)::timestamptz[]) AS u(c, e, i, t, p, q, s, d, src, ses, ets, ts)
+            ON CONFLICT (connector_id, source_id) DO NOTHING
+            RETURNING id, connector_id, source_id
+            """
+        return try await run("insert messages") { [logger] client in
+            try await client.withTransaction(logger: logger) { connection in
+                let rows = try await connection.query(insert, logger: logger)
+                var ids: [String: Int64] = [:]
+                for try await (id, connector, source) in rows.decode((Int64, String, String).self) {
+                    ids[connector + "\u{0}" + source] = id
+                }
+                let messageIDs = messages.map { ids[$0.connectorID + "\u{0}" + $0.sourceID] }
+                let stored = JSONValue.array(messageIDs.compactMap { $0.map { .number(String($0)) } }).serialized
+                try await connection.query(
+                    """
+                    INSERT INTO websocket_batches (batch_id, connector_id, message_count, messages, metrics)
+                    VALUES (\(batch.batchID), \(batch.connectorID), \(messages.count), \(stored)::jsonb, \(metrics)::jsonb)
+                    """,
+                    logger: logger
+                )
+                return messageIDs
+            }
+        }
+    }
+}
