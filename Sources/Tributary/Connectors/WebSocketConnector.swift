@@ -3,6 +3,7 @@ import HTTPTypes
 import HummingbirdWSClient
 import Logging
 import NIOCore
+import NIOWebSocket
 import Synchronization
 
 /// Streams from an exchange WebSocket: connects (ws or wss), subscribes, keeps the connection
@@ -97,6 +98,7 @@ struct WebSocketConnector: Sendable {
         var configuration = WebSocketClientConfiguration(
             maxFrameSize: 1 << 24,
             additionalHeaders: Self.headers(definition.secrets.headers),
+            closeTimeout: .seconds(2),
             autoPing: keepalive == .protocolPings ? .enabled(timePeriod: settings.protocolPingPeriod) : .disabled,
             validateUTF8: false
         )
@@ -139,6 +141,11 @@ struct WebSocketConnector: Sendable {
                             }
                         }
                     }
+                }
+                group.addTask {
+                    // Reading frames does not observe cancellation: on stop, close the socket so the reader ends.
+                    try? await Task.sleep(for: .seconds(86_400 * 365))
+                    try? await outbound.close(.goingAway, reason: "connector stopped")
                 }
                 try await group.next()
                 group.cancelAll()

@@ -38,7 +38,8 @@ public final class IngestBuffer: Sendable {
     public var depth: Int { state.withLock { $0.messages.count } }
     public var droppedCount: Int { state.withLock { $0.dropped } }
 
-    /// Waits until something is pending, then takes up to `limit` messages; `[]` once closed and drained.
+    /// Waits until something is pending, then takes up to `limit` messages; `[]` once closed and
+    /// drained, or when the task is cancelled.
     public func take(upTo limit: Int) async -> [PendingMessage] {
         while true {
             let result: [PendingMessage]? = state.withLock { state in
@@ -51,13 +52,23 @@ public final class IngestBuffer: Sendable {
                 return state.closed ? [] : nil
             }
             if let result { return result }
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let resumeNow = state.withLock { state in
-                    if !state.messages.isEmpty || state.closed { return true }
-                    state.waiter = continuation
-                    return false
+            if Task.isCancelled { return [] }
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let resumeNow = state.withLock { state in
+                        if !state.messages.isEmpty || state.closed || Task.isCancelled { return true }
+                        state.waiter = continuation
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
                 }
-                if resumeNow { continuation.resume() }
+            } onCancel: {
+                let waiter = state.withLock { state in
+                    let waiter = state.waiter
+                    state.waiter = nil
+                    return waiter
+                }
+                waiter?.resume()
             }
         }
     }

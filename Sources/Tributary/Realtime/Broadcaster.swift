@@ -91,13 +91,18 @@ public final class RealtimeClientQueue: Sendable {
                 return state.closed ? .some(nil) : nil
             }
             if let result { return result }
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let resumeNow = state.withLock { state in
-                    if !state.queue.isEmpty || state.closed { return true }
-                    state.waiter = continuation
-                    return false
+            // Cancellation ends the session, so it closes the queue.
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let resumeNow = state.withLock { state in
+                        if !state.queue.isEmpty || state.closed { return true }
+                        state.waiter = continuation
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
                 }
-                if resumeNow { continuation.resume() }
+            } onCancel: {
+                close()
             }
         }
     }

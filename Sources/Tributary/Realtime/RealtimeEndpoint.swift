@@ -91,8 +91,11 @@ public struct RealtimeEndpoint: Sendable {
                     }
                 }
                 // The first task to finish (the client left, or was too slow) ends the session.
+                defer {
+                    client.close()
+                    group.cancelAll()
+                }
                 try await group.next()
-                group.cancelAll()
             }
         } catch is SlowClient {
             logger.warning("closing a realtime client that cannot keep up", metadata: ["dropped": "\(client.droppedCount)"])

@@ -1,0 +1,148 @@
+import Foundation
+import HummingbirdWebSocket
+import NIOCore
+import NIOWebSocket
+import Synchronization
+
+/// The OKX and Binance sides of the fake exchange.
+extension FakeExchange {
+    struct Dropped: Error {}
+    struct IdleClosed: Error {}
+
+    /// Shared by a connection's reader, sender and idle watcher.
+    final class Connection: Sendable {
+        let subscribed = Mutex<[String]>([])
+        let lastActivity = Mutex(ContinuousClock.now)
+
+        func touch() { lastActivity.withLock { $0 = .now } }
+    }
+
+    func malformed(after sequence: Int) -> Bool {
+        options.malformedEvery > 0 && sequence % options.malformedEvery == 0
+    }
+
+    func serveOKX(_ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter) async throws {
+        state.withLock { $0.connections += 1 }
+        let connection = Connection()
+        let connID = String(UUID().uuidString.prefix(8)).lowercased()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for try await message in inbound.messages(maxSize: 1 << 20) {
+                    guard case .text(let text) = message else { continue }
+                    connection.touch()
+                    if text == "ping" {
+                        self.state.withLock { $0.pingsAnswered += 1 }
+                        try await outbound.write(.text("pong"))
+                        continue
+                    }
+                    guard let request = try? JSONValue.parse(text), request["op"] == "subscribe", let args = request["args"]?.arrayValue else {
+                        try await outbound.write(.text(#"{"event":"error","code":"60012","msg":"Invalid request","connId":"\#(connID)"}"#))
+                        continue
+                    }
+                    for arg in args {
+                        let instrument = arg["instId"]?.stringValue ?? ""
+                        if arg["channel"] == "trades", self.options.instruments.contains(instrument) {
+                            connection.subscribed.withLock { $0.append(instrument) }
+                            try await outbound.write(
+                                .text(JSONValue.object(["event": "subscribe", "arg": arg, "connId": .string(connID)]).serialized)
+                            )
+                        } else {
+                            try await outbound.write(
+                                .text(
+                                    #"{"event":"error","code":"60018","msg":"Wrong URL or channel:\#(arg["channel"]?.stringValue ?? ""),instId:\#(instrument) doesn't exist.","connId":"\#(connID)"}"#
+                                )
+                            )
+                        }
+                    }
+                }
+            }
+            group.addTask {
+                while connection.subscribed.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(5)) }
+                let instruments = connection.subscribed.withLock { $0 }
+                let dropped = try await self.pace(instruments: instruments) { batch in
+                    let records = batch.map { instrument, id -> JSONValue in
+                        .object([
+                            "instId": .string(instrument), "tradeId": .string(String(id)), "px": .string(Self.price(id)),
+                            "sz": .string(Self.quantity(id)), "side": id % 2 == 0 ? "buy" : "sell", "ts": .string(String(Self.nowMs())),
+                        ])
+                    }
+                    let frame: JSONValue = .object(["arg": .object(["channel": "trades", "instId": .string(batch[0].0)]), "data": .array(records)])
+                    try await outbound.write(.text(frame.serialized))
+                    connection.touch()
+                    if self.malformed(after: batch[batch.count - 1].1) {
+                        try await outbound.write(.text(#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"tradeId":"#))
+                    }
+                }
+                if dropped { throw Dropped() }
+            }
+            group.addTask {
+                // OKX closes connections that stay silent in both directions.
+                while true {
+                    try await Task.sleep(for: self.options.idleTimeout / 10)
+                    if ContinuousClock.now - connection.lastActivity.withLock({ $0 }) >= self.options.idleTimeout { throw IdleClosed() }
+                }
+            }
+            do {
+                try await group.next()
+            } catch is Dropped {
+                try? await outbound.close(.unexpectedServerError, reason: "simulated drop")
+            } catch is IdleClosed {
+                try? await outbound.close(.init(codeNumber: 4004), reason: "No data received in 30s.")
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// `btcusdt@trade` → `BTC-USDT` when that instrument is offered.
+    func instrument(forStream stream: String) -> String? {
+        let symbol = stream.split(separator: "@").first.map { $0.uppercased() } ?? ""
+        return options.instruments.first { $0.replacingOccurrences(of: "-", with: "") == symbol }
+    }
+
+    func serveBinance(_ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter, streams: [String], combined: Bool = false) async throws
+    {
+        state.withLock { $0.connections += 1 }
+        let connection = Connection()
+        connection.subscribed.withLock { $0 = streams.compactMap(self.instrument(forStream:)) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for try await message in inbound.messages(maxSize: 1 << 20) {
+                    guard case .text(let text) = message, let request = try? JSONValue.parse(text) else {
+                        try await outbound.write(.text(#"{"code":3,"msg":"Invalid JSON: expected value at line 1 column 1"}"#))
+                        continue
+                    }
+                    if request["method"] == "SUBSCRIBE" {
+                        let added = (request["params"]?.arrayValue ?? []).compactMap { $0.stringValue.flatMap(self.instrument(forStream:)) }
+                        connection.subscribed.withLock { $0.append(contentsOf: added) }
+                    }
+                    try await outbound.write(.text(JSONValue.object(["result": .null, "id": request["id"] ?? .null]).serialized))
+                }
+            }
+            group.addTask {
+                while connection.subscribed.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(5)) }
+                let instruments = connection.subscribed.withLock { $0 }
+                let dropped = try await self.pace(instruments: instruments) { batch in
+                    for (instrument, id) in batch {
+                        let symbol = instrument.replacingOccurrences(of: "-", with: "")
+                        let now = String(Self.nowMs())
+                        let trade: JSONValue = .object([
+                            "e": "trade", "E": .number(now), "s": .string(symbol), "t": .number(id), "p": .string(Self.price(id)),
+                            "q": .string(Self.quantity(id)), "T": .number(now), "m": .bool(id % 2 == 0), "M": true,
+                        ])
+                        let frame: JSONValue =
+                            combined ? .object(["stream": .string(symbol.lowercased() + "@trade"), "data": trade]) : trade
+                        try await outbound.write(.text(frame.serialized))
+                        if self.malformed(after: id) { try await outbound.write(.text(#"{"e":"trade","s":"#)) }
+                    }
+                }
+                if dropped { throw Dropped() }
+            }
+            do {
+                try await group.next()
+            } catch is Dropped {
+                try? await outbound.close(.unexpectedServerError, reason: "simulated drop")
+            }
+            group.cancelAll()
+        }
+    }
+}

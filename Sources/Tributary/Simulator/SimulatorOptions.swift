@@ -1,0 +1,21 @@
+/// What the built-in fake exchange sends and which faults it injects.
+public struct SimulatorOptions: Sendable {
+    /// Trades per second across all connections; 0 sends as fast as the socket takes them.
+    public var rate: Double = 100
+    /// Trades to send in total (across reconnects), 0 for unlimited.
+    public var total: Int = 0
+    /// Instruments offered, `BASE-QUOTE`.
+    public var instruments: [String] = ["BTC-USDT", "ETH-USDT"]
+    /// Close the connection after every this many trades on it (0: never).
+    public var dropEvery: Int = 0
+    /// Send a malformed frame after every this many trades (0: never); it is not counted as a trade.
+    public var malformedEvery: Int = 0
+    /// OKX rule: close with 4004 when neither side sent anything for this long.
+    public var idleTimeout: Duration = .seconds(30)
+    /// Binance rule: protocol ping period (no pong before the next ping closes the connection).
+    public var pingInterval: Duration = .seconds(20)
+    /// Trades per frame for OKX (its `data` array) when sending as fast as possible.
+    public var tradesPerFrame = 1
+
+    public init() {}
+}
