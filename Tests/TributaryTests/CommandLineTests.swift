@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import Testing
 
@@ -70,10 +71,16 @@ import Testing
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-cli-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let (process, output) = try Self.launch(["serve", "--port", "0", "--data-dir", directory])
-        var text = ""
-        let deadline = ContinuousClock.now + .seconds(30)
-        while !text.contains("Tributary is listening"), process.isRunning, ContinuousClock.now < deadline {
-            text += String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
+        // Reading the pipe blocks, so it happens on a dispatch thread, not a cooperative one.
+        let text: String = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                var text = ""
+                let deadline = Date().addingTimeInterval(30)
+                while !text.contains("Tributary is listening"), process.isRunning, Date() < deadline {
+                    text += String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
+                }
+                continuation.resume(returning: text)
+            }
         }
         #expect(text.contains("Tributary is listening"), "output: \(text)")
         process.terminate()  // SIGTERM

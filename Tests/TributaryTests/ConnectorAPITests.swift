@@ -7,7 +7,7 @@ import Testing
 @testable import Tributary
 
 /// The connector management API through a real socket, on SQLite and on PostgreSQL.
-@Suite struct ConnectorAPITests {
+@Suite(.timeLimit(.minutes(3))) struct ConnectorAPITests {
     @Test(arguments: TestBackend.enabled)
     func connectorLifecycle(_ backend: TestBackend) async throws {
         try await backend.withConfig { config in

@@ -10,7 +10,7 @@ import Testing
 @testable import Tributary
 
 /// The schema and the store contract, on both backends, checked with raw SQL.
-@Suite struct StorageTests {
+@Suite(.timeLimit(.minutes(3))) struct StorageTests {
     static let logger = Logger(label: "storage-test")
 
     /// Runs `body` with a store on `config`, its service running.

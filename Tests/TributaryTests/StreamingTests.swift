@@ -6,7 +6,7 @@ import Testing
 @testable import Tributary
 
 /// End to end through real sockets: fake exchange → connector → pipeline → database → realtime client.
-@Suite struct StreamingTests {
+@Suite(.timeLimit(.minutes(3))) struct StreamingTests {
     /// A test configuration with the runtime's timers scaled down.
     static func fast(_ config: AppConfig) -> AppConfig {
         var config = config
@@ -76,6 +76,206 @@ import Testing
                     #expect(status.body["data"]?["status"] == "running")
                     #expect(status.body["data"]?["performance_metrics"]?["messages_stored"] == .number(300))
                 }
+            }
+        }
+    }
+
+    /// Runs a fake exchange and a server on `backend`, creates the connector from `body` and starts it.
+    static func withStartedConnector(
+        _ backend: TestBackend,
+        options: SimulatorOptions,
+        configure: @escaping @Sendable (inout AppConfig) -> Void = { _ in },
+        body: @escaping @Sendable (_ port: Int) -> String = { Self.okxBody(port: $0) },
+        _ test: @escaping @Sendable (FakeExchange, AppConfig, any TestClientProtocol, String) async throws -> Void
+    ) async throws {
+        let exchange = FakeExchange(options: options)
+        try await exchange.withRunning { simulatorPort in
+            try await backend.withConfig { config in
+                var configured = Self.fast(config)
+                configure(&configured)
+                let config = configured
+                let server = TestServer(config: config)
+                try await server.run { client in
+                    let created = try await client.json(.post, "/api/connectors", body: body(simulatorPort))
+                    let id = try #require(created.body["connector_id"]?.stringValue)
+                    #expect(try await client.json(.post, "/api/connectors/\(id)/start").status == .ok)
+                    try await test(exchange, config, client, id)
+                }
+            }
+        }
+    }
+
+    static func count(_ config: AppConfig, _ connector: String) async throws -> Int {
+        Int(
+            try await RawDatabase.strings(config, "SELECT CAST(COUNT(*) AS TEXT) FROM websocket_messages WHERE connector_id = '\(connector)'").first
+                .flatMap { $0 } ?? "0"
+        ) ?? 0
+    }
+
+    @Test(arguments: TestBackend.enabled)
+    func reconnectsAfterDropsAndResubscribesWithoutDuplicates(_ backend: TestBackend) async throws {
+        var options = SimulatorOptions()
+        options.rate = 1000
+        options.total = 300
+        options.dropEvery = 70
+        try await Self.withStartedConnector(backend, options: options) { exchange, config, client, id in
+            #expect(try await eventually { try await Self.count(config, id) == 300 })
+            let rows = try await Self.storedTrades(config, connector: id)
+            #expect(Set(rows).count == 300)
+            #expect(exchange.connectionCount >= 5, "dropped every 70 trades: \(exchange.connectionCount) connections")
+            let sessions = try await RawDatabase.strings(config, "SELECT DISTINCT session_id FROM websocket_messages WHERE connector_id = '\(id)'")
+            #expect(sessions.count >= 5, "each connection is a new session")
+            #expect(try await eventually { try await client.json(.get, "/api/connectors/\(id)").body["data"]?["status"] == "running" })
+            let metrics = try await client.json(.get, "/api/connectors/\(id)").body["data"]?["performance_metrics"]
+            #expect((metrics?["reconnects"]?.int64 ?? 0) >= 4)
+        }
+    }
+
+    @Test(arguments: TestBackend.enabled)
+    func malformedFramesAreCountedAndSkipped(_ backend: TestBackend) async throws {
+        var options = SimulatorOptions()
+        options.rate = 1000
+        options.total = 200
+        options.malformedEvery = 50
+        try await Self.withStartedConnector(backend, options: options) { _, config, client, id in
+            #expect(try await eventually { try await Self.count(config, id) == 200 })
+            let data = try await client.json(.get, "/api/connectors/\(id)").body["data"]
+            #expect(data?["status"] == "running", "the connector keeps running")
+            #expect(data?["performance_metrics"]?["messages_failed"] == .number(4))
+            #expect(data?["performance_metrics"]?["messages_stored"] == .number(200))
+        }
+    }
+
+    @Test func okxIdleRuleIsMetWithTextPings() async throws {
+        var options = SimulatorOptions()
+        options.rate = 100
+        options.total = 10
+        options.idleTimeout = .milliseconds(1500)
+        try await Self.withStartedConnector(.sqlite, options: options) { exchange, config, client, id in
+            #expect(try await eventually { try await Self.count(config, id) == 10 })
+            // Several idle periods pass with no data: only the connector's pings keep the connection open.
+            try await Task.sleep(for: .seconds(5))
+            #expect(exchange.connectionCount == 1, "the exchange never closed the idle connection")
+            #expect(exchange.pingsAnswered >= 3)
+            #expect(try await client.json(.get, "/api/connectors/\(id)").body["data"]?["status"] == "running")
+        }
+    }
+
+    @Test func binanceCombinedStreamWithProtocolPings() async throws {
+        var options = SimulatorOptions()
+        options.rate = 200
+        options.total = 100
+        options.pingInterval = .seconds(1)
+        let body: @Sendable (Int) -> String = { port in
+            JSONValue.object([
+                "name": "binance-sim", "connector_type": "websocket", "exchange": "binance",
+                "api_url": .string("ws://127.0.0.1:\(port)/stream?streams=btcusdt@trade/ethusdt@trade"),
+            ]).serialized
+        }
+        try await Self.withStartedConnector(.sqlite, options: options, body: body) { exchange, config, client, id in
+            #expect(try await eventually { try await Self.count(config, id) == 100 })
+            try await Task.sleep(for: .seconds(4))
+            #expect(exchange.connectionCount == 1, "protocol pings were answered, so the exchange kept the connection")
+            let sources = try await RawDatabase.strings(
+                config,
+                "SELECT source_id FROM websocket_messages WHERE connector_id = '\(id)' ORDER BY id LIMIT 1"
+            )
+            #expect(sources.first??.hasPrefix("binance:trade:") == true)
+        }
+    }
+
+    @Test(arguments: TestBackend.enabled)
+    func stopAndRestart(_ backend: TestBackend) async throws {
+        var options = SimulatorOptions()
+        options.rate = 200
+        try await Self.withStartedConnector(backend, options: options) { _, config, client, id in
+            #expect(try await eventually { try await Self.count(config, id) > 20 })
+            let stopped = try await client.json(.post, "/api/connectors/\(id)/stop")
+            #expect(stopped.body["data"]?["status"] == "stopped")
+            try await Task.sleep(for: .milliseconds(300))
+            let afterStop = try await Self.count(config, id)
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(try await Self.count(config, id) == afterStop, "nothing is ingested while stopped")
+            #expect(try await client.json(.get, "/api/connectors/\(id)/status").body["data"]?["status"] == "stopped")
+            #expect(try await client.json(.post, "/api/connectors/\(id)/restart").status == .ok)
+            #expect(try await eventually { try await Self.count(config, id) > afterStop + 20 })
+            #expect(try await client.json(.get, "/api/connectors/\(id)").body["data"]?["status"] == "running")
+        }
+    }
+
+    @Test(arguments: TestBackend.enabled)
+    func aServerRestartResumesRunningConnectors(_ backend: TestBackend) async throws {
+        var options = SimulatorOptions()
+        options.rate = 200
+        let exchange = FakeExchange(options: options)
+        try await exchange.withRunning { simulatorPort in
+            try await backend.withConfig { config in
+                let config = Self.fast(config)
+                let id = try await TestServer(config: config).run { client in
+                    let created = try await client.json(.post, "/api/connectors", body: Self.okxBody(port: simulatorPort))
+                    let id = try #require(created.body["connector_id"]?.stringValue)
+                    try await client.json(.post, "/api/connectors/\(id)/start")
+                    #expect(try await eventually { try await Self.count(config, id) > 10 })
+                    return id
+                }
+                let before = try await Self.count(config, id)
+                try await TestServer(config: config).run { client async throws -> Void in
+                    #expect(try await eventually { try await Self.count(config, id) > before + 20 }, "ingest resumed without any API call")
+                    #expect(try await client.json(.get, "/api/connectors/\(id)").body["data"]?["status"] == "running")
+                }
+                let rows = try await Self.storedTrades(config, connector: id)
+                #expect(Set(rows).count == rows.count, "no duplicates across the restart")
+            }
+        }
+    }
+
+    @Test func aStalledRealtimeClientDoesNotSlowOthers() async throws {
+        var options = SimulatorOptions()
+        options.rate = 4000
+        options.total = 30_000
+        let exchange = FakeExchange(options: options)
+        try await exchange.withRunning { simulatorPort in
+            try await TestBackend.sqlite.withConfig { config in
+                let config = Self.fast(config)
+                try await TestServer(config: config).run { client in
+                    let stalled = try await StalledWebSocket(port: client.port!, path: "/api/realtime")
+                    defer { stalled.close() }
+                    let listener = try await RealtimeListener(port: client.port!)
+                    defer { listener.close() }
+                    let created = try await client.json(.post, "/api/connectors", body: Self.okxBody(port: simulatorPort))
+                    let id = try #require(created.body["connector_id"]?.stringValue)
+                    try await client.json(.post, "/api/connectors/\(id)/start")
+                    let updates = try await listener.waitForUpdates(30_000)
+                    #expect(updates.count == 30_000, "the reading client got every update")
+                    #expect(try await Self.count(config, id) == 30_000, "ingest lost nothing")
+                }
+            }
+        }
+    }
+
+    @Test func aClientThatKeepsOverflowingIsDisconnected() async throws {
+        var options = SimulatorOptions()
+        options.rate = 0
+        options.total = 20_000
+        options.tradesPerFrame = 20
+        let exchange = FakeExchange(options: options)
+        try await exchange.withRunning { simulatorPort in
+            try await TestBackend.sqlite.withConfig { config in
+                var configured = Self.fast(config)
+                configured.realtimeQueueCapacity = 100
+                configured.realtimeOverflowGrace = .milliseconds(300)
+                let config = configured
+                let server = TestServer(config: config)
+                try await server.run { client in
+                    let stalled = try await StalledWebSocket(port: client.port!, path: "/api/realtime")
+                    defer { stalled.close() }
+                    let created = try await client.json(.post, "/api/connectors", body: Self.okxBody(port: simulatorPort))
+                    let id = try #require(created.body["connector_id"]?.stringValue)
+                    try await client.json(.post, "/api/connectors/\(id)/start")
+                    #expect(try await eventually { stalled.isClosedByServer }, "the stalled client was disconnected")
+                    #expect(try await eventually { try await Self.count(config, id) == 20_000 }, "ingest lost nothing meanwhile")
+                }
+                #expect(server.logText.contains("closing a realtime client that cannot keep up"))
             }
         }
     }

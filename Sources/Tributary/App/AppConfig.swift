@@ -40,6 +40,8 @@ public struct AppConfig: Sendable {
     /// Updates queued per realtime client before the oldest are dropped.
     public var realtimeQueueCapacity = 10_000
     public var realtimePingInterval: Duration = .seconds(30)
+    /// A realtime client whose queue keeps overflowing this long is closed with 1008.
+    public var realtimeOverflowGrace: Duration = .seconds(5)
     /// Connector keepalive, reconnect and status timing.
     public var runtime = ConnectorRuntimeSettings()
 

@@ -62,7 +62,12 @@ public struct Pipeline: Sendable {
             logger: logger
         )
         service = ConnectorService(store: store, secretBox: secretBox, supervisor: supervisor, logger: logger)
-        realtime = RealtimeEndpoint(broadcaster: broadcaster, pingInterval: config.realtimePingInterval, logger: logger)
+        realtime = RealtimeEndpoint(
+            broadcaster: broadcaster,
+            pingInterval: config.realtimePingInterval,
+            overflowGrace: config.realtimeOverflowGrace,
+            logger: logger
+        )
     }
 }
 
@@ -88,11 +93,11 @@ public func buildRouter(config: AppConfig, store: any ConnectorStore, service: C
 }
 
 /// The WebSocket upgrade router: `/api/realtime`, behind the same API tokens (header or `?token=`).
-public func buildRealtimeRouter(config: AppConfig, endpoint: RealtimeEndpoint) -> Router<BasicWebSocketRequestContext> {
-    let router = Router(context: BasicWebSocketRequestContext.self)
+public func buildRealtimeRouter(config: AppConfig, endpoint: RealtimeEndpoint) -> Router<RealtimeRequestContext> {
+    let router = Router(context: RealtimeRequestContext.self)
     router.add(middleware: AuthMiddleware(verifier: APITokenVerifier(tokens: config.apiTokens)))
     router.ws("/api/realtime") { inbound, outbound, context in
-        try await endpoint.handle(inbound, outbound, request: context.request)
+        try await endpoint.handle(inbound, outbound, request: context.request, channel: context.requestContext.channel)
     }
     return router
 }

@@ -31,12 +31,7 @@ public actor ConnectorSupervisor: Service {
     }
 
     public func run() async throws {
-        do {
-            for record in try await store.runningConnectors() { start(record) }
-            logger.info("resumed connectors", metadata: ["count": "\(running.count)"])
-        } catch {
-            logger.error("could not resume connectors", metadata: ["error_type": "\(type(of: error))", "error": "\(error)"])
-        }
+        await resume()
         while !Task.isShuttingDownGracefully {
             do {
                 let interval = settings.statusInterval
@@ -49,6 +44,29 @@ public actor ConnectorSupervisor: Service {
         let ids = Array(running.keys)
         for id in ids { await stop(id) }
         logger.info("connectors stopped")
+    }
+
+    /// Starts the connectors whose desired state is running, once the schema is migrated (services
+    /// start before the migration runs); retries while the database is unavailable.
+    func resume() async {
+        var delay = Duration.milliseconds(50)
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            do {
+                try await store.checkReady()
+                for record in try await store.runningConnectors() where running[record.connectorID] == nil { start(record) }
+                logger.info("resumed connectors", metadata: ["count": "\(running.count)"])
+                return
+            } catch {
+                if delay >= .seconds(1) {
+                    logger.warning(
+                        "waiting for the database to resume connectors",
+                        metadata: ["error_type": "\(type(of: error))", "error": "\(error)"]
+                    )
+                }
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
+        }
     }
 
     /// Brings the runtime in line with the record: (re)starts it with this configuration when

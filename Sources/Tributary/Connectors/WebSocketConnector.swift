@@ -4,6 +4,7 @@ import HummingbirdWSClient
 import Logging
 import NIOCore
 import NIOWebSocket
+import ServiceLifecycle
 import Synchronization
 
 /// Streams from an exchange WebSocket: connects (ws or wss), subscribes, keeps the connection
@@ -70,7 +71,8 @@ struct WebSocketConnector: Sendable {
             } catch {
                 failure = "\(error)"
             }
-            if Task.isCancelled { break }
+            // On shutdown the WebSocket library closes the connection itself; that is no reason to reconnect.
+            if Task.isCancelled || Task.isShuttingDownGracefully { break }
             if let since = connectedAt.withLock({ $0 }), ContinuousClock.now - since >= settings.stableAfter { attempt = 0 }
             attempt += 1
             if attempt > settings.maxReconnectAttempts {
@@ -143,7 +145,7 @@ struct WebSocketConnector: Sendable {
                     }
                 }
                 group.addTask {
-                    // Reading frames does not observe cancellation: on stop, close the socket so the reader ends.
+                    // Cancellation alone leaves the read waiting for a frame: on stop, close the socket.
                     try? await Task.sleep(for: .seconds(86_400 * 365))
                     try? await outbound.close(.goingAway, reason: "connector stopped")
                 }

@@ -40,7 +40,7 @@ public struct RealtimeEndpoint: Sendable {
 
     struct SlowClient: Error {}
 
-    public func handle(_ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter, request: Request) async throws {
+    public func handle(_ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter, request: Request, channel: any Channel) async throws {
         let client = broadcaster.register(filter: Self.filter(from: request))
         defer { broadcaster.unregister(client) }
         let sessionID = "rt_" + UUID().uuidString.lowercased().prefix(12)
@@ -99,9 +99,11 @@ public struct RealtimeEndpoint: Sendable {
             }
         } catch is SlowClient {
             logger.warning("closing a realtime client that cannot keep up", metadata: ["dropped": "\(client.droppedCount)"])
-            try? await withDeadline(.seconds(1), "close") {
-                try await outbound.close(.policyViolation, reason: "client too slow: updates dropped")
-            }
+            // Send 1008 if the socket still takes writes; a fully stalled socket is closed outright.
+            let closing = Task { try? await outbound.close(.policyViolation, reason: "client too slow: updates dropped") }
+            try? await Task.sleep(for: .seconds(1))
+            closing.cancel()
+            try? await channel.close()
         }
         logger.debug("realtime client disconnected", metadata: ["dropped": "\(client.droppedCount)"])
     }

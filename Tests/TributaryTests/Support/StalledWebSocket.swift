@@ -1,0 +1,59 @@
+import Dispatch
+import Foundation
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// A WebSocket client that completes the handshake and then never reads: a stalled consumer.
+/// It uses a raw socket with a tiny receive buffer so the server's writes back up quickly.
+final class StalledWebSocket: Sendable {
+    let descriptor: Int32
+
+    /// Connects and upgrades on a dispatch thread: blocking socket calls must not hold one of the
+    /// few cooperative threads that the server under test needs to answer.
+    init(port: Int, path: String) async throws {
+        descriptor = try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try Self.handshake(port: port, path: path) })
+            }
+        }
+    }
+
+    static func handshake(port: Int, path: String) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var size: Int32 = 4096
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw TestSetupError("stalled client could not connect") }
+        let request =
+            "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        _ = request.withCString { send(fd, $0, strlen($0), 0) }
+        var buffer = [UInt8](repeating: 0, count: 512)
+        let read = recv(fd, &buffer, 512, 0)
+        guard read > 0, String(decoding: buffer[0..<read], as: UTF8.self).hasPrefix("HTTP/1.1 101") else {
+            throw TestSetupError("stalled client was not upgraded")
+        }
+        return fd
+    }
+
+    /// Whether the server has closed the connection (checked by draining what is readable without blocking).
+    var isClosedByServer: Bool {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let read = recv(descriptor, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            if read == 0 { return true }
+            if read < 0 { return errno != EAGAIN && errno != EWOULDBLOCK }
+        }
+    }
+
+    func close() {
+        Glibc.close(descriptor)
+    }
+}
