@@ -7,7 +7,7 @@ struct TributaryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tributary",
         abstract: "Collects market data from exchanges, stores it and re-broadcasts it live.",
-        subcommands: [Serve.self, Migrate.self, Keygen.self],
+        subcommands: [Serve.self, Migrate.self, Keygen.self, Simulate.self, Bench.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -53,12 +53,17 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var settings: SettingsOptions
     @Flag(help: "Allow a non-loopback HOST without API tokens (only on a trusted network).") var insecureNoAuth = false
+    @Flag(help: "Also run a local fake exchange and stream from it through an OKX and a Binance connector.") var demo = false
 
     func run() async throws {
         var config = try settings.load()
         config.insecureNoAuth = insecureNoAuth
         try config.validateForServing()
-        try await runServer(config)
+        if demo {
+            try await runDemo(config)
+        } else {
+            try await runServer(config)
+        }
     }
 }
 
@@ -79,5 +84,70 @@ struct Keygen: ParsableCommand {
 
     func run() {
         print(EncryptionKey.generate())
+    }
+}
+
+struct Simulate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a fake exchange (OKX v5 and Binance trade streams) on 127.0.0.1 for tests and demos."
+    )
+
+    @Option(help: "Port to listen on.") var port = 9001
+    @Option(help: "Trades per second over all connections; 0 sends as fast as possible.") var rate = 10.0
+    @Option(help: "Trades to send in total, then go quiet; 0 for no limit.") var total = 0
+    @Option(help: "Comma-separated instruments (BASE-QUOTE).") var instruments = "BTC-USDT,ETH-USDT"
+    @Option(help: "Drop each connection after this many trades (0: never).") var dropEvery = 0
+    @Option(help: "Send a malformed frame after every this many trades (0: never).") var malformedEvery = 0
+    @Option(help: "OKX idle rule: close a connection silent in both directions for this many seconds.") var idleTimeout = 30.0
+    @Option(help: "Binance keepalive: protocol ping period in seconds.") var pingInterval = 20.0
+    @Option(help: "Trades per OKX frame when --rate is 0.") var tradesPerFrame = 1
+
+    func run() async throws {
+        var options = SimulatorOptions()
+        options.rate = rate
+        options.total = total
+        options.instruments = instruments.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).uppercased() }
+        options.dropEvery = dropEvery
+        options.malformedEvery = malformedEvery
+        options.idleTimeout = .milliseconds(Int(idleTimeout * 1000))
+        options.pingInterval = .milliseconds(Int(pingInterval * 1000))
+        options.tradesPerFrame = tradesPerFrame
+        try await runSimulator(options, host: "127.0.0.1", port: port)
+    }
+}
+
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Benchmarks that print figures.", subcommands: [Ingest.self])
+
+    struct Ingest: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Fake exchange → connector → pipeline → database → realtime client: throughput, latency, memory.",
+            discussion: "SQLite by default (a temporary data directory); PostgreSQL with --database-url or DATABASE_URL."
+        )
+
+        @OptionGroup var settings: SettingsOptions
+        @Option(help: "Messages for the throughput run.") var messages = 200_000
+        @Option(help: "Trades per exchange frame in the throughput run.") var tradesPerFrame = 10
+        @Option(help: "Messages per second for the latency run.") var latencyRate = 2000.0
+        @Option(help: "Seconds of the latency run.") var latencySeconds = 10.0
+
+        func run() async throws {
+            var config = try settings.load()
+            config.host = "127.0.0.1"
+            config.port = 0
+            if case .sqlite = config.database {
+                let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-bench-\(UUID().uuidString)").path
+                config.dataDirectory = directory
+                config.database = .sqlite(path: directory + "/tributary.sqlite")
+            }
+            defer { if case .sqlite = config.database { try? FileManager.default.removeItem(atPath: config.dataDirectory) } }
+            var benchmark = IngestBenchmark(config: config)
+            benchmark.messages = messages
+            benchmark.tradesPerFrame = tradesPerFrame
+            benchmark.latencyRate = latencyRate
+            benchmark.latencySeconds = latencySeconds
+            print("bench ingest: \(config.description)")
+            try await benchmark.run { print($0) }
+        }
     }
 }

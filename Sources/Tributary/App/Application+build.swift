@@ -4,7 +4,13 @@ import Logging
 import ServiceLifecycle
 
 /// The composition root: builds storage, secrets, the ingest pipeline, connectors and the router from one config.
-public func buildApplication(_ config: AppConfig, logger: Logger) async throws -> some ApplicationProtocol {
+///
+/// - Parameter onRunning: called with the bound port once the server listens (port 0 picks a free one).
+public func buildApplication(
+    _ config: AppConfig,
+    logger: Logger,
+    onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+) async throws -> some ApplicationProtocol {
     let secretBox = try makeSecretBox(config)
     let store = try await makeStore(config, logger: logger)
     let pipeline = Pipeline(config: config, store: store, secretBox: secretBox, logger: logger)
@@ -20,6 +26,7 @@ public func buildApplication(_ config: AppConfig, logger: Logger) async throws -
         services: [store, pipeline.writer, pipeline.supervisor],
         onServerRunning: { channel in
             logger.notice("Tributary is listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+            await onRunning(channel.localAddress?.port ?? config.port)
         },
         logger: logger
     )

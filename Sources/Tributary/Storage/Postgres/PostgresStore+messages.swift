@@ -96,4 +96,15 @@ extension PostgresStore {
             }
         }
     }
+
+    public func messageCounts(connectorID: String) async throws -> (rows: Int, distinctSources: Int) {
+        try await run("count messages") { [logger] client in
+            let rows = try await client.query(
+                "SELECT COUNT(*), COUNT(DISTINCT source_id) FROM websocket_messages WHERE connector_id = \(connectorID)",
+                logger: logger
+            )
+            for try await (total, sources) in rows.decode((Int, Int).self) { return (total, sources) }
+            return (0, 0)
+        }
+    }
 }

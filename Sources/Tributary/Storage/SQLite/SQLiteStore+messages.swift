@@ -69,6 +69,16 @@ extension SQLiteStore {
         }
     }
 
+    public func messageCounts(connectorID: String) async throws -> (rows: Int, distinctSources: Int) {
+        try await exclusive("count messages") { connection in
+            let row = try await connection.query(
+                "SELECT COUNT(*) AS total, COUNT(DISTINCT source_id) AS sources FROM websocket_messages WHERE connector_id = ?",
+                [.text(connectorID)]
+            ).first
+            return (row?.column("total")?.integer ?? 0, row?.column("sources")?.integer ?? 0)
+        }
+    }
+
     static func insertSQL(rows: Int) -> String {
         let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         return """

@@ -1,0 +1,63 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import ServiceLifecycle
+
+/// API calls of the benchmark and the demo, made over HTTP like any user's.
+struct BenchHTTPClient {
+    let port: Int
+    var token: String?
+
+    init(port: Int, token: String? = nil) {
+        self.port = port
+        self.token = token
+    }
+
+    /// Creates the connector, or updates the existing one of that name (the demo's ports change
+    /// every run), and starts it.
+    func createOrUpdateAndStart(_ body: JSONValue) async throws -> String {
+        let list = try await send("GET", "/api/connectors?limit=1000", nil)
+        if let existing = list["data"]?.arrayValue?.first(where: { $0["name"] == body["name"] }), let id = existing["connector_id"]?.stringValue {
+            _ = try await send("PUT", "/api/connectors/\(id)", body.serialized)
+            _ = try await send("POST", "/api/connectors/\(id)/restart", nil)
+            return id
+        }
+        return try await createAndStart(body)
+    }
+
+    func createAndStart(_ body: JSONValue) async throws -> String {
+        let created = try await send("POST", "/api/connectors", body.serialized)
+        guard let id = created["connector_id"]?.stringValue else { throw ConfigError("could not create the benchmark connector: \(created.serialized)") }
+        _ = try await send("POST", "/api/connectors/\(id)/start", nil)
+        return id
+    }
+
+    func send(_ method: String, _ path: String, _ body: String?) async throws -> JSONValue {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+        request.method = .init(rawValue: method)
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(string: body))
+        }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        let bytes = try await response.body.collect(upTo: 1 << 22)
+        return try JSONValue.parse(bytes.readableBytesView)
+    }
+
+    /// Rows stored for the connector and distinct source ids, read with a store of its own.
+    func integrity(_ connectorID: String, config: AppConfig) async throws -> (stored: Int, distinct: Int) {
+        let store = try await makeStore(config, logger: Logger(label: "tributary.bench"))
+        return try await withThrowingTaskGroup(of: (Int, Int)?.self) { group -> (stored: Int, distinct: Int) in
+            group.addTask {
+                try await store.run()
+                return nil
+            }
+            let counts = try await store.messageCounts(connectorID: connectorID)
+            group.cancelAll()
+            return (counts.rows, counts.distinctSources)
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import Foundation
+import HummingbirdWSClient
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// `tributary bench ingest`: fake exchange → OKX connector → pipeline → database → one realtime
+/// client, all through real sockets on 127.0.0.1, with the server built exactly as `serve` builds it.
+public struct IngestBenchmark: Sendable {
+    public var config: AppConfig
+    public var messages = 200_000
+    public var tradesPerFrame = 10
+    public var latencyRate = 2000.0
+    public var latencySeconds = 10.0
+
+    public init(config: AppConfig) { self.config = config }
+
+    /// Counts realtime updates and records the exchange-send → client-receive delay of each.
+    final class Receiver: Sendable {
+        let state = Mutex<(count: Int, latenciesMs: [Double])>((0, []))
+
+        func record(_ text: String, measure: Bool) {
+            guard measure else {
+                state.withLock { $0.count += 1 }
+                return
+            }
+            let received = Date().timeIntervalSince1970 * 1000
+            let sent = (try? JSONValue.parse(text))?["data"]?["exchange_timestamp"]?.stringValue.flatMap(Timestamp.parse)
+            state.withLock { state in
+                state.count += 1
+                if let sent { state.latenciesMs.append(received - sent.timeIntervalSince1970 * 1000) }
+            }
+        }
+
+        var count: Int { state.withLock { $0.count } }
+    }
+
+    public func run(log: @Sendable (String) -> Void) async throws {
+        var logger = Logger(label: "tributary.bench")
+        logger.logLevel = .warning
+        let throughput = try await phase(rate: 0, total: messages, measureLatency: false, logger: logger)
+        log(String(format: "throughput: %d messages in %.2f s = %.0f messages/s end to end (committed and broadcast)", messages, throughput.seconds, Double(messages) / throughput.seconds))
+        log("integrity: \(throughput.stored) rows stored, \(throughput.distinct) distinct source ids (expected \(messages))")
+        let total = Int(latencyRate * latencySeconds)
+        let latency = try await phase(rate: latencyRate, total: total, measureLatency: true, logger: logger)
+        let sorted = latency.latenciesMs.sorted()
+        func percentile(_ p: Double) -> Double { sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+        log(String(format: "latency at %.0f messages/s (exchange send → realtime client receive, after commit): p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d messages", latencyRate, percentile(0.5), percentile(0.99), sorted.last ?? .nan, sorted.count))
+        log("peak memory (VmHWM): \(Self.peakMemoryMB()) MB")
+    }
+
+    struct PhaseResult {
+        var seconds: Double
+        var stored: Int
+        var distinct: Int
+        var latenciesMs: [Double]
+    }
+
+    func phase(rate: Double, total: Int, measureLatency: Bool, logger: Logger) async throws -> PhaseResult {
+        var options = SimulatorOptions()
+        options.rate = rate
+        options.total = total
+        options.tradesPerFrame = rate == 0 ? tradesPerFrame : 1
+        options.instruments = ["BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT"]
+        let exchange = FakeExchange(options: options, logger: logger)
+        let instruments = options.instruments
+        let config = self.config
+        return try await exchange.withRunning { exchangePort in
+            let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
+            let app = try await buildApplication(config, logger: logger) { port in portContinuation.yield(port) }
+            let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
+            return try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await group.run() }
+                var iterator = ports.makeAsyncIterator()
+                guard let port = await iterator.next() else { throw CancellationError() }
+                defer { Task { await group.triggerGracefulShutdown() } }
+                let receiver = Receiver()
+                let (connected, connectedContinuation) = AsyncStream.makeStream(of: Void.self)
+                tasks.addTask {
+                    try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/api/realtime", configuration: .init(maxFrameSize: 1 << 20), logger: logger) { inbound, _, _ in
+                        for try await message in inbound.messages(maxSize: 1 << 20) {
+                            guard case .text(let text) = message else { continue }
+                            if text.hasPrefix(#"{"type":"connected""#) { connectedContinuation.yield(); continue }
+                            guard text.hasPrefix(#"{"type":"data_update""#) else { continue }
+                            receiver.record(text, measure: measureLatency)
+                            if receiver.count >= total { return }
+                        }
+                    }
+                }
+                var waitConnected = connected.makeAsyncIterator()
+                _ = await waitConnected.next()
+                let name = "bench-\(UUID().uuidString.prefix(8).lowercased())"
+                let body = JSONValue.object([
+                    "name": .string(name), "connector_type": "websocket", "exchange": "okx",
+                    "api_url": .string("ws://127.0.0.1:\(exchangePort)/ws/v5/public"),
+                    "subscription_message": .object(["op": "subscribe", "args": .array(instruments.map { .object(["channel": "trades", "instId": .string($0)]) })]),
+                ])
+                let client = BenchHTTPClient(port: port)
+                let id = try await client.createAndStart(body)
+                let started = ContinuousClock.now
+                while receiver.count < total { try await Task.sleep(for: .milliseconds(2)) }
+                let elapsed = ContinuousClock.now - started
+                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+                _ = try await client.send("POST", "/api/connectors/\(id)/stop", nil)
+                let integrity = try await client.integrity(id, config: config)
+                await group.triggerGracefulShutdown()
+                return PhaseResult(seconds: seconds, stored: integrity.stored, distinct: integrity.distinct, latenciesMs: receiver.state.withLock { $0.latenciesMs })
+            }
+        }
+    }
+
+    static func peakMemoryMB() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+            let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "")
+        else { return -1 }
+        return kilobytes / 1024
+    }
+}
