@@ -241,6 +241,11 @@ import Testing
                 #expect(try await client.json(.post, "/api/connectors", body: connectorBody()).status == .unauthorized)
                 #expect(try await client.json(.get, "/health").status == .ok)
                 #expect(try await client.json(.get, "/ready").status == .ok)
+                // The realtime socket takes the token in the query string; without it the upgrade is refused.
+                let listener = try await RealtimeListener(port: client.port!, query: "token=token-two")
+                listener.close()
+                await #expect(throws: (any Error).self) { try await RealtimeListener(port: client.port!) }
+                await #expect(throws: (any Error).self) { try await RealtimeListener(port: client.port!, query: "token=wrong") }
             }
         }
     }

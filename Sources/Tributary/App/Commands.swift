@@ -66,7 +66,10 @@ public func runDemo(_ config: AppConfig) async throws {
         }
         logger.notice(
             "demo running: live trades from a local fake exchange",
-            metadata: ["watch": "python3 -m websockets ws://127.0.0.1:\(serverPort)/api/realtime", "connectors": "curl http://127.0.0.1:\(serverPort)/api/connectors"]
+            metadata: [
+                "watch": "python3 -m websockets ws://127.0.0.1:\(serverPort)/api/realtime",
+                "connectors": "curl http://127.0.0.1:\(serverPort)/api/connectors",
+            ]
         )
         try await tasks.waitForAll()
     }

@@ -29,7 +29,9 @@ struct BenchHTTPClient {
 
     func createAndStart(_ body: JSONValue) async throws -> String {
         let created = try await send("POST", "/api/connectors", body.serialized)
-        guard let id = created["connector_id"]?.stringValue else { throw ConfigError("could not create the benchmark connector: \(created.serialized)") }
+        guard let id = created["connector_id"]?.stringValue else {
+            throw ConfigError("could not create the benchmark connector: \(created.serialized)")
+        }
         _ = try await send("POST", "/api/connectors/\(id)/start", nil)
         return id
     }

@@ -39,13 +39,30 @@ public struct IngestBenchmark: Sendable {
         var logger = Logger(label: "tributary.bench")
         logger.logLevel = .warning
         let throughput = try await phase(rate: 0, total: messages, measureLatency: false, logger: logger)
-        log(String(format: "throughput: %d messages in %.2f s = %.0f messages/s end to end (committed and broadcast)", messages, throughput.seconds, Double(messages) / throughput.seconds))
+        log(
+            String(
+                format: "throughput: %d messages in %.2f s = %.0f messages/s end to end (committed and broadcast)",
+                messages,
+                throughput.seconds,
+                Double(messages) / throughput.seconds
+            )
+        )
         log("integrity: \(throughput.stored) rows stored, \(throughput.distinct) distinct source ids (expected \(messages))")
         let total = Int(latencyRate * latencySeconds)
         let latency = try await phase(rate: latencyRate, total: total, measureLatency: true, logger: logger)
         let sorted = latency.latenciesMs.sorted()
         func percentile(_ p: Double) -> Double { sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
-        log(String(format: "latency at %.0f messages/s (exchange send → realtime client receive, after commit): p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d messages", latencyRate, percentile(0.5), percentile(0.99), sorted.last ?? .nan, sorted.count))
+        log(
+            String(
+                format:
+                    "latency at %.0f messages/s (exchange send → realtime client receive, after commit): p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d messages",
+                latencyRate,
+                percentile(0.5),
+                percentile(0.99),
+                sorted.last ?? .nan,
+                sorted.count
+            )
+        )
         log("peak memory (VmHWM): \(Self.peakMemoryMB()) MB")
     }
 
@@ -77,10 +94,17 @@ public struct IngestBenchmark: Sendable {
                 let receiver = Receiver()
                 let (connected, connectedContinuation) = AsyncStream.makeStream(of: Void.self)
                 tasks.addTask {
-                    try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/api/realtime", configuration: .init(maxFrameSize: 1 << 20), logger: logger) { inbound, _, _ in
+                    try await WebSocketClient.connect(
+                        url: "ws://127.0.0.1:\(port)/api/realtime",
+                        configuration: .init(maxFrameSize: 1 << 20),
+                        logger: logger
+                    ) { inbound, _, _ in
                         for try await message in inbound.messages(maxSize: 1 << 20) {
                             guard case .text(let text) = message else { continue }
-                            if text.hasPrefix(#"{"type":"connected""#) { connectedContinuation.yield(); continue }
+                            if text.hasPrefix(#"{"type":"connected""#) {
+                                connectedContinuation.yield()
+                                continue
+                            }
                             guard text.hasPrefix(#"{"type":"data_update""#) else { continue }
                             receiver.record(text, measure: measureLatency)
                             if receiver.count >= total { return }
@@ -93,7 +117,9 @@ public struct IngestBenchmark: Sendable {
                 let body = JSONValue.object([
                     "name": .string(name), "connector_type": "websocket", "exchange": "okx",
                     "api_url": .string("ws://127.0.0.1:\(exchangePort)/ws/v5/public"),
-                    "subscription_message": .object(["op": "subscribe", "args": .array(instruments.map { .object(["channel": "trades", "instId": .string($0)]) })]),
+                    "subscription_message": .object([
+                        "op": "subscribe", "args": .array(instruments.map { .object(["channel": "trades", "instId": .string($0)]) }),
+                    ]),
                 ])
                 let client = BenchHTTPClient(port: port)
                 let id = try await client.createAndStart(body)
@@ -104,7 +130,12 @@ public struct IngestBenchmark: Sendable {
                 _ = try await client.send("POST", "/api/connectors/\(id)/stop", nil)
                 let integrity = try await client.integrity(id, config: config)
                 await group.triggerGracefulShutdown()
-                return PhaseResult(seconds: seconds, stored: integrity.stored, distinct: integrity.distinct, latenciesMs: receiver.state.withLock { $0.latenciesMs })
+                return PhaseResult(
+                    seconds: seconds,
+                    stored: integrity.stored,
+                    distinct: integrity.distinct,
+                    latenciesMs: receiver.state.withLock { $0.latenciesMs }
+                )
             }
         }
     }
