@@ -18,15 +18,7 @@ import Testing
         _ config: AppConfig,
         _ body: @Sendable @escaping (any ConnectorStore) async throws -> Value
     ) async throws -> Value {
-        let store = try await makeStore(config, logger: logger)
-        return try await withThrowingTaskGroup(of: Value?.self) { group in
-            group.addTask {
-                try await store.run()
-                return nil
-            }
-            defer { group.cancelAll() }
-            return try await body(store)
-        }
+        try await Tributary.withStore(config, logger: logger, body)
     }
 
     @Test(arguments: TestBackend.enabled)

@@ -146,11 +146,25 @@ public func runServer(_ config: AppConfig) async throws {
 /// `tributary migrate`: applies pending migrations and returns once the schema is current.
 public func runMigrations(_ config: AppConfig) async throws {
     config.bootstrapLogging()
-    let store = try await makeStore(config, logger: Logger(label: "tributary"))
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        group.addTask { try await store.run() }
+    try await withStore(config, logger: Logger(label: "tributary")) { store in
         try await store.migrate()
         try await store.checkReady()
-        group.cancelAll()
+    }
+}
+
+/// Runs `body` with the configured store, its service running (PostgreSQL's pool needs it), outside a server.
+public func withStore<Value: Sendable>(
+    _ config: AppConfig,
+    logger: Logger,
+    _ body: @escaping @Sendable (any ConnectorStore) async throws -> Value
+) async throws -> Value {
+    let store = try await makeStore(config, logger: logger)
+    return try await withThrowingTaskGroup(of: Value?.self) { group in
+        group.addTask {
+            try await store.run()
+            return nil
+        }
+        defer { group.cancelAll() }
+        return try await body(store)
     }
 }

@@ -51,15 +51,9 @@ struct BenchHTTPClient {
 
     /// Rows stored for the connector and distinct source ids, read with a store of its own.
     func integrity(_ connectorID: String, config: AppConfig) async throws -> (stored: Int, distinct: Int) {
-        let store = try await makeStore(config, logger: Logger(label: "tributary.bench"))
-        return try await withThrowingTaskGroup(of: (Int, Int)?.self) { group -> (stored: Int, distinct: Int) in
-            group.addTask {
-                try await store.run()
-                return nil
-            }
-            let counts = try await store.messageCounts(connectorID: connectorID)
-            group.cancelAll()
-            return (counts.rows, counts.distinctSources)
+        let counts = try await withStore(config, logger: Logger(label: "tributary.bench")) { store in
+            try await store.messageCounts(connectorID: connectorID)
         }
+        return (counts.rows, counts.distinctSources)
     }
 }
