@@ -65,9 +65,9 @@ public struct JSONObject: Sendable, Hashable, ExpressibleByDictionaryLiteral, Se
 
     public init() { self.members = [] }
 
+    /// Keys of a literal are distinct (as in a `Dictionary` literal), so members are appended without lookups.
     public init(dictionaryLiteral elements: (String, JSONValue)...) {
-        self.members = []
-        for (key, value) in elements { self[key] = value }
+        self.members = elements.map { (key: $0.0, value: $0.1) }
     }
 
     public init(_ members: [(String, JSONValue)]) {
