@@ -4,17 +4,42 @@ import Foundation
 /// SQLite's text columns sort chronologically, and the precision PostgreSQL keeps.
 public enum Timestamp {
     public static func format(_ date: Date) -> String {
-        let microseconds = Int64((date.timeIntervalSince1970 * 1_000_000).rounded(.down))
+        let microseconds = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
         var seconds = time_t(microseconds.floorDivided(by: 1_000_000))
-        let fraction = microseconds - Int64(seconds) * 1_000_000
+        let fraction = Int(microseconds - Int64(seconds) * 1_000_000)
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        func pad(_ value: some BinaryInteger, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
+        // Written digit by digit into a fixed buffer: this runs several times per stored message.
+        return String(unsafeUninitializedCapacity: 27) { buffer in
+            var index = 0
+            func put(_ value: Int, width: Int) {
+                var value = value
+                for offset in stride(from: width - 1, through: 0, by: -1) {
+                    buffer[index + offset] = UInt8(ascii: "0") + UInt8(value % 10)
+                    value /= 10
+                }
+                index += width
+            }
+            func put(_ byte: UInt8) {
+                buffer[index] = byte
+                index += 1
+            }
+            put(Int(parts.tm_year) + 1900, width: 4)
+            put(UInt8(ascii: "-"))
+            put(Int(parts.tm_mon) + 1, width: 2)
+            put(UInt8(ascii: "-"))
+            put(Int(parts.tm_mday), width: 2)
+            put(UInt8(ascii: "T"))
+            put(Int(parts.tm_hour), width: 2)
+            put(UInt8(ascii: ":"))
+            put(Int(parts.tm_min), width: 2)
+            put(UInt8(ascii: ":"))
+            put(Int(parts.tm_sec), width: 2)
+            put(UInt8(ascii: "."))
+            put(fraction, width: 6)
+            put(UInt8(ascii: "Z"))
+            return index
         }
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(fraction, 6))Z"
     }
 
     /// Milliseconds since 1970 of an RFC 3339 UTC time such as Coinbase's `2026-04-07T14:30:02.789012345Z`.
@@ -35,6 +60,8 @@ public enum Timestamp {
             }
             return value
         }
+        let separators: [(Int, Character)] = [(4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":")]
+        guard separators.allSatisfy({ bytes[$0.0] == $0.1.asciiValue }) else { return nil }
         guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
             let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19)
         else { return nil }
