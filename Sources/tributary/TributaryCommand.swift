@@ -27,6 +27,8 @@ struct SettingsOptions: ParsableArguments {
     @Option(help: "Comma-separated API bearer tokens (TRIBUTARY_API_TOKENS).") var apiTokens: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical (LOG_LEVEL, default info).") var logLevel: String?
     @Option(help: "text or json (LOG_FORMAT, default text).") var logFormat: String?
+    @Option(help: "Reconnect attempts in a row before a connector reports error (CONNECTOR_MAX_RECONNECTS, default 10).")
+    var connectorMaxReconnects: String?
 
     var overrides: [String: String] {
         let pairs: [(String, String?)] = [
@@ -34,6 +36,7 @@ struct SettingsOptions: ParsableArguments {
             ("ENCRYPTION_KEY", encryptionKey), ("DB_POOL_MIN", dbPoolMin), ("DB_POOL_MAX", dbPoolMax),
             ("DB_POOL_TIMEOUT", dbPoolTimeout), ("BATCH_MAX_MESSAGES", batchMaxMessages), ("BATCH_MAX_INTERVAL_MS", batchMaxIntervalMs),
             ("TRIBUTARY_API_TOKENS", apiTokens), ("LOG_LEVEL", logLevel), ("LOG_FORMAT", logFormat),
+            ("CONNECTOR_MAX_RECONNECTS", connectorMaxReconnects),
         ]
         return pairs.reduce(into: [:]) { result, pair in if let value = pair.1 { result[pair.0] = value } }
     }

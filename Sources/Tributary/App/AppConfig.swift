@@ -47,15 +47,6 @@ public struct AppConfig: Sendable {
 
     public init() {}
 
-    /// The setting names, each readable from the environment and settable by a flag of the same name
-    /// in kebab case (`DB_POOL_MAX` → `--db-pool-max`).
-    public static let settingNames = [
-        "HOST", "PORT", "TRIBUTARY_DATA_DIR", "DATABASE_URL", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER",
-        "POSTGRES_PASSWORD", "POSTGRES_DB", "ENCRYPTION_KEY", "ENCRYPTION_KEYS_PREVIOUS", "DB_POOL_MIN", "DB_POOL_MAX",
-        "DB_POOL_TIMEOUT", "BATCH_MAX_MESSAGES", "BATCH_MAX_INTERVAL_MS", "TRIBUTARY_API_TOKENS", "LOG_LEVEL", "LOG_FORMAT",
-        "CONNECTOR_MAX_RECONNECTS",
-    ]
-
     /// Builds the configuration from `overrides` (command-line flags, by setting name) over `environment`.
     public static func load(environment: [String: String], overrides: [String: String] = [:]) throws(ConfigError) -> AppConfig {
         var settings = environment.filter { !$0.value.isEmpty }

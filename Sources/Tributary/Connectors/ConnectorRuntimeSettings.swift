@@ -13,8 +13,6 @@ public struct ConnectorRuntimeSettings: Sendable {
     public var protocolPingPeriod: Duration = .seconds(20)
     /// How often live status and metrics are written to `connector_status`.
     public var statusInterval: Duration = .seconds(2)
-    /// How long a connect (TCP, TLS and upgrade) may take.
-    public var connectTimeout: Duration = .seconds(10)
 
     public init() {}
 }

@@ -97,16 +97,13 @@ struct WebSocketConnector: Sendable {
         let definition = context.definition
         let settings = context.settings
         let keepalive = Self.keepalive(for: definition.exchange)
-        var configuration = WebSocketClientConfiguration(
+        let configuration = WebSocketClientConfiguration(
             maxFrameSize: 1 << 24,
             additionalHeaders: Self.headers(definition.secrets.headers),
             closeTimeout: .seconds(2),
             autoPing: keepalive == .protocolPings ? .enabled(timePeriod: settings.protocolPingPeriod) : .disabled,
             validateUTF8: false
         )
-        if let host = URL(string: definition.apiURL)?.host(), host.first?.isNumber == true || host.contains(":") {
-            configuration.sniHostname = nil
-        }
         let normalizer = Normalizer(exchange: definition.exchange, fieldMapping: definition.fieldMapping)
         let subscriptions = Self.subscriptionFrames(definition.subscriptionMessage)
         let context = self.context
