@@ -252,31 +252,4 @@ import Testing
             }
         }
     }
-
-    @Test func aClientThatKeepsOverflowingIsDisconnected() async throws {
-        var options = SimulatorOptions()
-        options.rate = 0
-        options.total = 20_000
-        options.tradesPerFrame = 20
-        let exchange = FakeExchange(options: options)
-        try await exchange.withRunning { simulatorPort in
-            try await TestBackend.sqlite.withConfig { config in
-                var configured = Self.fast(config)
-                configured.realtimeQueueCapacity = 100
-                configured.realtimeOverflowGrace = .milliseconds(300)
-                let config = configured
-                let server = TestServer(config: config)
-                try await server.run { client in
-                    let stalled = try await StalledWebSocket(port: client.port!, path: "/api/realtime")
-                    defer { stalled.close() }
-                    let created = try await client.json(.post, "/api/connectors", body: Self.okxBody(port: simulatorPort))
-                    let id = try #require(created.body["connector_id"]?.stringValue)
-                    try await client.json(.post, "/api/connectors/\(id)/start")
-                    #expect(try await eventually { stalled.isClosedByServer }, "the stalled client was disconnected")
-                    #expect(try await eventually { try await Self.count(config, id) == 20_000 }, "ingest lost nothing meanwhile")
-                }
-                #expect(server.logText.contains("closing a realtime client that cannot keep up"))
-            }
-        }
-    }
 }
