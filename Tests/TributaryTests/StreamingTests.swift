@@ -252,4 +252,36 @@ import Testing
             }
         }
     }
+
+    @Test func aClientThatKeepsOverflowingIsDisconnected() async throws {
+        var options = SimulatorOptions()
+        options.rate = 2000
+        options.total = 60_000
+        let exchange = FakeExchange(options: options)
+        try await exchange.withRunning { simulatorPort in
+            try await TestBackend.sqlite.withConfig { config in
+                var configured = Self.fast(config)
+                configured.realtimeQueueCapacity = 100
+                configured.realtimeOverflowGrace = .milliseconds(300)
+                let config = configured
+                let server = TestServer(config: config)
+                try await server.run { client in
+                    let stalled = try await StalledWebSocket(port: client.port!, path: "/api/realtime")
+                    defer { stalled.close() }
+                    let created = try await client.json(.post, "/api/connectors", body: Self.okxBody(port: simulatorPort))
+                    let id = try #require(created.body["connector_id"]?.stringValue)
+                    try await client.json(.post, "/api/connectors/\(id)/start")
+                    // Observed on the server, so the stalled socket stays unread (reading would un-stall it).
+                    #expect(
+                        try await eventually { server.logText.contains("closing a realtime client that cannot keep up") },
+                        "the server gave up on the stalled client"
+                    )
+                    #expect(try await eventually(timeout: .seconds(10)) { stalled.isClosedByServer }, "its connection was closed")
+                    let stored = try await Self.count(config, id)
+                    #expect(try await eventually { try await Self.count(config, id) > stored }, "ingest kept going")
+                    try await client.json(.post, "/api/connectors/\(id)/stop")
+                }
+            }
+        }
+    }
 }

@@ -38,7 +38,7 @@ public struct AppConfig: Sendable {
     /// Accepted messages waiting for the writer, at most; beyond it new messages are refused and counted.
     public var ingestBufferCapacity = 500_000
     /// Updates queued per realtime client before the oldest are dropped.
-    public var realtimeQueueCapacity = 10_000
+    public var realtimeQueueCapacity = 50_000
     public var realtimePingInterval: Duration = .seconds(30)
     /// A realtime client whose queue keeps overflowing this long is closed with 1008.
     public var realtimeOverflowGrace: Duration = .seconds(5)

@@ -18,6 +18,8 @@ public struct IngestBenchmark: Sendable {
     /// Counts realtime updates and records the exchange-send → client-receive delay of each.
     final class Receiver: Sendable {
         let state = Mutex<(count: Int, latenciesMs: [Double])>((0, []))
+        /// Set when the server closed the realtime connection before every update arrived.
+        let closed = Atomic<Bool>(false)
 
         func record(_ text: String, measure: Bool) {
             guard measure else {
@@ -94,6 +96,7 @@ public struct IngestBenchmark: Sendable {
                 let receiver = Receiver()
                 let (connected, connectedContinuation) = AsyncStream.makeStream(of: Void.self)
                 tasks.addTask {
+                    defer { receiver.closed.store(true, ordering: .relaxed) }
                     try await WebSocketClient.connect(
                         url: "ws://127.0.0.1:\(port)/api/realtime",
                         configuration: .init(maxFrameSize: 1 << 20),
@@ -124,7 +127,26 @@ public struct IngestBenchmark: Sendable {
                 let client = BenchHTTPClient(port: port)
                 let id = try await client.createAndStart(body)
                 let started = ContinuousClock.now
-                while receiver.count < total { try await Task.sleep(for: .milliseconds(2)) }
+                do {
+                    var progress = (count: 0, at: ContinuousClock.now)
+                    while receiver.count < total {
+                        if receiver.closed.load(ordering: .relaxed) {
+                            throw BenchmarkError("the server closed the realtime client after \(receiver.count) of \(total) updates")
+                        }
+                        if receiver.count != progress.count {
+                            progress = (receiver.count, .now)
+                        } else if ContinuousClock.now - progress.at > .seconds(10) {
+                            throw BenchmarkError(
+                                "the realtime client got \(receiver.count) of \(total) updates and nothing for 10 s: updates were dropped"
+                            )
+                        }
+                        try await Task.sleep(for: .milliseconds(2))
+                    }
+                } catch {
+                    // Leave nothing running: the connector would otherwise resume on the next start.
+                    _ = try? await client.send("POST", "/api/connectors/\(id)/stop", nil)
+                    throw error
+                }
                 let elapsed = ContinuousClock.now - started
                 let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
                 _ = try await client.send("POST", "/api/connectors/\(id)/stop", nil)
@@ -147,4 +169,9 @@ public struct IngestBenchmark: Sendable {
         else { return -1 }
         return kilobytes / 1024
     }
+}
+
+struct BenchmarkError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }

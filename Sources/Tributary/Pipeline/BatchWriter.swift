@@ -1,11 +1,14 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import Synchronization
 
-/// Group commit: whenever the writer is free it takes everything pending (up to `maxBatch`) and
-/// writes it in one transaction, so latency stays low at low rates and batches grow under load.
-/// A failed write is retried with backoff while new messages keep buffering; after commit the
-/// stored messages go to the broadcaster with their database ids.
+/// Group commit: whenever a write slot is free the writer takes everything pending (up to
+/// `maxBatch`) and writes it in one transaction, so latency stays low at low rates and batches
+/// grow under load. Stores that can (PostgreSQL) get several batches in flight at once; the
+/// broadcaster still sees batches in the order they were taken. A failed write is retried with
+/// backoff while new messages keep buffering; after commit the stored messages go to the
+/// broadcaster with their database ids.
 public final class BatchWriter: Service {
     let buffer: IngestBuffer
     let store: any ConnectorStore
@@ -14,6 +17,7 @@ public final class BatchWriter: Service {
     let maxBatch: Int
     let maxRetryDelay: Duration
     let logger: Logger
+    let publisher: OrderedPublisher
 
     public init(
         buffer: IngestBuffer,
@@ -31,14 +35,27 @@ public final class BatchWriter: Service {
         self.maxBatch = maxBatch
         self.maxRetryDelay = maxRetryDelay
         self.logger = logger
+        self.publisher = OrderedPublisher(broadcaster: broadcaster)
     }
 
     public func run() async throws {
+        let slots = max(1, store.concurrentBatchWrites)
         await withGracefulShutdownHandler {
-            while true {
-                let batch = await buffer.take(upTo: maxBatch)
-                if batch.isEmpty { break }
-                await write(batch)
+            await withTaskGroup(of: Void.self) { writes in
+                var inFlight = 0
+                var ticket = 0
+                while true {
+                    if inFlight == slots {
+                        await writes.next()
+                        inFlight -= 1
+                    }
+                    let batch = await buffer.take(upTo: maxBatch)
+                    if batch.isEmpty { break }
+                    let current = ticket
+                    ticket += 1
+                    inFlight += 1
+                    writes.addTask { await self.write(batch, ticket: current) }
+                }
             }
         } onGracefulShutdown: {
             self.buffer.close()
@@ -48,7 +65,7 @@ public final class BatchWriter: Service {
 
     /// Writes one batch, retrying until it succeeds. During shutdown it keeps trying for a bounded
     /// time, then reports what could not be written.
-    func write(_ batch: [PendingMessage]) async {
+    func write(_ batch: [PendingMessage], ticket: Int) async {
         var delay = Duration.milliseconds(100)
         var attempt = 0
         let shutdownDeadline = ContinuousClock.now + .seconds(30)
@@ -80,7 +97,7 @@ public final class BatchWriter: Service {
                     }
                 }
                 metrics.recordFlush(outcomes: outcomes, latency: elapsed)
-                broadcaster.publish(stored)
+                publisher.publish(stored, ticket: ticket)
                 return
             } catch {
                 metrics.recordFlushFailure()
@@ -96,10 +113,30 @@ public final class BatchWriter: Service {
                         "shutting down with unwritten messages",
                         metadata: ["messages": "\(batch.count)", "error_type": "\(type(of: error))"]
                     )
+                    publisher.publish([], ticket: ticket)
                     return
                 }
                 try? await Task.sleep(for: delay)
                 delay = min(delay * 2, maxRetryDelay)
+            }
+        }
+    }
+}
+
+/// Hands committed batches to the broadcaster in the order they were taken from the buffer, even
+/// when a later batch commits first.
+final class OrderedPublisher: Sendable {
+    let broadcaster: Broadcaster
+    private let state = Mutex<(next: Int, ready: [Int: [StoredMessage]])>((0, [:]))
+
+    init(broadcaster: Broadcaster) { self.broadcaster = broadcaster }
+
+    func publish(_ messages: [StoredMessage], ticket: Int) {
+        state.withLock { state in
+            state.ready[ticket] = messages
+            while let batch = state.ready.removeValue(forKey: state.next) {
+                broadcaster.publish(batch)
+                state.next += 1
             }
         }
     }

@@ -38,8 +38,6 @@ public struct RealtimeEndpoint: Sendable {
         return filter
     }
 
-    struct SlowClient: Error {}
-
     public func handle(_ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter, request: Request, channel: any Channel) async throws {
         let client = broadcaster.register(filter: Self.filter(from: request))
         defer { broadcaster.unregister(client) }
@@ -47,65 +45,84 @@ public struct RealtimeEndpoint: Sendable {
         var logger = self.logger
         logger[metadataKey: "session_id"] = "\(sessionID)"
         logger.debug("realtime client connected")
+        let sessionLogger = logger
         try await outbound.write(
             .text(
                 JSONValue.object(["type": "connected", "session_id": .string(String(sessionID)), "server_time": .string(Timestamp.format(Date()))])
                     .serialized
             )
         )
-        do {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    while let texts = await client.next() {
-                        for text in texts { try await outbound.write(.text(text)) }
-                    }
-                }
-                group.addTask {
-                    while true {
-                        try await Task.sleep(for: pingInterval)
-                        try await outbound.write(
-                            .text(JSONValue.object(["type": "ping", "timestamp": .string(Timestamp.format(Date()))]).serialized)
-                        )
-                    }
-                }
-                group.addTask {
-                    // A stalled client stops the sender inside a write, so overflow is watched separately.
-                    var overflowingSince: ContinuousClock.Instant?
-                    while true {
-                        try await Task.sleep(for: .milliseconds(250))
-                        if client.takeDropsSinceCheck() > 0 {
-                            let since = overflowingSince ?? .now
-                            overflowingSince = since
-                            if ContinuousClock.now - since >= overflowGrace { throw SlowClient() }
-                        } else {
-                            overflowingSince = nil
-                        }
-                    }
-                }
-                group.addTask {
-                    for try await message in inbound.messages(maxSize: 1 << 16) {
-                        guard case .text(let text) = message else { continue }
-                        if let error = Self.apply(text, to: client) {
-                            try await outbound.write(.text(error.serialized))
-                        }
-                    }
-                }
-                // The first task to finish (the client left, or was too slow) ends the session.
-                defer {
-                    client.close()
-                    group.cancelAll()
-                }
-                try await group.next()
+        try? await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while let texts = await client.next() { try await Self.send(texts, on: channel) }
             }
-        } catch is SlowClient {
-            logger.warning("closing a realtime client that cannot keep up", metadata: ["dropped": "\(client.droppedCount)"])
-            // Send 1008 if the socket still takes writes; a fully stalled socket is closed outright.
-            let closing = Task { try? await outbound.close(.policyViolation, reason: "client too slow: updates dropped") }
-            try? await Task.sleep(for: .seconds(1))
-            closing.cancel()
-            try? await channel.close()
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: pingInterval)
+                    try await outbound.write(
+                        .text(JSONValue.object(["type": "ping", "timestamp": .string(Timestamp.format(Date()))]).serialized)
+                    )
+                }
+            }
+            group.addTask {
+                // A stalled client stops the sender inside a write, so overflow is watched separately.
+                var overflowingSince: ContinuousClock.Instant?
+                while true {
+                    try await Task.sleep(for: .milliseconds(250))
+                    if client.takeDropsSinceCheck() > 0 {
+                        let since = overflowingSince ?? .now
+                        overflowingSince = since
+                        if ContinuousClock.now - since >= overflowGrace {
+                            sessionLogger.warning("closing a realtime client that cannot keep up", metadata: ["dropped": "\(client.droppedCount)"])
+                            await Self.closeSlowClient(outbound, channel: channel)
+                            return
+                        }
+                    } else {
+                        overflowingSince = nil
+                    }
+                }
+            }
+            group.addTask {
+                for try await message in inbound.messages(maxSize: 1 << 16) {
+                    guard case .text(let text) = message else { continue }
+                    if let error = Self.apply(text, to: client) {
+                        try await outbound.write(.text(error.serialized))
+                    }
+                }
+            }
+            // The first task to finish (the client left, or was too slow) ends the session.
+            defer {
+                client.close()
+                group.cancelAll()
+            }
+            try await group.next()
         }
         logger.debug("realtime client disconnected", metadata: ["dropped": "\(client.droppedCount)"])
+    }
+
+    /// Sends 1008 if the socket still takes writes within a second, then closes the connection,
+    /// which also fails the sender's pending writes of a fully stalled socket.
+    static func closeSlowClient(_ outbound: WebSocketOutboundWriter, channel: any Channel) async {
+        let closing = Task { try? await outbound.close(.policyViolation, reason: "client too slow: updates dropped") }
+        try? await Task.sleep(for: .seconds(1))
+        closing.cancel()
+        try? await channel.close()
+    }
+
+    /// Writes queued updates as text frames with one event-loop hop and one flush, and returns
+    /// when the last has reached the socket: a stalled client holds the sender here while its
+    /// queue (not the server's memory) absorbs the backlog. No WebSocket extensions are
+    /// negotiated, so frames go to the encoder as they are.
+    static func send(_ texts: [String], on channel: any Channel) async throws {
+        guard !texts.isEmpty else { return }
+        try await channel.eventLoop.flatSubmit {
+            var written: EventLoopFuture<Void>?
+            for text in texts {
+                written = channel.write(NIOAny(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text))))
+            }
+            channel.flush()
+            return written!
+        }.get()
     }
 
     /// Applies a client message; returns the `error` message to send back, if any.

@@ -30,6 +30,8 @@ public protocol ConnectorStore: Service {
     /// `(connector_id, source_id)`) and its `websocket_batches` row. Returns each message's new id,
     /// or `nil` for a message already stored.
     func insertMessages(_ messages: [PendingMessage], batch: BatchRecord) async throws -> [Int64?]
+    /// How many `insertMessages` calls may usefully run at once (1 for a single-connection store).
+    var concurrentBatchWrites: Int { get }
     /// How many messages a connector has stored, and how many distinct `source_id`s among them.
     func messageCounts(connectorID: String) async throws -> (rows: Int, distinctSources: Int)
 }

@@ -2,6 +2,10 @@ import Foundation
 import PostgresNIO
 
 extension PostgresStore {
+    /// Two batches in flight on two pooled connections: one is being written while the other
+    /// commits, so neither the server nor the writer waits for the other.
+    public var concurrentBatchWrites: Int { 2 }
+
     public func runningConnectors() async throws -> [ConnectorRecord] {
         try await run("running connectors") { [logger] client in
             var records: [ConnectorRecord] = []

@@ -2,6 +2,9 @@ import Foundation
 import SQLiteNIO
 
 extension SQLiteStore {
+    /// One connection: batches are written one after another.
+    public var concurrentBatchWrites: Int { 1 }
+
     public func runningConnectors() async throws -> [ConnectorRecord] {
         try await exclusive("running connectors") { connection in
             try await connection.query(ConnectorColumns.select(jsonCast: "") + " WHERE c.desired_state = 'running' ORDER BY c.id")
