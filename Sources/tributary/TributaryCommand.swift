@@ -29,6 +29,8 @@ struct SettingsOptions: ParsableArguments {
     @Option(help: "text or json (LOG_FORMAT, default text).") var logFormat: String?
     @Option(help: "Reconnect attempts in a row before a connector reports error (CONNECTOR_MAX_RECONNECTS, default 10).")
     var connectorMaxReconnects: String?
+    @Option(help: "Per-request timeout of REST connectors in milliseconds (REST_TIMEOUT_MS, default 10000).") var restTimeoutMs: String?
+    @Option(help: "Largest REST response accepted, in bytes (REST_MAX_RESPONSE_BYTES, default 8388608).") var restMaxResponseBytes: String?
 
     var overrides: [String: String] {
         let pairs: [(String, String?)] = [
@@ -36,7 +38,8 @@ struct SettingsOptions: ParsableArguments {
             ("ENCRYPTION_KEY", encryptionKey), ("DB_POOL_MIN", dbPoolMin), ("DB_POOL_MAX", dbPoolMax),
             ("DB_POOL_TIMEOUT", dbPoolTimeout), ("BATCH_MAX_MESSAGES", batchMaxMessages), ("BATCH_MAX_INTERVAL_MS", batchMaxIntervalMs),
             ("TRIBUTARY_API_TOKENS", apiTokens), ("LOG_LEVEL", logLevel), ("LOG_FORMAT", logFormat),
-            ("CONNECTOR_MAX_RECONNECTS", connectorMaxReconnects),
+            ("CONNECTOR_MAX_RECONNECTS", connectorMaxReconnects), ("REST_TIMEOUT_MS", restTimeoutMs),
+            ("REST_MAX_RESPONSE_BYTES", restMaxResponseBytes),
         ]
         return pairs.reduce(into: [:]) { result, pair in if let value = pair.1 { result[pair.0] = value } }
     }

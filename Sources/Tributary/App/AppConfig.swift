@@ -64,6 +64,8 @@ public struct AppConfig: Sendable {
         config.batchMaxMessages = try integer(settings, "BATCH_MAX_MESSAGES", default: 50, range: 1...100_000)
         config.batchMaxInterval = .milliseconds(try integer(settings, "BATCH_MAX_INTERVAL_MS", default: 5000, range: 1...3_600_000))
         config.runtime.maxReconnectAttempts = try integer(settings, "CONNECTOR_MAX_RECONNECTS", default: 10, range: 0...1_000_000)
+        config.runtime.restTimeout = .milliseconds(try integer(settings, "REST_TIMEOUT_MS", default: 10_000, range: 100...600_000))
+        config.runtime.restMaxResponseBytes = try integer(settings, "REST_MAX_RESPONSE_BYTES", default: 8 << 20, range: 1024...(1 << 30))
         config.apiTokens = (settings["TRIBUTARY_API_TOKENS"] ?? "").split(separator: ",")
             .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         if let level = settings["LOG_LEVEL"] {

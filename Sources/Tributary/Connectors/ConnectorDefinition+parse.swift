@@ -8,7 +8,11 @@ extension ConnectorDefinition {
         "field_mapping",
     ]
 
-    static let signingFields: Set<String> = ["scheme", "template", "header", "timestamp_header", "encoding", "algorithm"]
+    /// `signing` object fields: the HMAC scheme and its options, or for `api_key` auth where the key goes.
+    static let signingFields: Set<String> = [
+        "scheme", "template", "header", "timestamp_header", "timestamp_format", "key_header", "encoding", "algorithm", "query_param",
+        "recv_window",
+    ]
 
     /// Validates a create (`existing == nil`) or partial update body and returns the resulting definition,
     /// or throws `ConnectorError.invalid` with every problem found, each naming its field.
@@ -162,6 +166,19 @@ extension ConnectorDefinition {
             }
             for (key, value) in object where value.stringValue == nil {
                 reader.fail("signing.\(key)", "must be a string")
+            }
+            if let format = object["timestamp_format"]?.stringValue, !["ms", "s", "iso"].contains(format) {
+                reader.fail("signing.timestamp_format", "must be ms, s or iso")
+            }
+            if let window = object["recv_window"]?.stringValue, Int(window).map({ (1...60_000).contains($0) }) != true {
+                reader.fail("signing.recv_window", "must be a number of milliseconds from 1 to 60000, as a string")
+            }
+            if config.authType == .apiKey, object["scheme"] == nil {
+                // {"header": "X-MY-KEY"} or {"query_param": "apikey"}: where the key goes.
+                if object["header"] != nil, object["query_param"] != nil {
+                    reader.fail("signing.query_param", "give either header or query_param for api_key auth")
+                }
+                return
             }
             guard let scheme = object["scheme"]?.stringValue, SigningScheme(rawValue: scheme) != nil else {
                 reader.fail("signing.scheme", "must be one of \(schemes)")

@@ -32,7 +32,7 @@ public final class ConnectorRuntimeState: Sendable {
     func snapshot() -> StatusUpdate {
         let (status, lastError, sessionID) = state.withLock { ($0.status, $0.lastError, $0.sessionID) }
         let lastMessage = counters.lastMessageMs.load(ordering: .relaxed)
-        let metrics: JSONObject = [
+        var metrics: JSONObject = [
             "messages_received": .number(counters.received.load(ordering: .relaxed)),
             "messages_stored": .number(counters.stored.load(ordering: .relaxed)),
             "messages_failed": .number(counters.failed.load(ordering: .relaxed)),
@@ -43,6 +43,12 @@ public final class ConnectorRuntimeState: Sendable {
             "last_message_at": lastMessage == 0 ? .null : .string(Timestamp.format(Date(timeIntervalSince1970: Double(lastMessage) / 1000))),
             "session_id": .optional(sessionID),
         ]
+        if counters.polls.load(ordering: .relaxed) > 0 {
+            metrics["polls"] = .number(counters.polls.load(ordering: .relaxed))
+            metrics["poll_successes"] = .number(counters.pollSuccesses.load(ordering: .relaxed))
+            metrics["poll_failures"] = .number(counters.pollFailures.load(ordering: .relaxed))
+            metrics["last_response_time_ms"] = .number(String(format: "%.1f", Double(counters.lastResponseMicros.load(ordering: .relaxed)) / 1000))
+        }
         return StatusUpdate(connectorID: connectorID, status: status, lastError: lastError, performanceMetrics: .object(metrics))
     }
 }
@@ -68,6 +74,13 @@ public struct ConnectorContext: Sendable {
             session.logFailure("skipped a frame that could not be normalized", error: error, logger: logger)
             return
         }
+        accept(normalized, session: &session)
+    }
+
+    /// Hands normalized messages to the pipeline without waiting; records an exchange error.
+    /// Messages with a non-decimal price or quantity are counted, logged and skipped.
+    func accept(_ normalized: NormalizedFrame, session: inout IngestSession) {
+        let counters = state.counters
         switch normalized {
         case .control:
             return

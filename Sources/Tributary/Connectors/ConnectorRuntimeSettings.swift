@@ -13,6 +13,12 @@ public struct ConnectorRuntimeSettings: Sendable {
     public var protocolPingPeriod: Duration = .seconds(20)
     /// How often live status and metrics are written to `connector_status`.
     public var statusInterval: Duration = .seconds(2)
+    /// REST: how long one request may take, headers and body.
+    public var restTimeout: Duration = .seconds(10)
+    /// REST: the largest response body accepted; a larger one is recorded as an error.
+    public var restMaxResponseBytes = 8 << 20
+    /// REST: client errors (4xx other than 408/429) in a row before the connector reports `error`.
+    public var restMaxRejections = 3
 
     public init() {}
 }

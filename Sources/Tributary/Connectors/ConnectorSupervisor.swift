@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Logging
 import ServiceLifecycle
 
@@ -98,8 +99,7 @@ public actor ConnectorSupervisor: Service {
             case .websocket:
                 task = Task { await WebSocketConnector(context: context).run() }
             case .rest:
-                state.set(.error, error: "REST polling connectors are not available in this version yet")
-                task = Task {}
+                task = Task { [store] in await RestConnector(context: context, store: store, client: .shared).run() }
             }
         } catch {
             state.set(.error, error: "connector secrets could not be decrypted: \(error)")

@@ -9,6 +9,11 @@ public final class ConnectorCounters: Sendable {
     public let failed = Atomic<Int>(0)
     public let dropped = Atomic<Int>(0)
     public let reconnects = Atomic<Int>(0)
+    /// REST polls: requests sent, answered with data, and failed (HTTP errors, timeouts, bad bodies).
+    public let polls = Atomic<Int>(0)
+    public let pollSuccesses = Atomic<Int>(0)
+    public let pollFailures = Atomic<Int>(0)
+    public let lastResponseMicros = Atomic<Int>(0)
     /// Milliseconds since 1970 of the last message received.
     public let lastMessageMs = Atomic<Int64>(0)
     let rate = Mutex<(at: ContinuousClock.Instant, received: Int, perSecond: Double)>((.now, 0, 0))

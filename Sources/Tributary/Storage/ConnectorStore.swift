@@ -32,6 +32,8 @@ public protocol ConnectorStore: Service {
     func insertMessages(_ messages: [PendingMessage], batch: BatchRecord) async throws -> [Int64?]
     /// How many `insertMessages` calls may usefully run at once (1 for a single-connection store).
     var concurrentBatchWrites: Int { get }
+    /// Writes one REST poll result (`api_connector_data`) and returns its id.
+    func insertAPIData(_ row: APIDataRow) async throws -> Int64
     /// How many messages a connector has stored, and how many distinct `source_id`s among them.
     func messageCounts(connectorID: String) async throws -> (rows: Int, distinctSources: Int)
 }
@@ -113,4 +115,18 @@ public enum StoreError: Error, Sendable, CustomStringConvertible {
         case .corrupt(let reason): "stored data could not be read: \(reason)"
         }
     }
+}
+
+/// One REST poll result, an `api_connector_data` row.
+public struct APIDataRow: Sendable {
+    public var connectorID: String
+    /// The normalized records, serialized JSON.
+    public var data: String
+    /// The response body as received (JSON text).
+    public var rawResponse: String
+    public var statusCode: Int
+    public var responseTimeMs: Double
+    public var sourceID: String
+    public var sessionID: String
+    public var timestamp: Date
 }

@@ -101,6 +101,22 @@ extension PostgresStore {
         }
     }
 
+    public func insertAPIData(_ row: APIDataRow) async throws -> Int64 {
+        try await run("insert poll result") { [logger] client in
+            let rows = try await client.query(
+                """
+                INSERT INTO api_connector_data (connector_id, data, raw_response, status_code, response_time_ms, source_id, session_id, timestamp)
+                VALUES (\(row.connectorID), \(row.data)::jsonb, \(row.rawResponse)::jsonb, \(row.statusCode), \(row.responseTimeMs),
+                    \(row.sourceID), \(row.sessionID), \(row.timestamp))
+                RETURNING id
+                """,
+                logger: logger
+            )
+            for try await id in rows.decode(Int64.self) { return id }
+            return 0
+        }
+    }
+
     public func messageCounts(connectorID: String) async throws -> (rows: Int, distinctSources: Int) {
         try await run("count messages") { [logger] client in
             let rows = try await client.query(

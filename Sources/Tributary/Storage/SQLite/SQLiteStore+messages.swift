@@ -72,6 +72,22 @@ extension SQLiteStore {
         }
     }
 
+    public func insertAPIData(_ row: APIDataRow) async throws -> Int64 {
+        try await exclusive("insert poll result") { connection in
+            let rows = try await connection.query(
+                """
+                INSERT INTO api_connector_data (connector_id, data, raw_response, status_code, response_time_ms, source_id, session_id, timestamp)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id
+                """,
+                [
+                    .text(row.connectorID), .text(row.data), .text(row.rawResponse), .integer(row.statusCode), .float(row.responseTimeMs),
+                    .text(row.sourceID), .text(row.sessionID), .text(Timestamp.format(row.timestamp)),
+                ]
+            )
+            return Int64(rows.first?.column("id")?.integer ?? 0)
+        }
+    }
+
     public func messageCounts(connectorID: String) async throws -> (rows: Int, distinctSources: Int) {
         try await exclusive("count messages") { connection in
             let row = try await connection.query(
