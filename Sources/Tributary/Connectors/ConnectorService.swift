@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Crypto
 import Foundation
 import Logging
@@ -77,6 +78,56 @@ public struct ConnectorService: Sendable {
             await supervisor?.apply(updated)
         }
         return view(await live(updated))
+    }
+
+    /// One request without storing anything: a REST poll, or for a WebSocket connector a connect,
+    /// subscribe and first data message, within `timeout`. Reports what came back, secrets redacted.
+    public func test(_ id: String, timeout: Duration = .seconds(10)) async throws -> JSONValue {
+        let definition = try definition(of: try await record(id))
+        let started = ContinuousClock.now
+        func elapsed() -> JSONValue { .number(String((ContinuousClock.now - started).inMilliseconds)) }
+        func records(_ messages: [MarketMessage]) -> JSONValue {
+            .array(
+                messages.map { message in
+                    var object = message.json.objectValue ?? [:]
+                    object["source_id"] = .optional(message.sourceID)
+                    return .object(object)
+                }
+            )
+        }
+        switch definition.connectorType {
+        case .rest:
+            var settings = supervisor?.settings ?? ConnectorRuntimeSettings()
+            settings.restTimeout = min(settings.restTimeout, timeout)
+            let poll = await RestConnector.poll(definition, client: .shared, settings: settings)
+            var result: JSONObject = [
+                "ok": .bool(poll.outcome == .ok), "connector_type": "rest", "status_code": poll.statusCode.map { .number($0) } ?? .null,
+                "response_time_ms": .number(String(format: "%.1f", poll.responseTimeMs)),
+            ]
+            switch poll.outcome {
+            case .ok:
+                let messages: [MarketMessage]
+                if case .messages(let normalized)? = poll.normalized { messages = normalized } else { messages = [] }
+                result["record_count"] = .number(messages.count)
+                result["records"] = records(messages)
+            case .invalid(let problem), .retry(let problem, _), .rejected(let problem):
+                result["error"] = .string(problem)
+            }
+            return .object(result)
+        case .websocket:
+            do {
+                let messages = try await withDeadline(timeout, "the WebSocket test") { [logger] in
+                    try await WebSocketConnector.probe(definition, logger: logger)
+                }
+                return .object([
+                    "ok": true, "connector_type": "websocket", "response_time_ms": elapsed(), "record_count": .number(messages.count),
+                    "records": records(messages),
+                ])
+            } catch {
+                let problem = error is StoreError ? "no data message within \(timeout)" : RestConnector.redact("\(error)", definition.secrets)
+                return .object(["ok": false, "connector_type": "websocket", "response_time_ms": elapsed(), "error": .string(problem)])
+            }
+        }
     }
 
     /// The connector's decrypted definition, for runtimes.

@@ -100,7 +100,10 @@ struct RestConnector: Sendable {
                 rejections += 1
                 if rejections >= settings.restMaxRejections {
                     state.set(.error, error: problem)
-                    logger.error("connector stopped: the API keeps refusing its requests", metadata: ["error_type": "rejected", "error": "\(problem)"])
+                    logger.error(
+                        "connector stopped: the API keeps refusing its requests",
+                        metadata: ["error_type": "rejected", "error": "\(problem)"]
+                    )
                     return
                 }
                 state.set(.reconnecting, error: problem)
@@ -226,7 +229,8 @@ struct RestConnector: Sendable {
 
     /// Replaces every configured secret (keys, tokens, custom header and query values) with `****`.
     static func redact(_ text: String, _ secrets: ConnectorSecrets) -> String {
-        let values = [secrets.apiKey, secrets.apiSecret, secrets.passphrase, secrets.bearerToken].compactMap { $0 }
+        let values =
+            [secrets.apiKey, secrets.apiSecret, secrets.passphrase, secrets.bearerToken].compactMap { $0 }
             + Array(secrets.headers.values) + Array(secrets.queryParams.values)
         var redacted = text
         for value in values where value.count >= 4 {

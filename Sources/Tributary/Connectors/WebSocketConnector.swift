@@ -152,6 +152,45 @@ struct WebSocketConnector: Sendable {
         }
     }
 
+    /// What `POST /api/connectors/{id}/test` does for a WebSocket connector: connect, subscribe and
+    /// wait for the first data message (acks and pongs are skipped), storing nothing.
+    static func probe(_ definition: ConnectorDefinition, logger: Logger) async throws -> [MarketMessage] {
+        let configuration = WebSocketClientConfiguration(
+            maxFrameSize: 1 << 24,
+            additionalHeaders: headers(definition.secrets.headers),
+            closeTimeout: .seconds(1),
+            validateUTF8: false
+        )
+        let normalizer = Normalizer(exchange: definition.exchange, fieldMapping: definition.fieldMapping)
+        let subscriptions = subscriptionFrames(definition.subscriptionMessage)
+        let found = Mutex<Result<[MarketMessage], any Error>?>(nil)
+        _ = try await WebSocketClient.connect(url: url(definition), configuration: configuration, logger: logger) { inbound, outbound, _ in
+            for frame in subscriptions { try await outbound.write(.text(frame)) }
+            var iterator = inbound.makeAsyncIterator()
+            while let message = try await iterator.nextMessage(maxSize: 1 << 24) {
+                let normalized: NormalizedFrame
+                do {
+                    switch message {
+                    case .text(let text): normalized = try normalizer.normalize(text: Array(text.utf8))
+                    case .binary(let buffer): normalized = try normalizer.normalize(text: buffer.readableBytesView)
+                    }
+                } catch {
+                    found.withLock { $0 = .failure(error) }
+                    break
+                }
+                switch normalized {
+                case .control: continue
+                case .exchangeError(let detail): found.withLock { $0 = .failure(NormalizationError(detail)) }
+                case .messages(let messages): found.withLock { $0 = .success(messages) }
+                }
+                break
+            }
+            try? await outbound.close(.normalClosure, reason: "test finished")
+        }
+        guard let result = found.withLock({ $0 }) else { throw NormalizationError("the connection closed before any data arrived") }
+        return try result.get()
+    }
+
     static func nowNanos() -> Int64 {
         let now = ContinuousClock.now - ContinuousClock.Instant.reference
         return now.components.seconds * 1_000_000_000 + now.components.attoseconds / 1_000_000_000

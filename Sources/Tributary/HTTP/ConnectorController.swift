@@ -18,6 +18,7 @@ public struct ConnectorController<Context: RequestContext>: Sendable {
             }
         }
         table.add(.get, "/api/connectors/{connector_id}/status", in: group, use: status)
+        table.add(.post, "/api/connectors/{connector_id}/test", in: group, use: test)
     }
 
     @Sendable func list(_ request: Request, context: Context) async throws -> Response {
@@ -63,6 +64,12 @@ public struct ConnectorController<Context: RequestContext>: Sendable {
         let connector = try await service.perform(action, on: try context.parameters.require("connector_id"))
         let verb = ["start": "started", "stop": "stopped", "restart": "restarted"][action.rawValue]!
         return JSONResponse.success("Connector \(verb)", data: connector.json)
+    }
+
+    @Sendable func test(_ request: Request, context: Context) async throws -> Response {
+        let result = try await service.test(try context.parameters.require("connector_id"))
+        let ok = result["ok"]?.boolValue == true
+        return JSONResponse.success(ok ? "Test request succeeded" : "Test request failed: see data.error", data: result)
     }
 
     @Sendable func status(_ request: Request, context: Context) async throws -> Response {
