@@ -87,6 +87,7 @@ public func buildRouter(config: AppConfig, store: any ConnectorStore, service: C
     let api = router.group().add(middleware: AuthMiddleware(verifier: APITokenVerifier(tokens: config.apiTokens)))
     HealthController(store: store).addRoutes(to: table, in: open)
     ConnectorController(service: service).addRoutes(to: table, in: api)
+    QueryController(store: store, service: service).addRoutes(to: table, in: api)
     table.add(.get, "/api/realtime", in: api) { _, _ in
         throw APIError(
             .upgradeRequired,

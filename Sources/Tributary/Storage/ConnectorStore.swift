@@ -34,6 +34,16 @@ public protocol ConnectorStore: Service {
     var concurrentBatchWrites: Int { get }
     /// Writes one REST poll result (`api_connector_data`) and returns its id.
     func insertAPIData(_ row: APIDataRow) async throws -> Int64
+    /// Stored messages matching `query`, newest first (`timestamp`, then `id`).
+    func messages(_ query: MessageQuery) async throws -> [MessageRecord]
+    /// Priced messages of one instrument in `[since, until)`, oldest first.
+    func priceHistory(instrument: String, since: Date, until: Date, limit: Int) async throws -> [MessageRecord]
+    /// OHLCV candles of one instrument's trades in `[since, until)`, oldest first, exact decimals.
+    func candles(instrument: String, since: Date, until: Date, interval: CandleInterval) async throws -> [Candle]
+    /// A connector's poll results, newest first.
+    func apiData(connectorID: String, after: PageCursor?, limit: Int) async throws -> [APIDataRecord]
+    /// Flushed batches, newest first.
+    func batches(after: PageCursor?, limit: Int) async throws -> [BatchRow]
     /// How many messages a connector has stored, and how many distinct `source_id`s among them.
     func messageCounts(connectorID: String) async throws -> (rows: Int, distinctSources: Int)
 }

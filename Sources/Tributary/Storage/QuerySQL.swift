@@ -1,0 +1,150 @@
+import Foundation
+
+/// A bound query argument, converted by each store to its own binding.
+enum QueryArgument: Sendable {
+    case text(String)
+    case integer(Int64)
+    case date(Date)
+}
+
+/// The SQL dialect differences the read queries care about.
+enum SQLDialect: Sendable {
+    case sqlite
+    case postgres
+
+    /// A NUMERIC (PostgreSQL) or TEXT (SQLite) decimal column as exact text.
+    func decimal(_ column: String) -> String { self == .postgres ? "\(column)::text" : column }
+    /// A JSONB (PostgreSQL) or TEXT (SQLite) column as JSON text.
+    func json(_ column: String) -> String { self == .postgres ? "\(column)::text" : column }
+}
+
+/// Builds one statement: appends conditions and numbers the placeholders for the dialect.
+struct QueryBuilder {
+    let dialect: SQLDialect
+    var conditions: [String] = []
+    var arguments: [QueryArgument] = []
+
+    init(_ dialect: SQLDialect) { self.dialect = dialect }
+
+    mutating func bind(_ argument: QueryArgument) -> String {
+        arguments.append(argument)
+        return dialect == .postgres ? "$\(arguments.count)" : "?"
+    }
+
+    mutating func equals(_ column: String, _ value: String?) {
+        guard let value else { return }
+        conditions.append("\(column) = \(bind(.text(value)))")
+    }
+
+    /// Rows after `cursor` in newest-first `(timestamp, id)` order.
+    mutating func after(_ cursor: PageCursor?) {
+        guard let cursor else { return }
+        let time = bind(.date(cursor.timestamp))
+        let sameTime = bind(.date(cursor.timestamp))
+        let id = bind(.integer(cursor.id))
+        conditions.append("(timestamp < \(time) OR (timestamp = \(sameTime) AND id < \(id)))")
+    }
+
+    var whereClause: String { conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ") }
+}
+
+/// The read queries of the API, written once for both stores; each store only runs statements.
+protocol QueryableStore: ConnectorStore {
+    var dialect: SQLDialect { get }
+    func fetch(_ what: String, _ sql: String, _ arguments: [QueryArgument]) async throws -> [any StoredRow]
+}
+
+extension QueryableStore {
+    var messageColumns: String {
+        [
+            "id", "connector_id", "exchange", "instrument", "message_type", dialect.decimal("price"), dialect.decimal("quantity"), "side",
+            "source_id", "session_id", "exchange_timestamp", "timestamp", dialect.json("data"),
+        ].joined(separator: ", ")
+    }
+
+    func messageRecords(_ rows: [any StoredRow]) throws -> [MessageRecord] {
+        try rows.map { row in
+            MessageRecord(
+                id: try row.integer(0) ?? 0,
+                connectorID: try row.requiredString(1),
+                exchange: try row.requiredString(2),
+                instrument: try row.string(3),
+                messageType: try row.requiredString(4),
+                price: try row.string(5),
+                quantity: try row.string(6),
+                side: try row.string(7),
+                sourceID: try row.string(8),
+                sessionID: try row.string(9),
+                exchangeTimestamp: try row.date(10),
+                timestamp: try row.date(11) ?? Date(timeIntervalSince1970: 0),
+                data: try row.json(12) ?? .null
+            )
+        }
+    }
+
+    public func messages(_ query: MessageQuery) async throws -> [MessageRecord] {
+        var builder = QueryBuilder(dialect)
+        builder.equals("exchange", query.exchange)
+        builder.equals("instrument", query.instrument)
+        builder.equals("connector_id", query.connectorID)
+        builder.equals("message_type", query.messageType)
+        if let since = query.since { builder.conditions.append("timestamp >= \(builder.bind(.date(since)))") }
+        if let until = query.until { builder.conditions.append("timestamp < \(builder.bind(.date(until)))") }
+        builder.after(query.after)
+        let sql = "SELECT \(messageColumns) FROM websocket_messages\(builder.whereClause) ORDER BY timestamp DESC, id DESC LIMIT \(query.limit)"
+        return try messageRecords(try await fetch("query messages", sql, builder.arguments))
+    }
+
+    public func priceHistory(instrument: String, since: Date, until: Date, limit: Int) async throws -> [MessageRecord] {
+        var builder = QueryBuilder(dialect)
+        builder.equals("instrument", instrument)
+        builder.conditions.append("price IS NOT NULL")
+        builder.conditions.append("timestamp >= \(builder.bind(.date(since)))")
+        builder.conditions.append("timestamp < \(builder.bind(.date(until)))")
+        let sql = "SELECT \(messageColumns) FROM websocket_messages\(builder.whereClause) ORDER BY timestamp ASC, id ASC LIMIT \(limit)"
+        return try messageRecords(try await fetch("price history", sql, builder.arguments))
+    }
+
+    public func apiData(connectorID: String, after: PageCursor?, limit: Int) async throws -> [APIDataRecord] {
+        var builder = QueryBuilder(dialect)
+        builder.equals("connector_id", connectorID)
+        builder.after(after)
+        let columns = [
+            "id", "connector_id", dialect.json("data"), dialect.json("raw_response"), "status_code", "CAST(response_time_ms AS TEXT)",
+            "source_id", "session_id", "timestamp",
+        ].joined(separator: ", ")
+        let sql = "SELECT \(columns) FROM api_connector_data\(builder.whereClause) ORDER BY timestamp DESC, id DESC LIMIT \(limit)"
+        return try await fetch("query poll results", sql, builder.arguments).map { row in
+            APIDataRecord(
+                id: try row.integer(0) ?? 0,
+                connectorID: try row.requiredString(1),
+                data: try row.json(2) ?? .null,
+                rawResponse: try row.json(3) ?? .null,
+                statusCode: try row.integer(4).map(Int.init),
+                responseTimeMs: try row.string(5).flatMap(Double.init),
+                sourceID: try row.string(6),
+                sessionID: try row.string(7),
+                timestamp: try row.date(8) ?? Date(timeIntervalSince1970: 0)
+            )
+        }
+    }
+
+    public func batches(after: PageCursor?, limit: Int) async throws -> [BatchRow] {
+        var builder = QueryBuilder(dialect)
+        builder.after(after)
+        let columns = ["id", "batch_id", "connector_id", "message_count", dialect.json("messages"), dialect.json("metrics"), "timestamp"]
+            .joined(separator: ", ")
+        let sql = "SELECT \(columns) FROM websocket_batches\(builder.whereClause) ORDER BY timestamp DESC, id DESC LIMIT \(limit)"
+        return try await fetch("query batches", sql, builder.arguments).map { row in
+            BatchRow(
+                id: try row.integer(0) ?? 0,
+                batchID: try row.requiredString(1),
+                connectorID: try row.string(2),
+                messageCount: Int(try row.integer(3) ?? 0),
+                messages: try row.json(4) ?? .array([]),
+                metrics: try row.json(5) ?? .object([:]),
+                timestamp: try row.date(6) ?? Date(timeIntervalSince1970: 0)
+            )
+        }
+    }
+}

@@ -1,0 +1,185 @@
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import Testing
+
+@testable import Tributary
+
+/// The query endpoints against known rows, on both backends; candles checked against values
+/// computed by hand.
+@Suite struct QueryAPITests {
+    /// (time within 2026-01-01T00:0, instrument, type, price, quantity)
+    static let rows: [(String, String, String, String, String)] = [
+        ("0:10", "BTC-USDT", "trade", "100.5", "0.1"),
+        ("0:20", "BTC-USDT", "trade", "101.25", "0.2"),
+        ("0:50", "BTC-USDT", "trade", "99.75", "0.3"),
+        ("1:05", "BTC-USDT", "trade", "102", "1"),
+        ("1:30", "BTC-USDT", "trade", "101", "0.5"),
+        ("1:40", "BTC-USDT", "ticker", "101.1", "0.01"),
+        ("1:45", "ETH-USDT", "trade", "3500.123456789012", "2"),
+    ]
+
+    static func time(_ minuteSecond: String) -> String {
+        let parts = minuteSecond.split(separator: ":")
+        return "2026-01-01T00:0\(parts[0]):\(parts[1]).000000Z"
+    }
+
+    static func load(_ config: AppConfig) async throws {
+        for (index, (time, instrument, type, price, quantity)) in rows.enumerated() {
+            let symbol = instrument.replacingOccurrences(of: "-", with: "")
+            _ = try await RawDatabase.strings(
+                config,
+                """
+                INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, quantity, side, data, source_id,
+                    session_id, timestamp)
+                VALUES ('conn_query', 'binance', '\(instrument)', '\(type)', '\(price)', '\(quantity)', 'buy',
+                    '{"instrument":"\(instrument)","symbol":"\(symbol)","price":"\(price)"}', 'src-\(index)', 'ws_1', '\(Self.time(time))')
+                """
+            )
+        }
+    }
+
+    func withServer(_ backend: TestBackend, _ body: @Sendable @escaping (any TestClientProtocol, AppConfig) async throws -> Void) async throws {
+        try await backend.withConfig { config in
+            try await TestServer(config: config).run { client in
+                try await Self.load(config)
+                try await body(client, config)
+            }
+        }
+    }
+
+    @Test(arguments: TestBackend.enabled)
+    func messagesPageThroughEverythingNewestFirstWithAStableCursor(_ backend: TestBackend) async throws {
+        try await withServer(backend) { client, config in
+            var seen: [String] = []
+            var cursor: String?
+            var pages = 0
+            repeat {
+                let response = try await client.json(.get, "/api/messages?instrument=BTC-USDT&limit=2" + (cursor.map { "&cursor=\($0)" } ?? ""))
+                #expect(response.status == .ok)
+                seen += response.body["data"]?.arrayValue?.compactMap { $0["price"]?.stringValue } ?? []
+                cursor = response.body["next_cursor"]?.stringValue
+                pages += 1
+                if pages == 1 {
+                    // A row arriving meanwhile does not shift the pages already being read.
+                    _ = try await RawDatabase.strings(
+                        config,
+                        """
+                        INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, data, source_id, timestamp)
+                        VALUES ('conn_query', 'binance', 'BTC-USDT', 'trade', '999', '{}', 'late', '2026-01-01T00:05:00.000000Z')
+                        """
+                    )
+                }
+            } while cursor != nil && pages < 10
+            #expect(seen == ["101.1", "101", "102", "99.75", "101.25", "100.5"])
+            #expect(pages == 3)
+            let first = try await client.json(.get, "/api/messages?instrument=BTCUSDT&limit=1")
+            #expect(first.body["data"]?[0]?["price"] == "999", "the exchange symbol finds the normalized instrument")
+            #expect(first.body["data"]?[0]?["timestamp"] == "2026-01-01T00:05:00.000000Z")
+        }
+    }
+
+    @Test(arguments: TestBackend.enabled)
+    func messageFilters(_ backend: TestBackend) async throws {
+        try await withServer(backend) { client, _ in
+            func prices(_ query: String) async throws -> [String] {
+                let response = try await client.json(.get, "/api/messages?" + query)
+                #expect(response.status == .ok, "\(query): \(response.body)")
+                return response.body["data"]?.arrayValue?.compactMap { $0["price"]?.stringValue } ?? []
+            }
+            #expect(try await prices("message_type=ticker") == ["101.1"])
+            #expect(try await prices("instrument=ETH-USDT") == ["3500.123456789012"])
+            #expect(try await prices("exchange=okx").isEmpty)
+            #expect(try await prices("connector_id=conn_query&message_type=trade&instrument=BTC-USDT").count == 5)
+            #expect(try await prices("since=2026-01-01T00:01:00Z&until=2026-01-01T00:01:40Z") == ["101", "102"])
+            // Epoch milliseconds work too: 2026-01-01T00:00:50Z is 1767225650000.
+            #expect(try await prices("instrument=BTC-USDT&until=1767225650000") == ["101.25", "100.5"])
+            let message = try await client.json(.get, "/api/messages?message_type=ticker").body["data"]?[0]
+            #expect(message?["symbol"] == "BTCUSDT")
+            #expect(message?["source_id"] == "src-5")
+            #expect(message?["data"]?["price"] == "101.1")
+        }
+    }
+
+    @Test(arguments: TestBackend.enabled)
+    func historyPointsAndHandComputedCandles(_ backend: TestBackend) async throws {
+        try await withServer(backend) { client, _ in
+            let range = "since=2026-01-01T00:00:00Z&until=2026-01-01T01:00:00Z"
+            let points = try await client.json(.get, "/api/instruments/BTC-USDT/history?\(range)")
+            #expect(points.body["data"]?.arrayValue?.compactMap { $0["price"]?.stringValue } == ["100.5", "101.25", "99.75", "102", "101", "101.1"])
+            let candles = try await client.json(.get, "/api/instruments/BTC-USDT/history?\(range)&interval=1m")
+            #expect(candles.status == .ok)
+            let expected: [JSONValue] = [
+                .object([
+                    "time": "2026-01-01T00:00:00.000000Z", "open": "100.5", "high": "101.25", "low": "99.75", "close": "99.75", "volume": "0.6",
+                    "trade_count": .number(3),
+                ]),
+                .object([
+                    "time": "2026-01-01T00:01:00.000000Z", "open": "102", "high": "102", "low": "101", "close": "101", "volume": "1.5",
+                    "trade_count": .number(2),
+                ]),
+            ]
+            #expect(candles.body["data"] == .array(expected))
+            let hourly = try await client.json(.get, "/api/instruments/BTCUSDT/history?\(range)&interval=1h")
+            #expect(hourly.body["data"]?[0]?["open"] == "100.5")
+            #expect(hourly.body["data"]?[0]?["close"] == "101")
+            #expect(hourly.body["data"]?[0]?["trade_count"] == .number(5))
+        }
+    }
+
+    @Test func badParametersAreRejectedByName() async throws {
+        try await withServer(.sqlite) { client, _ in
+            let cases: [(String, String)] = [
+                ("/api/messages?limit=0", "limit"), ("/api/messages?limit=5000", "limit"), ("/api/messages?cursor=garbage", "cursor"),
+                ("/api/messages?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "since"), ("/api/messages?since=yesterday", "since"),
+                ("/api/messages?message_type=quote", "message_type"), ("/api/instruments/BTC-USDT/history?interval=2m", "interval"),
+                ("/api/instruments/BTC-USDT/history?interval=1m&since=2000-01-01T00:00:00Z", "interval"), ("/api/batches?limit=-1", "limit"),
+                ("/api/batches?cursor=MjAyNg", "cursor"),
+            ]
+            for (uri, field) in cases {
+                let response = try await client.json(.get, uri)
+                #expect(response.status == .badRequest, "\(uri)")
+                #expect(response.body["errors"]?[0]?["field"]?.stringValue == field, "\(uri): \(response.body)")
+                #expect(response.body["error_code"] == "VALIDATION_ERROR")
+            }
+        }
+    }
+
+    @Test(arguments: TestBackend.enabled)
+    func connectorDataAndBatchesArePaginated(_ backend: TestBackend) async throws {
+        try await withServer(backend) { client, config in
+            let created = try await client.json(.post, "/api/connectors", body: RestConnectorTests.body("rest", "http://127.0.0.1:9/x"))
+            let id = try #require(created.body["connector_id"]?.stringValue)
+            for second in 1...3 {
+                _ = try await RawDatabase.strings(
+                    config,
+                    """
+                    INSERT INTO api_connector_data (connector_id, data, raw_response, status_code, response_time_ms, source_id, session_id, timestamp)
+                    VALUES ('\(id)', '{"price":"\(second).5"}', '{"p":"\(second).5"}', 200, 12.5, 'poll_\(second)', 'poll_\(second)',
+                        '2026-01-01T00:00:0\(second).000000Z')
+                    """
+                )
+                _ = try await RawDatabase.strings(
+                    config,
+                    """
+                    INSERT INTO websocket_batches (batch_id, connector_id, message_count, messages, metrics, timestamp)
+                    VALUES ('batch_\(second)', 'conn_query', 1, '[\(second)]', '{}', '2026-01-01T00:00:0\(second).000000Z')
+                    """
+                )
+            }
+            let first = try await client.json(.get, "/api/connectors/\(id)/data?limit=2")
+            #expect(first.body["data"]?.arrayValue?.compactMap { $0["data"]?["price"]?.stringValue } == ["3.5", "2.5"])
+            #expect(first.body["data"]?[0]?["raw_response"]?["p"] == "3.5")
+            #expect(first.body["data"]?[0]?["status_code"] == .number(200))
+            let cursor = try #require(first.body["next_cursor"]?.stringValue)
+            let second = try await client.json(.get, "/api/connectors/\(id)/data?limit=2&cursor=\(cursor)")
+            #expect(second.body["data"]?.arrayValue?.compactMap { $0["data"]?["price"]?.stringValue } == ["1.5"])
+            #expect(second.body["next_cursor"] == .null)
+            #expect(try await client.json(.get, "/api/connectors/conn_nope/data").status == .notFound)
+            let batches = try await client.json(.get, "/api/batches?limit=2")
+            #expect(batches.body["data"]?.arrayValue?.compactMap { $0["batch_id"]?.stringValue } == ["batch_3", "batch_2"])
+            #expect(batches.body["data"]?[0]?["messages"] == .array([.number(3)]))
+            #expect(batches.body["next_cursor"]?.stringValue != nil)
+        }
+    }
+}
