@@ -14,7 +14,7 @@ public func buildApplication(
     let secretBox = try makeSecretBox(config)
     let store = try await makeStore(config, logger: logger)
     let pipeline = Pipeline(config: config, store: store, secretBox: secretBox, logger: logger)
-    let router = buildRouter(config: config, store: store, service: pipeline.service)
+    let router = buildRouter(config: config, store: store, service: pipeline.service, metrics: pipeline.exporter)
     var app = Application(
         router: router,
         server: .http1WebSocketUpgrade(
@@ -46,6 +46,7 @@ public struct Pipeline: Sendable {
     public let supervisor: ConnectorSupervisor
     public let service: ConnectorService
     public let realtime: RealtimeEndpoint
+    public let exporter: MetricsExporter
 
     public init(config: AppConfig, store: any ConnectorStore, secretBox: SecretBox, logger: Logger) {
         buffer = IngestBuffer(capacity: config.ingestBufferCapacity)
@@ -75,12 +76,23 @@ public struct Pipeline: Sendable {
             overflowGrace: config.realtimeOverflowGrace,
             logger: logger
         )
+        exporter = MetricsExporter(pipeline: metrics, buffer: buffer, broadcaster: broadcaster, store: store)
     }
 }
 
 /// The router: error handling outermost, then open routes (`/health`, `/ready`) and token-protected `/api` routes.
-public func buildRouter(config: AppConfig, store: any ConnectorStore, service: ConnectorService) -> Router<BasicRequestContext> {
+public func buildRouter(
+    config: AppConfig,
+    store: any ConnectorStore,
+    service: ConnectorService,
+    metrics: MetricsExporter? = nil
+) -> Router<BasicRequestContext> {
     let router = Router()
+    if let metrics {
+        // Outermost, so it sees the status the error middleware turned errors into.
+        router.add(middleware: MetricsMiddleware(exporter: metrics))
+        router.get("/metrics") { _, _ in metrics.response() }
+    }
     router.add(middleware: ErrorMiddleware())
     let table = RouteTable<BasicRequestContext>()
     let open = router.group()

@@ -1,4 +1,5 @@
 import Foundation
+import Prometheus
 import Synchronization
 
 /// Live counters of one connector, touched once per message with atomics (no locks, no actor hops).
@@ -36,16 +37,33 @@ public final class ConnectorCounters: Sendable {
     }
 }
 
-/// Counters of the whole pipeline and of each connector.
+/// Counters of the whole pipeline and of each connector. Flush sizes and latencies go into
+/// Prometheus histograms of `registry` (what `/metrics` shows).
 public final class PipelineMetrics: Sendable {
     let connectors = Mutex<[String: ConnectorCounters]>([:])
     public let flushes = Atomic<Int>(0)
     public let flushFailures = Atomic<Int>(0)
     public let storedTotal = Atomic<Int>(0)
-    /// Last flush latency in microseconds.
-    public let lastFlushMicros = Atomic<Int>(0)
+    public let registry: PrometheusCollectorRegistry
+    let flushSize: ValueHistogram
+    let flushDuration: DurationHistogram
 
-    public init() {}
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+        flushSize = registry.makeValueHistogram(
+            name: "tributary_batch_flush_size",
+            buckets: [1, 10, 50, 100, 500, 1000, 5000, 10_000],
+            help: "Messages written per batch flush"
+        )
+        flushDuration = registry.makeDurationHistogram(
+            name: "tributary_batch_flush_duration_seconds",
+            buckets: [
+                .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+                .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5),
+            ],
+            help: "Time to write and commit one batch"
+        )
+    }
 
     /// The counters of `connectorID`, created on first use; they survive restarts of the connector.
     public func counters(for connectorID: String) -> ConnectorCounters {
@@ -65,7 +83,8 @@ public final class PipelineMetrics: Sendable {
     func recordFlush(outcomes: [String: (stored: Int, duplicates: Int)], latency: Duration) {
         flushes.add(1, ordering: .relaxed)
         storedTotal.add(outcomes.values.reduce(0) { $0 + $1.stored }, ordering: .relaxed)
-        lastFlushMicros.store(Int(latency.components.seconds * 1_000_000 + latency.components.attoseconds / 1_000_000_000_000), ordering: .relaxed)
+        flushSize.record(Double(outcomes.values.reduce(0) { $0 + $1.stored + $1.duplicates }))
+        flushDuration.record(latency)
         for (id, outcome) in outcomes {
             let counters = counters(for: id)
             counters.stored.add(outcome.stored, ordering: .relaxed)

@@ -37,10 +37,12 @@ public final class RealtimeClientQueue: Sendable {
     public let id = UUID()
     let capacity: Int
     private let state: Mutex<State>
+    let totals: BroadcastTotals
 
-    init(filter: RealtimeFilter, capacity: Int) {
+    init(filter: RealtimeFilter, capacity: Int, totals: BroadcastTotals) {
         self.capacity = capacity
         self.state = Mutex(State(filter: filter))
+        self.totals = totals
     }
 
     public var filter: RealtimeFilter {
@@ -70,6 +72,7 @@ public final class RealtimeClientQueue: Sendable {
                 state.queue.removeFirst()
                 state.dropped += 1
                 state.droppedSinceCheck += 1
+                totals.dropped.add(1, ordering: .relaxed)
             }
             state.queue.append(text)
             let waiter = state.waiter
@@ -118,16 +121,22 @@ public final class RealtimeClientQueue: Sendable {
     }
 }
 
+/// Counters of a broadcaster across clients past and present.
+final class BroadcastTotals: Sendable {
+    let dropped = Atomic<Int>(0)
+}
+
 /// Fans committed messages out to realtime clients. Each message is serialized once, and only if
 /// some client wants it; publishing never waits for a client.
 public final class Broadcaster: Sendable {
     let clients = Mutex<[UUID: RealtimeClientQueue]>([:])
     public let queueCapacity: Int
+    let totals = BroadcastTotals()
 
     public init(queueCapacity: Int = 10_000) { self.queueCapacity = queueCapacity }
 
     public func register(filter: RealtimeFilter) -> RealtimeClientQueue {
-        let client = RealtimeClientQueue(filter: filter, capacity: queueCapacity)
+        let client = RealtimeClientQueue(filter: filter, capacity: queueCapacity, totals: totals)
         clients.withLock { $0[client.id] = client }
         return client
     }
@@ -139,8 +148,8 @@ public final class Broadcaster: Sendable {
 
     public var clientCount: Int { clients.withLock { $0.count } }
 
-    /// Total updates dropped across connected clients.
-    public var droppedCount: Int { clients.withLock { $0.values.reduce(0) { $0 + $1.droppedCount } } }
+    /// Updates dropped for slow clients since the server started.
+    public var droppedCount: Int { totals.dropped.load(ordering: .relaxed) }
 
     public func publish(_ messages: [StoredMessage]) {
         let clients = self.clients.withLock { Array($0.values) }

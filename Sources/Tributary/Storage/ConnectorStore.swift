@@ -30,6 +30,8 @@ public protocol ConnectorStore: Service {
     /// `(connector_id, source_id)`) and its `websocket_batches` row. Returns each message's new id,
     /// or `nil` for a message already stored.
     func insertMessages(_ messages: [PendingMessage], batch: BatchRecord) async throws -> [Int64?]
+    /// Database calls running or waiting for a connection right now (a metric).
+    var operationsInFlight: Int { get }
     /// How many `insertMessages` calls may usefully run at once (1 for a single-connection store).
     var concurrentBatchWrites: Int { get }
     /// Writes one REST poll result (`api_connector_data`) and returns its id.

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOSSL
 import PostgresNIO
+import Synchronization
 
 /// The production store: PostgreSQL through a `PostgresClient` pool.
 ///
@@ -9,6 +10,7 @@ import PostgresNIO
 /// is bounded by `DB_POOL_TIMEOUT` so a dead database yields 503 rather than a minute-long hang.
 public final class PostgresStore: ConnectorStore {
     public let client: PostgresClient
+    let inFlight = Atomic<Int>(0)
     let timeout: Duration
     let logger: Logger
 
@@ -32,6 +34,9 @@ public final class PostgresStore: ConnectorStore {
         self.logger = logger
     }
 
+    /// Calls holding or waiting for a pooled connection.
+    public var operationsInFlight: Int { inFlight.load(ordering: .relaxed) }
+
     static func tls(_ mode: PostgresSettings.TLSMode) -> PostgresClient.Configuration.TLS {
         var unverified = TLSConfiguration.makeClientConfiguration()
         unverified.certificateVerification = .none
@@ -45,6 +50,8 @@ public final class PostgresStore: ConnectorStore {
 
     /// Runs `body` within the timeout, mapping connection failures to `StoreError.unavailable`.
     func run<Value: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresClient) async throws -> Value) async throws -> Value {
+        inFlight.add(1, ordering: .relaxed)
+        defer { inFlight.subtract(1, ordering: .relaxed) }
         do {
             return try await withDeadline(timeout, what) { [client] in try await body(client) }
         } catch let error as PSQLError {

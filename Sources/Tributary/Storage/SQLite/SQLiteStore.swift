@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import SQLiteNIO
 import ServiceLifecycle
+import Synchronization
 
 /// The embedded store: one SQLite file in WAL mode in the data directory.
 ///
@@ -9,6 +10,7 @@ import ServiceLifecycle
 public final class SQLiteStore: ConnectorStore {
     let connection: SQLiteConnection
     let lock = AsyncLock()
+    let inFlight = Atomic<Int>(0)
     let timeout: Duration
     let logger: Logger
 
@@ -26,6 +28,9 @@ public final class SQLiteStore: ConnectorStore {
         return store
     }
 
+    /// Calls waiting for or using the connection.
+    public var operationsInFlight: Int { inFlight.load(ordering: .relaxed) }
+
     init(connection: SQLiteConnection, timeout: Duration, logger: Logger) {
         self.connection = connection
         self.timeout = timeout
@@ -34,7 +39,9 @@ public final class SQLiteStore: ConnectorStore {
 
     /// Runs `body` alone on the connection, within the configured timeout.
     func exclusive<Value: Sendable>(_ what: String, _ body: @escaping @Sendable (SQLiteConnection) async throws -> Value) async throws -> Value {
-        try await withDeadline(timeout, what) { [lock, connection] in
+        inFlight.add(1, ordering: .relaxed)
+        defer { inFlight.subtract(1, ordering: .relaxed) }
+        return try await withDeadline(timeout, what) { [lock, connection] in
             try await lock.withLock { try await body(connection) }
         }
     }
