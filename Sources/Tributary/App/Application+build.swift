@@ -1,6 +1,7 @@
 import Hummingbird
 import HummingbirdWebSocket
 import Logging
+import NIOCore
 import ServiceLifecycle
 
 /// The composition root: builds storage, secrets, the ingest pipeline, connectors and the router from one config.
@@ -85,19 +86,21 @@ public func buildRouter(
     config: AppConfig,
     store: any ConnectorStore,
     service: ConnectorService,
-    metrics: MetricsExporter? = nil
+    metrics: MetricsExporter? = nil,
+    routes table: RouteTable<BasicRequestContext> = RouteTable()
 ) -> Router<BasicRequestContext> {
     let router = Router()
-    if let metrics {
-        // Outermost, so it sees the status the error middleware turned errors into.
-        router.add(middleware: MetricsMiddleware(exporter: metrics))
-        router.get("/metrics") { _, _ in metrics.response() }
-    }
+    // Outermost, so it sees the status the error middleware turned errors into.
+    if let metrics { router.add(middleware: MetricsMiddleware(exporter: metrics)) }
     router.add(middleware: ErrorMiddleware())
-    let table = RouteTable<BasicRequestContext>()
     let open = router.group()
     let api = router.group().add(middleware: AuthMiddleware(verifier: APITokenVerifier(tokens: config.apiTokens)))
     HealthController(store: store).addRoutes(to: table, in: open)
+    if let metrics { table.add(.get, "/metrics", in: open) { _, _ in metrics.response() } }
+    let document = OpenAPIDocument.document.serialized
+    table.add(.get, "/openapi.json", in: open) { _, _ in
+        Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: document)))
+    }
     ConnectorController(service: service).addRoutes(to: table, in: api)
     QueryController(store: store, service: service).addRoutes(to: table, in: api)
     table.add(.get, "/api/realtime", in: api) { _, _ in
