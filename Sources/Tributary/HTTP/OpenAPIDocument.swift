@@ -193,6 +193,31 @@ enum OpenAPIDocument {
             ],
         ]
         for (route, item) in connectorOps { paths[route] = item }
+        // operationIds, and links from a created connector to everything that takes its id, so
+        // clients and fuzzers can follow a connector's lifecycle.
+        var links: JSONObject = [:]
+        for (route, item) in paths {
+            guard var operations = item.objectValue else { continue }
+            for (method, operation) in operations {
+                guard var fields = operation.objectValue else { continue }
+                let id = Self.operationID(method, route)
+                fields["operationId"] = .string(id)
+                operations[method] = .object(fields)
+                if route.contains("{connector_id}") {
+                    links[id] = ["operationId": .string(id), "parameters": ["connector_id": "$response.body#/connector_id"]]
+                }
+            }
+            paths[route] = .object(operations)
+        }
+        if var created = paths["/api/connectors"]?["post"]?.objectValue, var responses = created["responses"]?.objectValue,
+            var ok = responses["200"]?.objectValue, var collection = paths["/api/connectors"]?.objectValue
+        {
+            ok["links"] = .object(links)
+            responses["200"] = .object(ok)
+            created["responses"] = .object(responses)
+            collection["post"] = .object(created)
+            paths["/api/connectors"] = .object(collection)
+        }
         let timestamp = string
         let schemas: JSONObject = [
             "Error": object(
@@ -295,6 +320,12 @@ enum OpenAPIDocument {
                 "securitySchemes": ["bearer": ["type": "http", "scheme": "bearer", "description": "One of TRIBUTARY_API_TOKENS"]],
             ]),
         ])
+    }
+
+    /// `get /api/connectors/{connector_id}/data` → `getApiConnectorsConnectorIdData`.
+    static func operationID(_ method: String, _ path: String) -> String {
+        let words = path.split(whereSeparator: { !$0.isLetter && !$0.isNumber })
+        return method.lowercased() + words.map { $0.prefix(1).uppercased() + $0.dropFirst() }.joined()
     }
 
     /// Every documented `(METHOD, path)`, for comparing with the router.
