@@ -123,7 +123,7 @@ struct Simulate: AsyncParsableCommand {
 }
 
 struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks that print figures.", subcommands: [Ingest.self])
+    static let configuration = CommandConfiguration(abstract: "Benchmarks that print figures.", subcommands: [Ingest.self, Query.self])
 
     struct Ingest: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -153,6 +153,28 @@ struct Bench: AsyncParsableCommand {
             benchmark.latencyRate = latencyRate
             benchmark.latencySeconds = latencySeconds
             print("bench ingest: \(config.description)")
+            try await benchmark.run { print($0) }
+        }
+    }
+
+    struct Query: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Loads messages across instruments (once) and times typical queries: p50/p99 and query plans.",
+            discussion: "SQLite in --data-dir (default ./data) or PostgreSQL with --database-url or DATABASE_URL. Rows are kept for the next run."
+        )
+
+        @OptionGroup var settings: SettingsOptions
+        @Option(help: "Messages to load.") var messages = 5_000_000
+        @Option(help: "Instruments they spread over.") var instruments = 50
+        @Option(help: "Runs of each query.") var repetitions = 200
+
+        func run() async throws {
+            let config = try settings.load()
+            var benchmark = QueryBenchmark(config: config)
+            benchmark.messages = messages
+            benchmark.instruments = instruments
+            benchmark.repetitions = repetitions
+            print("bench query: \(config.description)")
             try await benchmark.run { print($0) }
         }
     }

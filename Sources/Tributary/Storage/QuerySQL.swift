@@ -52,6 +52,7 @@ struct QueryBuilder {
 protocol QueryableStore: ConnectorStore {
     var dialect: SQLDialect { get }
     func fetch(_ what: String, _ sql: String, _ arguments: [QueryArgument]) async throws -> [any StoredRow]
+    func candlesStatement(instrument: String, since: Date, until: Date, interval: CandleInterval) -> (String, [QueryArgument])
 }
 
 extension QueryableStore {
@@ -83,6 +84,11 @@ extension QueryableStore {
     }
 
     public func messages(_ query: MessageQuery) async throws -> [MessageRecord] {
+        let (sql, arguments) = messagesStatement(query)
+        return try messageRecords(try await fetch("query messages", sql, arguments))
+    }
+
+    func messagesStatement(_ query: MessageQuery) -> (String, [QueryArgument]) {
         var builder = QueryBuilder(dialect)
         builder.equals("exchange", query.exchange)
         builder.equals("instrument", query.instrument)
@@ -92,17 +98,30 @@ extension QueryableStore {
         if let until = query.until { builder.conditions.append("timestamp < \(builder.bind(.date(until)))") }
         builder.after(query.after)
         let sql = "SELECT \(messageColumns) FROM websocket_messages\(builder.whereClause) ORDER BY timestamp DESC, id DESC LIMIT \(query.limit)"
-        return try messageRecords(try await fetch("query messages", sql, builder.arguments))
+        return (sql, builder.arguments)
     }
 
     public func priceHistory(instrument: String, since: Date, until: Date, limit: Int) async throws -> [MessageRecord] {
+        let (sql, arguments) = priceHistoryStatement(instrument: instrument, since: since, until: until, limit: limit)
+        return try messageRecords(try await fetch("price history", sql, arguments))
+    }
+
+    func priceHistoryStatement(instrument: String, since: Date, until: Date, limit: Int) -> (String, [QueryArgument]) {
         var builder = QueryBuilder(dialect)
         builder.equals("instrument", instrument)
         builder.conditions.append("price IS NOT NULL")
         builder.conditions.append("timestamp >= \(builder.bind(.date(since)))")
         builder.conditions.append("timestamp < \(builder.bind(.date(until)))")
         let sql = "SELECT \(messageColumns) FROM websocket_messages\(builder.whereClause) ORDER BY timestamp ASC, id ASC LIMIT \(limit)"
-        return try messageRecords(try await fetch("price history", sql, builder.arguments))
+        return (sql, builder.arguments)
+    }
+
+    /// The query plan of a statement (`EXPLAIN` / `EXPLAIN QUERY PLAN`), one line per row.
+    func plan(_ statement: (String, [QueryArgument])) async throws -> [String] {
+        switch dialect {
+        case .postgres: try await fetch("explain", "EXPLAIN " + statement.0, statement.1).compactMap { try $0.string(0) }
+        case .sqlite: try await fetch("explain", "EXPLAIN QUERY PLAN " + statement.0, statement.1).compactMap { try $0.string(3) }
+        }
     }
 
     public func apiData(connectorID: String, after: PageCursor?, limit: Int) async throws -> [APIDataRecord] {

@@ -20,15 +20,8 @@ extension SQLiteStore: QueryableStore {
     /// SQLite keeps decimals as TEXT, so the trades of the range are read in order and folded
     /// with exact decimal arithmetic (no binary floats).
     public func candles(instrument: String, since: Date, until: Date, interval: CandleInterval) async throws -> [Candle] {
-        let rows = try await fetch(
-            "candles",
-            """
-            SELECT timestamp, price, COALESCE(quantity, '0') FROM websocket_messages
-            WHERE instrument = ? AND message_type = 'trade' AND price IS NOT NULL AND timestamp >= ? AND timestamp < ?
-            ORDER BY timestamp, id
-            """,
-            [.text(instrument), .date(since), .date(until)]
-        )
+        let (sql, arguments) = candlesStatement(instrument: instrument, since: since, until: until, interval: interval)
+        let rows = try await fetch("candles", sql, arguments)
         var candles: [Candle] = []
         var current: (candle: Candle, high: Decimal, low: Decimal, volume: Decimal)?
         let width = Double(interval.seconds)
@@ -53,6 +46,17 @@ extension SQLiteStore: QueryableStore {
         }
         if let done = current { candles.append(Self.finish(done)) }
         return candles
+    }
+
+    func candlesStatement(instrument: String, since: Date, until: Date, interval: CandleInterval) -> (String, [QueryArgument]) {
+        (
+            """
+            SELECT timestamp, price, COALESCE(quantity, '0') FROM websocket_messages
+            WHERE instrument = ? AND message_type = 'trade' AND price IS NOT NULL AND timestamp >= ? AND timestamp < ?
+            ORDER BY timestamp, id
+            """,
+            [.text(instrument), .date(since), .date(until)]
+        )
     }
 
     static func finish(_ open: (candle: Candle, high: Decimal, low: Decimal, volume: Decimal)) -> Candle {
