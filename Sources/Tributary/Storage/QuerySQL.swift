@@ -39,10 +39,12 @@ struct QueryBuilder {
     /// Rows after `cursor` in newest-first `(timestamp, id)` order.
     mutating func after(_ cursor: PageCursor?) {
         guard let cursor else { return }
+        // `timestamp <= t` on its own lets the (…, timestamp) indexes bound the scan; the OR alone would be a filter.
         let time = bind(.date(cursor.timestamp))
         let sameTime = bind(.date(cursor.timestamp))
         let id = bind(.integer(cursor.id))
-        conditions.append("(timestamp < \(time) OR (timestamp = \(sameTime) AND id < \(id)))")
+        conditions.append("timestamp <= \(time)")
+        conditions.append("(timestamp < \(sameTime) OR id < \(id))")
     }
 
     var whereClause: String { conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ") }
@@ -56,10 +58,11 @@ protocol QueryableStore: ConnectorStore {
 }
 
 extension QueryableStore {
-    var messageColumns: String {
+    /// The columns `messageRecords` reads; without `data` (NULL instead) for listings that do not show it.
+    func messageColumns(data: Bool = true) -> String {
         [
             "id", "connector_id", "exchange", "instrument", "message_type", dialect.decimal("price"), dialect.decimal("quantity"), "side",
-            "source_id", "session_id", "exchange_timestamp", "timestamp", dialect.json("data"),
+            "source_id", "session_id", "exchange_timestamp", "timestamp", data ? dialect.json("data") : "NULL",
         ].joined(separator: ", ")
     }
 
@@ -97,7 +100,7 @@ extension QueryableStore {
         if let since = query.since { builder.conditions.append("timestamp >= \(builder.bind(.date(since)))") }
         if let until = query.until { builder.conditions.append("timestamp < \(builder.bind(.date(until)))") }
         builder.after(query.after)
-        let sql = "SELECT \(messageColumns) FROM websocket_messages\(builder.whereClause) ORDER BY timestamp DESC, id DESC LIMIT \(query.limit)"
+        let sql = "SELECT \(messageColumns()) FROM websocket_messages\(builder.whereClause) ORDER BY timestamp DESC, id DESC LIMIT \(query.limit)"
         return (sql, builder.arguments)
     }
 
@@ -112,7 +115,7 @@ extension QueryableStore {
         builder.conditions.append("price IS NOT NULL")
         builder.conditions.append("timestamp >= \(builder.bind(.date(since)))")
         builder.conditions.append("timestamp < \(builder.bind(.date(until)))")
-        let sql = "SELECT \(messageColumns) FROM websocket_messages\(builder.whereClause) ORDER BY timestamp ASC, id ASC LIMIT \(limit)"
+        let sql = "SELECT \(messageColumns(data: false)) FROM websocket_messages\(builder.whereClause) ORDER BY timestamp ASC, id ASC LIMIT \(limit)"
         return (sql, builder.arguments)
     }
 
