@@ -241,4 +241,23 @@ import Testing
             }
         }
     }
+
+    @Test func aRefusedConnectionFailsAtOnce() async throws {
+        try await TestBackend.sqlite.withConfig { config in
+            try await TestServer(config: Self.fast(config)).run { client in
+                // Port 9 is closed: polling keeps failing there, and a test request must say so at
+                // once rather than wait out the 5 s request timeout behind the pool's retries.
+                let id = try await Self.create(client, Self.body("refused", "http://127.0.0.1:9/ticker"))
+                #expect(try await eventually { try await Self.connector(client, id)["status"]?.stringValue == "reconnecting" })
+                for _ in 0..<3 {
+                    let started = ContinuousClock.now
+                    let tested = try await client.json(.post, "/api/connectors/\(id)/test")
+                    #expect(ContinuousClock.now - started < .seconds(2))
+                    #expect(tested.body["data"]?["ok"] == false)
+                    #expect(tested.body["data"]?["error"]?.stringValue?.contains("request failed") == true, "\(tested.body)")
+                }
+                try await client.json(.post, "/api/connectors/\(id)/stop")
+            }
+        }
+    }
 }

@@ -99,7 +99,7 @@ public struct ConnectorService: Sendable {
         case .rest:
             var settings = supervisor?.settings ?? ConnectorRuntimeSettings()
             settings.restTimeout = min(settings.restTimeout, timeout)
-            let poll = await RestConnector.poll(definition, client: .shared, settings: settings)
+            let poll = await RestConnector.poll(definition, client: .connectors, settings: settings)
             var result: JSONObject = [
                 "ok": .bool(poll.outcome == .ok), "connector_type": "rest", "status_code": poll.statusCode.map { .number($0) } ?? .null,
                 "response_time_ms": .number(String(format: "%.1f", poll.responseTimeMs)),

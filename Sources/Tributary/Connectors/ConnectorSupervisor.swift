@@ -99,7 +99,7 @@ public actor ConnectorSupervisor: Service {
             case .websocket:
                 task = Task { await WebSocketConnector(context: context).run() }
             case .rest:
-                task = Task { [store] in await RestConnector(context: context, store: store, client: .shared).run() }
+                task = Task { [store] in await RestConnector(context: context, store: store, client: .connectors).run() }
             }
         } catch {
             state.set(.error, error: "connector secrets could not be decrypted: \(error)")

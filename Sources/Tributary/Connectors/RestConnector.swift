@@ -242,6 +242,17 @@ struct RestConnector: Sendable {
     }
 }
 
+extension HTTPClient {
+    /// The client all REST connectors share: pooled keep-alive connections, and a refused
+    /// connection fails the request at once (the poll loop does its own backing off) instead of
+    /// the request waiting out its deadline while the pool retries.
+    static let connectors: HTTPClient = {
+        var configuration = HTTPClient.Configuration.singletonConfiguration
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
+}
+
 extension Duration {
     /// Whole milliseconds.
     var inMilliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }

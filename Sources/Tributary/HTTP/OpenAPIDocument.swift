@@ -241,6 +241,16 @@ enum OpenAPIDocument {
                     "polling_interval": ["type": "integer", "minimum": 100, "maximum": 60000], "field_mapping": anyJSON,
                 ]),
                 "required": ["name", "connector_type", "api_url"],
+                "examples": [
+                    [
+                        "name": "okx-btc-trades", "connector_type": "websocket", "api_url": "ws://127.0.0.1:9/ws/v5/public",
+                        "subscription_message": ["op": "subscribe", "args": [["channel": "trades", "instId": "BTC-USDT"]]],
+                    ],
+                    [
+                        "name": "okx-btc-ticker", "connector_type": "rest", "api_url": "http://127.0.0.1:9/api/v5/market/ticker?instId=BTC-USDT",
+                        "polling_interval": 1000,
+                    ],
+                ],
             ]),
             "Connector": object(
                 [
