@@ -27,18 +27,21 @@ public final class MetricsExporter: Sendable {
         self.store = store
     }
 
+    /// A metric's full name and help text (swift-prometheus splits names into parts; ours are whole).
+    static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
+
     /// One answered HTTP request, by route pattern (never the raw path: ids would explode the series).
     func recordRequest(method: String, route: String, status: Int, duration: Duration) {
         registry.makeCounter(
-            name: "tributary_http_requests_total",
-            labels: [("method", method), ("route", route), ("status", String(status))],
-            help: "HTTP requests answered, by route and status"
+            descriptor: Self.descriptor("tributary_http_requests_total", "HTTP requests answered, by route and status"),
+            labels: [("method", method), ("route", route), ("status", String(status))]
         ).increment()
         registry.makeDurationHistogram(
-            name: "tributary_http_request_duration_seconds",
+            descriptor: Self.descriptor("tributary_http_request_duration_seconds", "HTTP request latency"),
             labels: [("method", method), ("route", route)],
-            buckets: Self.latencyBuckets,
-            help: "HTTP request latency"
+            buckets: Self.latencyBuckets
         ).record(duration)
     }
 
@@ -68,7 +71,7 @@ public final class MetricsExporter: Sendable {
                     reported[key] = value
                     return value - previous
                 }
-                let counter = registry.makeCounter(name: name, labels: [("connector_id", id)], help: help)
+                let counter = registry.makeCounter(descriptor: Self.descriptor(name, help), labels: [("connector_id", id)])
                 if delta > 0 { counter.increment(by: Int64(delta)) }
             }
         }
@@ -77,7 +80,7 @@ public final class MetricsExporter: Sendable {
             ("tributary_realtime_clients", "Connected realtime WebSocket clients", broadcaster.clientCount),
             ("tributary_db_operations_in_flight", "Database calls holding or waiting for a connection", store.operationsInFlight),
         ]
-        for (name, help, value) in gauges { registry.makeGauge(name: name, help: help).set(to: Double(value)) }
+        for (name, help, value) in gauges { registry.makeGauge(descriptor: Self.descriptor(name, help)).set(to: Double(value)) }
         let totals: [(String, String, Int)] = [
             ("tributary_realtime_dropped_updates_total", "Realtime updates dropped for slow clients", broadcaster.droppedCount),
             ("tributary_ingest_dropped_total", "Messages refused by the full ingest buffer", buffer.droppedCount),
@@ -88,7 +91,7 @@ public final class MetricsExporter: Sendable {
                 defer { reported[name] = value }
                 return value - (reported[name] ?? 0)
             }
-            let counter = registry.makeCounter(name: name, help: help)
+            let counter = registry.makeCounter(descriptor: Self.descriptor(name, help))
             if delta > 0 { counter.increment(by: Int64(delta)) }
         }
         return registry.emitToBuffer()

@@ -51,17 +51,15 @@ public final class PipelineMetrics: Sendable {
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
         flushSize = registry.makeValueHistogram(
-            name: "tributary_batch_flush_size",
-            buckets: [1, 10, 50, 100, 500, 1000, 5000, 10_000],
-            help: "Messages written per batch flush"
+            descriptor: MetricsExporter.descriptor("tributary_batch_flush_size", "Messages written per batch flush"),
+            buckets: [1, 10, 50, 100, 500, 1000, 5000, 10_000]
         )
         flushDuration = registry.makeDurationHistogram(
-            name: "tributary_batch_flush_duration_seconds",
+            descriptor: MetricsExporter.descriptor("tributary_batch_flush_duration_seconds", "Time to write and commit one batch"),
             buckets: [
                 .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
                 .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5),
-            ],
-            help: "Time to write and commit one batch"
+            ]
         )
     }
 
