@@ -61,10 +61,9 @@ public struct Pipeline: Sendable {
             maxRetryDelay: config.batchMaxInterval,
             logger: logger
         )
-        let definitions = ConnectorService(store: store, secretBox: secretBox, logger: logger)
         supervisor = ConnectorSupervisor(
             store: store,
-            definition: { try definitions.definition(of: $0) },
+            definition: { try ConnectorDefinition(record: $0, secretBox: secretBox) },
             buffer: buffer,
             metrics: metrics,
             settings: config.runtime,

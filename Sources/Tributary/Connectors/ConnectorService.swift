@@ -132,23 +132,7 @@ public struct ConnectorService: Sendable {
 
     /// The connector's decrypted definition, for runtimes.
     public func definition(of record: ConnectorRecord) throws -> ConnectorDefinition {
-        func open(_ token: String?) throws -> String? { try token.map { try secretBox.open($0) } }
-        func openMap(_ token: String?) throws -> [String: String] {
-            guard let text = try open(token), case .object(let object) = try JSONValue.parse(text) else { return [:] }
-            return object.reduce(into: [:]) { $0[$1.key] = $1.value.stringValue }
-        }
-        let sealed = record.sealedSecrets
-        return ConnectorDefinition(
-            config: record.config,
-            secrets: ConnectorSecrets(
-                apiKey: try open(sealed.apiKey),
-                apiSecret: try open(sealed.apiSecret),
-                passphrase: try open(sealed.passphrase),
-                bearerToken: try open(sealed.bearerToken),
-                headers: try openMap(sealed.headers),
-                queryParams: try openMap(sealed.queryParams)
-            )
-        )
+        try ConnectorDefinition(record: record, secretBox: secretBox)
     }
 
     /// The record with the running connector's live status and metrics, fresher than the stored row.
@@ -209,4 +193,27 @@ public enum LifecycleAction: String, Sendable, CaseIterable {
 public enum ConnectorError: Error, Sendable {
     case notFound(String)
     case invalid([FieldError])
+}
+
+extension ConnectorDefinition {
+    /// A stored connector with its secrets decrypted.
+    public init(record: ConnectorRecord, secretBox: SecretBox) throws {
+        func open(_ token: String?) throws -> String? { try token.map { try secretBox.open($0) } }
+        func openMap(_ token: String?) throws -> [String: String] {
+            guard let text = try open(token), case .object(let object) = try JSONValue.parse(text) else { return [:] }
+            return object.reduce(into: [:]) { $0[$1.key] = $1.value.stringValue }
+        }
+        let sealed = record.sealedSecrets
+        self.init(
+            config: record.config,
+            secrets: ConnectorSecrets(
+                apiKey: try open(sealed.apiKey),
+                apiSecret: try open(sealed.apiSecret),
+                passphrase: try open(sealed.passphrase),
+                bearerToken: try open(sealed.bearerToken),
+                headers: try openMap(sealed.headers),
+                queryParams: try openMap(sealed.queryParams)
+            )
+        )
+    }
 }
