@@ -1,4 +1,3 @@
-import DequeModule
 import Foundation
 import Synchronization
 
@@ -25,100 +24,50 @@ public struct RealtimeFilter: Sendable, Equatable {
 /// One client's bounded send queue. When full the oldest update is dropped and counted, so a
 /// slow client never blocks the writer or other clients; a client that keeps overflowing is closed.
 public final class RealtimeClientQueue: Sendable {
-    struct State {
-        var queue = Deque<String>()
-        var filter: RealtimeFilter
-        var waiter: CheckedContinuation<Void, Never>?
-        var dropped = 0
-        var droppedSinceCheck = 0
-        var closed = false
-    }
-
     public let id = UUID()
-    let capacity: Int
-    private let state: Mutex<State>
+    let updates: SignalledQueue<String>
+    private let filterState: Mutex<RealtimeFilter>
+    private let dropsSinceCheck = Atomic<Int>(0)
     let totals: BroadcastTotals
 
     init(filter: RealtimeFilter, capacity: Int, totals: BroadcastTotals) {
-        self.capacity = capacity
-        self.state = Mutex(State(filter: filter))
+        self.updates = SignalledQueue(capacity: capacity, overflow: .dropOldest)
+        self.filterState = Mutex(filter)
         self.totals = totals
     }
 
+    var capacity: Int { updates.capacity }
+
     public var filter: RealtimeFilter {
-        get { state.withLock { $0.filter } }
-        set { state.withLock { $0.filter = newValue } }
+        get { filterState.withLock { $0 } }
+        set { filterState.withLock { $0 = newValue } }
     }
 
     public func updateFilter(_ change: (inout RealtimeFilter) -> Void) {
-        state.withLock { change(&$0.filter) }
+        filterState.withLock { change(&$0) }
     }
 
-    public var droppedCount: Int { state.withLock { $0.dropped } }
+    public var droppedCount: Int { updates.droppedCount }
 
     /// Drops since the last call; the session closes clients that keep overflowing.
-    func takeDropsSinceCheck() -> Int {
-        state.withLock { state in
-            defer { state.droppedSinceCheck = 0 }
-            return state.droppedSinceCheck
-        }
-    }
+    func takeDropsSinceCheck() -> Int { dropsSinceCheck.exchange(0, ordering: .relaxed) }
 
     /// Enqueues `text`, dropping the oldest queued update when full. Never waits.
     func enqueue(_ text: String) {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            guard !state.closed else { return nil }
-            if state.queue.count >= capacity {
-                state.queue.removeFirst()
-                state.dropped += 1
-                state.droppedSinceCheck += 1
-                totals.dropped.add(1, ordering: .relaxed)
-            }
-            state.queue.append(text)
-            let waiter = state.waiter
-            state.waiter = nil
-            return waiter
+        let dropped = updates.append(contentsOf: CollectionOfOne(text))
+        if dropped > 0 {
+            dropsSinceCheck.add(dropped, ordering: .relaxed)
+            totals.dropped.add(dropped, ordering: .relaxed)
         }
-        waiter?.resume()
     }
 
-    /// Everything queued, waiting until there is something; `nil` once closed.
+    /// Everything queued, waiting until there is something; `nil` once closed and drained (or cancelled).
     func next() async -> [String]? {
-        while true {
-            let result: [String]?? = state.withLock { state in
-                if !state.queue.isEmpty {
-                    let all = Array(state.queue)
-                    state.queue.removeAll(keepingCapacity: true)
-                    return .some(all)
-                }
-                return state.closed ? .some(nil) : nil
-            }
-            if let result { return result }
-            // Cancellation ends the session, so it closes the queue.
-            await withTaskCancellationHandler {
-                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                    let resumeNow = state.withLock { state in
-                        if !state.queue.isEmpty || state.closed { return true }
-                        state.waiter = continuation
-                        return false
-                    }
-                    if resumeNow { continuation.resume() }
-                }
-            } onCancel: {
-                close()
-            }
-        }
+        let texts = await updates.take()
+        return texts.isEmpty ? nil : texts
     }
 
-    func close() {
-        let waiter = state.withLock { state in
-            state.closed = true
-            let waiter = state.waiter
-            state.waiter = nil
-            return waiter
-        }
-        waiter?.resume()
-    }
+    func close() { updates.close() }
 }
 
 /// Counters of a broadcaster across clients past and present.
