@@ -148,7 +148,7 @@ public struct IngestBenchmark: Sendable {
                     throw error
                 }
                 let elapsed = ContinuousClock.now - started
-                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+                let seconds = elapsed.inSeconds
                 _ = try await client.send("POST", "/api/connectors/\(id)/stop", nil)
                 let integrity = try await client.integrity(id, config: config)
                 await group.triggerGracefulShutdown()

@@ -75,7 +75,7 @@ public struct QueryBenchmark: Sendable {
             loaded += count
             if loaded % 500_000 == 0 || loaded == messages {
                 let elapsed = ContinuousClock.now - began
-                log("loaded \(loaded) messages (\(Int(Double(loaded - counted) / max(elapsed.seconds, 0.001))) rows/s)")
+                log("loaded \(loaded) messages (\(Int(Double(loaded - counted) / max(elapsed.inSeconds, 0.001))) rows/s)")
             }
         }
         return start.addingTimeInterval(Double(messages - 1) * step)
@@ -148,7 +148,7 @@ public struct QueryBenchmark: Sendable {
             for repetition in 0..<repetitions {
                 let started = ContinuousClock.now
                 rows = try await run(repetition)
-                samples.append((ContinuousClock.now - started).seconds * 1000)
+                samples.append((ContinuousClock.now - started).inSeconds * 1000)
             }
             samples.sort()
             func percentile(_ p: Double) -> Double { samples[min(samples.count - 1, Int(Double(samples.count) * p))] }
@@ -166,8 +166,4 @@ public struct QueryBenchmark: Sendable {
             for line in try await store.plan(statement(1)) { log("    plan: \(line)") }
         }
     }
-}
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

@@ -86,15 +86,7 @@ public struct ConnectorService: Sendable {
         let definition = try definition(of: try await record(id))
         let started = ContinuousClock.now
         func elapsed() -> JSONValue { .number(String((ContinuousClock.now - started).inMilliseconds)) }
-        func records(_ messages: [MarketMessage]) -> JSONValue {
-            .array(
-                messages.map { message in
-                    var object = message.json.objectValue ?? [:]
-                    object["source_id"] = .optional(message.sourceID)
-                    return .object(object)
-                }
-            )
-        }
+        func records(_ messages: [MarketMessage]) -> JSONValue { .array(messages.map(\.record)) }
         switch definition.connectorType {
         case .rest:
             var settings = supervisor?.settings ?? ConnectorRuntimeSettings()

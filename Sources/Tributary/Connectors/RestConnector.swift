@@ -137,12 +137,7 @@ struct RestConnector: Sendable {
     /// The `data` column: the normalized record, or for a response of many records all of them.
     static func data(_ normalized: NormalizedFrame?) -> JSONValue {
         guard case .messages(let messages)? = normalized else { return .object(["record_count": .number(0)]) }
-        let records = messages.map { message -> JSONValue in
-            var object = message.json.objectValue ?? [:]
-            object["raw"] = nil
-            object["source_id"] = .optional(message.sourceID)
-            return .object(object)
-        }
+        let records = messages.map(\.record)
         if records.count == 1, var object = records[0].objectValue {
             object["record_count"] = .number(1)
             return .object(object)
@@ -251,9 +246,4 @@ extension HTTPClient {
         configuration.connectionPool.retryConnectionEstablishment = false
         return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }()
-}
-
-extension Duration {
-    /// Whole milliseconds.
-    var inMilliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
 }

@@ -78,6 +78,16 @@ public struct MarketMessage: Sendable, Equatable {
     }
 }
 
+extension MarketMessage {
+    /// The normalized record without `raw`, with its `source_id`: what poll rows and `/test` show.
+    public var record: JSONValue {
+        var object = json.objectValue ?? [:]
+        object["raw"] = nil
+        object["source_id"] = .optional(sourceID)
+        return .object(object)
+    }
+}
+
 /// What one inbound frame turned out to be.
 public enum NormalizedFrame: Sendable, Equatable {
     /// Market data: one frame may carry several records (OKX `data` arrays, batched trades).

@@ -105,7 +105,7 @@ public final class BatchWriter: Service {
                     "batch write failed; retrying",
                     metadata: [
                         "error_type": "\(type(of: error))", "error": "\(error)", "messages": "\(batch.count)", "attempt": "\(attempt)",
-                        "retry_in_ms": "\(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000)",
+                        "retry_in_ms": "\(delay.inMilliseconds)",
                     ]
                 )
                 if Task.isShuttingDownGracefully, ContinuousClock.now > shutdownDeadline {

@@ -27,7 +27,7 @@ public final class ConnectorCounters: Sendable {
         return rate.withLock { state in
             let now = ContinuousClock.now
             let elapsed = now - state.at
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let seconds = elapsed.inSeconds
             guard seconds >= 0.5 else { return state.perSecond }
             state.perSecond = Double(received - state.received) / seconds
             state.at = now
@@ -41,9 +41,7 @@ public final class ConnectorCounters: Sendable {
 /// Prometheus histograms of `registry` (what `/metrics` shows).
 public final class PipelineMetrics: Sendable {
     let connectors = Mutex<[String: ConnectorCounters]>([:])
-    public let flushes = Atomic<Int>(0)
     public let flushFailures = Atomic<Int>(0)
-    public let storedTotal = Atomic<Int>(0)
     public let registry: PrometheusCollectorRegistry
     let flushSize: ValueHistogram
     let flushDuration: DurationHistogram
@@ -79,8 +77,6 @@ public final class PipelineMetrics: Sendable {
 
     /// Records a committed flush: per connector, how many messages were new and how many already stored.
     func recordFlush(outcomes: [String: (stored: Int, duplicates: Int)], latency: Duration) {
-        flushes.add(1, ordering: .relaxed)
-        storedTotal.add(outcomes.values.reduce(0) { $0 + $1.stored }, ordering: .relaxed)
         flushSize.record(Double(outcomes.values.reduce(0) { $0 + $1.stored + $1.duplicates }))
         flushDuration.record(latency)
         for (id, outcome) in outcomes {

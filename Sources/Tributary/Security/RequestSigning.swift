@@ -114,14 +114,8 @@ public enum RequestSigning {
 
     /// OKX's `OK-ACCESS-TIMESTAMP`: ISO-8601 UTC with milliseconds (`2020-12-08T09:08:57.715Z`).
     public static func isoMilliseconds(_ date: Date) -> String {
-        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded())
-        var time = time_t(milliseconds / 1000)
-        var parts = tm()
-        gmtime_r(&time, &parts)
-        func two(_ value: Int32) -> String { String(value).leftPadded(to: 2) }
-        return
-            "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))."
-            + String(milliseconds % 1000).leftPadded(to: 3) + "Z"
+        let milliseconds = (date.timeIntervalSince1970 * 1000).rounded()
+        return Timestamp.format(Date(timeIntervalSince1970: milliseconds / 1000)).prefix(23) + "Z"
     }
 }
 
