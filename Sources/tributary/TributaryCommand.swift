@@ -77,11 +77,13 @@ struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Apply pending schema migrations and exit.")
 
     @OptionGroup var settings: SettingsOptions
+    @Flag(help: "Then refill the candle rollup (candles_1m) from every stored trade, e.g. after rows were written around Tributary.")
+    var rebuildCandles = false
 
     func run() async throws {
         let config = try settings.load()
-        try await runMigrations(config)
-        print("schema is up to date (\(config.description))")
+        try await runMigrations(config, rebuildCandles: rebuildCandles)
+        print("schema is up to date (\(config.description))" + (rebuildCandles ? "; candles rebuilt" : ""))
     }
 }
 

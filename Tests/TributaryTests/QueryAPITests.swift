@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
+import Logging
 import Testing
 
 @testable import Tributary
@@ -24,19 +25,43 @@ import Testing
         return "2026-01-01T00:0\(parts[0]):\(parts[1]).000000Z"
     }
 
-    static func load(_ config: AppConfig) async throws {
-        for (index, (time, instrument, type, price, quantity)) in rows.enumerated() {
-            let symbol = instrument.replacingOccurrences(of: "-", with: "")
-            _ = try await RawDatabase.strings(
-                config,
-                """
-                INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, quantity, side, data, source_id,
-                    session_id, timestamp)
-                VALUES ('conn_query', 'binance', '\(instrument)', '\(type)', '\(price)', '\(quantity)', 'buy',
-                    '{"instrument":"\(instrument)","symbol":"\(symbol)","price":"\(price)"}', 'src-\(index)', 'ws_1', '\(Self.time(time))')
-                """
-            )
+    /// Writes `rows` the way the pipeline does, through the store's batch insert (which also
+    /// keeps `candles_1m`), as one batch per element of `batches`.
+    static func insert(
+        _ config: AppConfig,
+        _ batches: [[(index: Int, time: String, instrument: String, type: String, price: String, quantity: String)]]
+    ) async throws {
+        try await withStore(config, logger: Logger(label: "test")) { store in
+            for rows in batches {
+                let pending = rows.map { row in
+                    PendingMessage(
+                        connectorID: "conn_query",
+                        sessionID: "ws_1",
+                        sourceID: "src-\(row.index)",
+                        message: MarketMessage(
+                            exchange: .binance,
+                            channel: "trade",
+                            messageType: MessageType(rawValue: row.type) ?? .other,
+                            instrument: row.instrument,
+                            symbol: row.instrument.replacingOccurrences(of: "-", with: ""),
+                            price: row.price,
+                            quantity: row.quantity,
+                            side: "buy",
+                            raw: .null
+                        ),
+                        receivedAt: Timestamp.parse(row.time) ?? Date()
+                    )
+                }
+                _ = try await store.insertMessages(pending, batch: BatchRecord(batchID: UUID().uuidString, connectorID: "conn_query", metrics: [:]))
+            }
         }
+    }
+
+    static func load(_ config: AppConfig) async throws {
+        try await insert(
+            config,
+            [rows.enumerated().map { (index, row) in (index, Self.time(row.0), row.1, row.2, row.3, row.4) }]
+        )
     }
 
     func withServer(_ backend: TestBackend, _ body: @Sendable @escaping (any TestClientProtocol, AppConfig) async throws -> Void) async throws {
@@ -127,6 +152,75 @@ import Testing
         }
     }
 
+    /// `candles_1m` counts each stored trade once, whatever order and how often trades arrive,
+    /// and the partial minutes at the edges of a range come from the trades themselves.
+    @Test(arguments: TestBackend.enabled)
+    func candleRollupCountsEachTradeOnceInTradeOrder(_ backend: TestBackend) async throws {
+        try await withServer(backend) { client, config in
+            let t = { (minuteSecond: String) in Self.time(minuteSecond) }
+            try await Self.insert(
+                config,
+                [
+                    [(100, t("0:30"), "SOL-USDT", "trade", "10", "1"), (101, t("0:40"), "SOL-USDT", "trade", "12", "1")],
+                    // Later batch: an earlier trade (the new open), the close, and a re-delivery of src-100 that must add nothing.
+                    [
+                        (102, t("0:05"), "SOL-USDT", "trade", "9.5", "0.5"), (103, t("0:55"), "SOL-USDT", "trade", "11", "2"),
+                        (100, t("0:59"), "SOL-USDT", "trade", "999", "50"),
+                    ],
+                    [(104, t("1:10"), "SOL-USDT", "trade", "13", "1"), (105, t("1:20"), "SOL-USDT", "ticker", "500", "1")],
+                ]
+            )
+            let counts = try await RawDatabase.strings(
+                config,
+                "SELECT CAST(trade_count AS TEXT) FROM candles_1m WHERE instrument = 'SOL-USDT' ORDER BY bucket"
+            )
+            #expect(counts == ["4", "1"])
+            func candles(_ query: String) async throws -> [JSONValue] {
+                let response = try await client.json(.get, "/api/instruments/SOL-USDT/history?" + query)
+                #expect(response.status == .ok, "\(query): \(response.body)")
+                return response.body["data"]?.arrayValue ?? []
+            }
+            let whole = try await candles("since=2026-01-01T00:00:00Z&until=2026-01-01T00:02:00Z&interval=1m")
+            #expect(
+                whole == [
+                    .object([
+                        "time": "2026-01-01T00:00:00.000000Z", "open": "9.5", "high": "12", "low": "9.5", "close": "11", "volume": "4.5",
+                        "trade_count": .number(4),
+                    ]),
+                    .object([
+                        "time": "2026-01-01T00:01:00.000000Z", "open": "13", "high": "13", "low": "13", "close": "13", "volume": "1",
+                        "trade_count": .number(1),
+                    ]),
+                ]
+            )
+            // From 00:00:20 the first minute is partial: read from the trades (10, 12, 11), the second from the rollup.
+            let edged = try await candles("since=2026-01-01T00:00:20Z&until=2026-01-01T00:02:00Z&interval=1m")
+            #expect(edged.first?["open"] == "10")
+            #expect(edged.first?["volume"] == "4")
+            #expect(edged.first?["trade_count"] == .number(3))
+            #expect(edged.last == whole.last)
+            let hour = try await candles("since=2026-01-01T00:00:20Z&until=2026-01-01T00:02:00Z&interval=1h")
+            #expect(hour.first?["open"] == "10")
+            #expect(hour.first?["close"] == "13")
+            #expect(hour.first?["trade_count"] == .number(4))
+
+            // Trades written around Tributary are in the candles once the rollup is rebuilt.
+            _ = try await RawDatabase.strings(
+                config,
+                """
+                INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, quantity, data, source_id, timestamp)
+                VALUES ('conn_query', 'okx', 'SOL-USDT', 'trade', '8', '3', '{}', 'raw-1', '\(t("1:30"))')
+                """
+            )
+            try await withStore(config, logger: Logger(label: "test")) { store in try await store.rebuildCandles() }
+            let rebuilt = try await candles("since=2026-01-01T00:00:00Z&until=2026-01-01T00:02:00Z&interval=1m")
+            #expect(rebuilt.first == whole.first)
+            #expect(rebuilt.last?["low"] == "8")
+            #expect(rebuilt.last?["close"] == "8")
+            #expect(rebuilt.last?["volume"] == "4")
+        }
+    }
+
     @Test func badParametersAreRejectedByName() async throws {
         try await withServer(.sqlite) { client, _ in
             let cases: [(String, String)] = [
@@ -150,6 +244,7 @@ import Testing
         try await withServer(backend) { client, config in
             let created = try await client.json(.post, "/api/connectors", body: RestConnectorTests.body("rest", "http://127.0.0.1:9/x"))
             let id = try #require(created.body["connector_id"]?.stringValue)
+            _ = try await RawDatabase.strings(config, "DELETE FROM websocket_batches")  // the batch that loaded the rows
             for second in 1...3 {
                 _ = try await RawDatabase.strings(
                     config,

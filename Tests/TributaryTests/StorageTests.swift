@@ -33,8 +33,43 @@ import Testing
                     try await second.checkReady()
                 }
             }
-            let versions = try await RawDatabase.strings(config, "SELECT CAST(version AS TEXT) FROM schema_migrations")
-            #expect(versions == ["\(Migrations.latestVersion)"])
+            let versions = try await RawDatabase.strings(config, "SELECT CAST(version AS TEXT) FROM schema_migrations ORDER BY version")
+            #expect(versions == Migrations.all.map { "\($0.version)" })
+        }
+    }
+
+    /// A database written by the first release (schema version 1) gets `candles_1m` filled from
+    /// its stored trades when it is upgraded.
+    @Test(arguments: TestBackend.enabled)
+    func upgradingFillsTheCandleRollupFromStoredTrades(_ backend: TestBackend) async throws {
+        try await backend.withConfig { config in
+            let text = backend == .sqlite ? "TEXT" : "TIMESTAMPTZ"
+            try await Self.withStore(config) { _ in }  // creates the (empty) SQLite file
+            let statements = backend == .sqlite ? Migrations.initialSchema.sqlite : Migrations.initialSchema.postgres
+            for statement in statements
+                + [
+                    "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at \(text) NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+                    "INSERT INTO schema_migrations (version, name) VALUES (1, 'initial schema')",
+                    """
+                    INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, quantity, data, source_id, timestamp)
+                    VALUES ('c', 'okx', 'BTC-USDT', 'trade', '100.000000001', '0.5', '{}', 'a', '2026-01-01T00:00:10.000000Z'),
+                        ('c', 'okx', 'BTC-USDT', 'trade', '99', '0.25', '{}', 'b', '2026-01-01T00:00:50.000000Z'),
+                        ('c', 'okx', 'BTC-USDT', 'trade', '101', '1', '{}', 'c', '2026-01-01T00:00:30.000000Z'),
+                        ('c', 'okx', 'BTC-USDT', 'ticker', '500', '1', '{}', 'd', '2026-01-01T00:00:40.000000Z')
+                    """,
+                ]
+            {
+                _ = try await RawDatabase.strings(config, statement)
+            }
+            try await Self.withStore(config) { try await $0.migrate() }
+            let row = try await RawDatabase.strings(
+                config,
+                """
+                SELECT CAST(open AS TEXT) || ' ' || CAST(high AS TEXT) || ' ' || CAST(low AS TEXT) || ' ' || CAST(close AS TEXT) || ' '
+                    || CAST(volume AS TEXT) || ' ' || CAST(trade_count AS TEXT) FROM candles_1m
+                """
+            )
+            #expect(row == ["100.000000001 101 99 99 1.75 3"])
         }
     }
 

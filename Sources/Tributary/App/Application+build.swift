@@ -158,12 +158,14 @@ public func runServer(_ config: AppConfig) async throws {
     try await app.runService()
 }
 
-/// `tributary migrate`: applies pending migrations and returns once the schema is current.
-public func runMigrations(_ config: AppConfig) async throws {
+/// `tributary migrate`: applies pending migrations and returns once the schema is current;
+/// with `rebuildCandles`, then refills the candle rollup from the stored trades.
+public func runMigrations(_ config: AppConfig, rebuildCandles: Bool = false) async throws {
     config.bootstrapLogging()
     try await withStore(config, logger: Logger(label: "tributary")) { store in
         try await store.migrate()
         try await store.checkReady()
+        if rebuildCandles { try await store.rebuildCandles() }
     }
 }
 

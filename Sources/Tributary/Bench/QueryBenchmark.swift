@@ -116,7 +116,7 @@ public struct QueryBenchmark: Sendable {
             (
                 "one day of 1m candles of one instrument",
                 { index in
-                    store.candlesStatement(instrument: instrument(index), since: end.addingTimeInterval(-86_400), until: end, interval: .oneMinute)
+                    store.candlesStatement(instrument: instrument(index), since: end.addingTimeInterval(-86_400), until: end)
                 },
                 { index in
                     try await store.candles(instrument: instrument(index), since: end.addingTimeInterval(-86_400), until: end, interval: .oneMinute)

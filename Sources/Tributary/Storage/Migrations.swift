@@ -5,10 +5,12 @@ struct Migration: Sendable {
     let name: String
     let postgres: [String]
     let sqlite: [String]
+    /// After the statements, fill `candles_1m` from the stored trades (each store knows how).
+    var rebuildsCandles = false
 }
 
 enum Migrations {
-    static let all: [Migration] = [initialSchema]
+    static let all: [Migration] = [initialSchema, candleRollup]
     static var latestVersion: Int { all.map(\.version).max() ?? 0 }
 
     /// The five tables of SPEC §2, with the seed's names, so its queries keep working.
@@ -189,5 +191,53 @@ enum Migrations {
             """,
             "CREATE INDEX idx_websocket_batches_time ON websocket_batches (timestamp DESC)",
         ]
+    )
+
+    /// `candles_1m`: one row per exchange, instrument and minute of stored trades (see
+    /// `CandleRollup`), filled from the trades already stored.
+    static let candleRollup = Migration(
+        version: 2,
+        name: "1-minute candle rollup",
+        postgres: [
+            """
+            CREATE TABLE candles_1m (
+                instrument TEXT NOT NULL,
+                bucket TIMESTAMPTZ NOT NULL,
+                exchange TEXT NOT NULL,
+                open NUMERIC NOT NULL,
+                high NUMERIC NOT NULL,
+                low NUMERIC NOT NULL,
+                close NUMERIC NOT NULL,
+                volume NUMERIC NOT NULL,
+                trade_count BIGINT NOT NULL,
+                open_time TIMESTAMPTZ NOT NULL,
+                open_id BIGINT NOT NULL,
+                close_time TIMESTAMPTZ NOT NULL,
+                close_id BIGINT NOT NULL,
+                PRIMARY KEY (instrument, bucket, exchange)
+            )
+            """
+        ],
+        sqlite: [
+            """
+            CREATE TABLE candles_1m (
+                instrument TEXT NOT NULL,
+                bucket TEXT NOT NULL,
+                exchange TEXT NOT NULL,
+                open TEXT NOT NULL,
+                high TEXT NOT NULL,
+                low TEXT NOT NULL,
+                close TEXT NOT NULL,
+                volume TEXT NOT NULL,
+                trade_count INTEGER NOT NULL,
+                open_time TEXT NOT NULL,
+                open_id INTEGER NOT NULL,
+                close_time TEXT NOT NULL,
+                close_id INTEGER NOT NULL,
+                PRIMARY KEY (instrument, bucket, exchange)
+            ) WITHOUT ROWID
+            """
+        ],
+        rebuildsCandles: true
     )
 }

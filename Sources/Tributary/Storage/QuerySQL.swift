@@ -54,7 +54,6 @@ struct QueryBuilder {
 protocol QueryableStore: ConnectorStore {
     var dialect: SQLDialect { get }
     func fetch(_ what: String, _ sql: String, _ arguments: [QueryArgument]) async throws -> [any StoredRow]
-    func candlesStatement(instrument: String, since: Date, until: Date, interval: CandleInterval) -> (String, [QueryArgument])
 }
 
 extension QueryableStore {
@@ -117,6 +116,52 @@ extension QueryableStore {
         builder.conditions.append("timestamp < \(builder.bind(.date(until)))")
         let sql = "SELECT \(messageColumns(data: false)) FROM websocket_messages\(builder.whereClause) ORDER BY timestamp ASC, id ASC LIMIT \(limit)"
         return (sql, builder.arguments)
+    }
+
+    /// Candles from `candles_1m` for the whole minutes of the range, and from the trades
+    /// themselves for the partial minutes at its edges, merged by `CandleRollup.fold`.
+    public func candles(instrument: String, since: Date, until: Date, interval: CandleInterval) async throws -> [Candle] {
+        let (sql, arguments) = candlesStatement(instrument: instrument, since: since, until: until)
+        return try CandleRollup.fold(try await fetch("candles", sql, arguments), interval: interval)
+    }
+
+    /// Rows of (minute or trade time, open, high, low, close, volume, trade count, open time,
+    /// open id, close time, close id): `candles_1m` rows, and single trades at the edges.
+    func candlesStatement(instrument: String, since: Date, until: Date) -> (String, [QueryArgument]) {
+        var builder = QueryBuilder(dialect)
+        var parts: [String] = []
+        func trades(from start: Date, to end: Date) {
+            guard start < end else { return }
+            let price = dialect.decimal("price")
+            parts.append(
+                """
+                SELECT timestamp, \(price), \(price), \(price), \(price), \(dialect.decimal("quantity")), CAST(1 AS BIGINT), timestamp, id,
+                    timestamp, id
+                FROM websocket_messages
+                WHERE instrument = \(builder.bind(.text(instrument))) AND message_type = 'trade' AND price IS NOT NULL
+                    AND timestamp >= \(builder.bind(.date(start))) AND timestamp < \(builder.bind(.date(end)))
+                """
+            )
+        }
+        let sinceMinute = CandleRollup.minute(of: since)
+        let firstWhole = sinceMinute < since ? sinceMinute.addingTimeInterval(60) : sinceMinute
+        let lastWhole = CandleRollup.minute(of: until)
+        if firstWhole < lastWhole {
+            trades(from: since, to: firstWhole)
+            let columns = ["open", "high", "low", "close", "volume"].map(dialect.decimal)
+            parts.append(
+                """
+                SELECT bucket, \(columns.joined(separator: ", ")), trade_count, open_time, open_id, close_time, close_id
+                FROM candles_1m
+                WHERE instrument = \(builder.bind(.text(instrument))) AND bucket >= \(builder.bind(.date(firstWhole)))
+                    AND bucket < \(builder.bind(.date(lastWhole)))
+                """
+            )
+            trades(from: lastWhole, to: until)
+        } else {
+            trades(from: since, to: until)
+        }
+        return (parts.isEmpty ? "SELECT NULL WHERE 1 = 0" : parts.joined(separator: "\nUNION ALL\n"), builder.arguments)
     }
 
     /// The query plan of a statement (`EXPLAIN` / `EXPLAIN QUERY PLAN`), one line per row.

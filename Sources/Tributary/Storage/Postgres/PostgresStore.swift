@@ -108,6 +108,7 @@ public final class PostgresStore: ConnectorStore {
                 for statement in migration.postgres {
                     try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
                 }
+                if migration.rebuildsCandles { try await rebuildCandles(on: connection, logger: logger) }
                 try await connection.query(
                     "INSERT INTO schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))",
                     logger: logger

@@ -60,6 +60,19 @@ extension SQLiteStore {
                 }
             }
             let messageIDs = messages.map { ids[$0.connectorID + "\u{0}" + $0.sourceID] }
+            var minutes = MinuteCandles()
+            for (pending, id) in zip(messages, messageIDs) {
+                let message = pending.message
+                guard let id, message.messageType == .trade, let instrument = message.instrument, let price = message.price else { continue }
+                minutes.add(
+                    exchange: message.exchange.rawValue,
+                    instrument: instrument,
+                    price: price,
+                    quantity: message.quantity,
+                    at: PartialCandle.Position(time: pending.receivedAt, id: id)
+                )
+            }
+            try await minutes.merge(into: connection)
             _ = try await connection.query(
                 "INSERT INTO websocket_batches (batch_id, connector_id, message_count, messages, metrics, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
                 [
@@ -69,6 +82,42 @@ extension SQLiteStore {
                 ]
             )
             return messageIDs
+        }
+    }
+
+    public func rebuildCandles() async throws {
+        try await transaction("rebuild candles") { connection in try await Self.rebuildCandles(on: connection) }
+    }
+
+    /// Refills `candles_1m` from every stored trade, reading them in pages by id.
+    static func rebuildCandles(on connection: SQLiteConnection) async throws {
+        _ = try await connection.query("DELETE FROM candles_1m")
+        var after = 0
+        while true {
+            let rows = try await connection.query(
+                """
+                SELECT id, exchange, instrument, price, quantity, timestamp FROM websocket_messages
+                WHERE id > ? AND message_type = 'trade' AND price IS NOT NULL AND instrument IS NOT NULL ORDER BY id LIMIT 50000
+                """,
+                [.integer(after)]
+            )
+            guard let last = rows.last?.column("id")?.integer else { return }
+            var minutes = MinuteCandles()
+            for row in rows {
+                guard let id = row.column("id")?.integer, let exchange = row.column("exchange")?.string,
+                    let instrument = row.column("instrument")?.string, let price = row.column("price")?.string,
+                    let time = row.column("timestamp")?.string.flatMap(Timestamp.parse)
+                else { continue }
+                minutes.add(
+                    exchange: exchange,
+                    instrument: instrument,
+                    price: price,
+                    quantity: row.column("quantity")?.string,
+                    at: PartialCandle.Position(time: time, id: Int64(id))
+                )
+            }
+            try await minutes.merge(into: connection)
+            after = last
         }
     }
 
@@ -106,5 +155,52 @@ extension SQLiteStore {
             VALUES \(Array(repeating: row, count: rows).joined(separator: ", "))
             ON CONFLICT (connector_id, source_id) DO NOTHING RETURNING id, connector_id, source_id
             """
+    }
+}
+
+/// Trades gathered per `candles_1m` row, then merged into the rows already stored. SQLite keeps
+/// decimals as text, so the merge happens here with `Decimal` rather than in SQL.
+struct MinuteCandles {
+    struct Key: Hashable, Comparable {
+        var instrument: String
+        var bucket: String
+        var exchange: String
+        static func < (a: Self, b: Self) -> Bool { (a.instrument, a.bucket, a.exchange) < (b.instrument, b.bucket, b.exchange) }
+    }
+
+    var parts: [Key: PartialCandle] = [:]
+
+    mutating func add(exchange: String, instrument: String, price: String, quantity: String?, at position: PartialCandle.Position) {
+        guard let trade = PartialCandle(price: price, quantity: quantity, at: position) else { return }
+        let key = Key(instrument: instrument, bucket: Timestamp.format(CandleRollup.minute(of: position.time)), exchange: exchange)
+        if var part = parts[key] {
+            part.merge(trade)
+            parts[key] = part
+        } else {
+            parts[key] = trade
+        }
+    }
+
+    func merge(into connection: SQLiteConnection) async throws {
+        for (key, part) in parts.sorted(by: { $0.key < $1.key }) {
+            let keyBinds: [SQLiteData] = [.text(key.instrument), .text(key.bucket), .text(key.exchange)]
+            var merged = part
+            let stored = try await connection.query(
+                """
+                SELECT open, high, low, close, volume, trade_count, open_time, open_id, close_time, close_id FROM candles_1m
+                WHERE instrument = ? AND bucket = ? AND exchange = ?
+                """,
+                keyBinds
+            )
+            if let row = stored.first, let existing = try PartialCandle(row: SQLiteStoredRow(row: row), from: 0) { merged.merge(existing) }
+            _ = try await connection.query(
+                "INSERT OR REPLACE INTO candles_1m VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                keyBinds + [
+                    .text(merged.open), .text(merged.high), .text(merged.low), .text(merged.close), .text(DecimalText.text(merged.volume)),
+                    .integer(merged.tradeCount), .text(Timestamp.format(merged.first.time)), .integer(Int(merged.first.id)),
+                    .text(Timestamp.format(merged.last.time)), .integer(Int(merged.last.id)),
+                ]
+            )
+        }
     }
 }

@@ -73,6 +73,7 @@ public final class SQLiteStore: ConnectorStore {
             let applied = Set(try await connection.query("SELECT version FROM schema_migrations").compactMap { $0.column("version")?.integer })
             for migration in Migrations.all where !applied.contains(Int(migration.version)) {
                 for statement in migration.sqlite { _ = try await connection.query(statement) }
+                if migration.rebuildsCandles { try await Self.rebuildCandles(on: connection) }
                 _ = try await connection.query(
                     "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
                     [.integer(migration.version), .text(migration.name)]

@@ -1,0 +1,126 @@
+import Foundation
+
+/// The OHLCV of some trades of one instrument: one trade, one exchange's minute in `candles_1m`,
+/// or any merge of those. Prices keep their stored text; comparisons and the volume sum use
+/// `Decimal`, never binary floats. Open and close are the first and last trade by `(time, id)`.
+struct PartialCandle: Sendable, Equatable {
+    struct Position: Sendable, Equatable, Comparable {
+        var time: Date
+        var id: Int64
+        static func < (a: Self, b: Self) -> Bool { (a.time, a.id) < (b.time, b.id) }
+    }
+
+    var open: String
+    var high: String
+    var low: String
+    var close: String
+    var highValue: Decimal
+    var lowValue: Decimal
+    var volume: Decimal
+    var tradeCount: Int
+    var first: Position
+    var last: Position
+
+    /// One trade; nil when the price is not a decimal.
+    init?(price: String, quantity: String?, at position: Position) {
+        guard let value = DecimalText.value(price) else { return nil }
+        self.init(
+            open: price,
+            high: price,
+            low: price,
+            close: price,
+            highValue: value,
+            lowValue: value,
+            volume: quantity.flatMap(DecimalText.value) ?? 0,
+            tradeCount: 1,
+            first: position,
+            last: position
+        )
+    }
+
+    init(
+        open: String,
+        high: String,
+        low: String,
+        close: String,
+        highValue: Decimal,
+        lowValue: Decimal,
+        volume: Decimal,
+        tradeCount: Int,
+        first: Position,
+        last: Position
+    ) {
+        (self.open, self.high, self.low, self.close) = (open, high, low, close)
+        (self.highValue, self.lowValue, self.volume, self.tradeCount, self.first, self.last) = (
+            highValue, lowValue, volume, tradeCount, first, last
+        )
+    }
+
+    /// A `candles_1m` row or a trade as `candleRows` selects them: open, high, low, close,
+    /// volume, trade count, open time, open id, close time, close id from `column` on.
+    init?(row: any StoredRow, from column: Int) throws {
+        guard let open = try row.string(column), let high = try row.string(column + 1), let low = try row.string(column + 2),
+            let close = try row.string(column + 3), let highValue = DecimalText.value(high), let lowValue = DecimalText.value(low),
+            let firstTime = try row.date(column + 6), let lastTime = try row.date(column + 8)
+        else { return nil }
+        self.init(
+            open: open,
+            high: high,
+            low: low,
+            close: close,
+            highValue: highValue,
+            lowValue: lowValue,
+            volume: DecimalText.value(try row.string(column + 4) ?? "0") ?? 0,
+            tradeCount: Int(try row.integer(column + 5) ?? 0),
+            first: Position(time: firstTime, id: try row.integer(column + 7) ?? 0),
+            last: Position(time: lastTime, id: try row.integer(column + 9) ?? 0)
+        )
+    }
+
+    mutating func merge(_ other: PartialCandle) {
+        if other.first < first { (open, first) = (other.open, other.first) }
+        if last < other.last { (close, last) = (other.close, other.last) }
+        if other.highValue > highValue { (high, highValue) = (other.high, other.highValue) }
+        if other.lowValue < lowValue { (low, lowValue) = (other.low, other.lowValue) }
+        volume += other.volume
+        tradeCount += other.tradeCount
+    }
+
+    func candle(at time: Date) -> Candle {
+        Candle(time: time, open: open, high: high, low: low, close: close, volume: DecimalText.text(volume), tradeCount: tradeCount)
+    }
+}
+
+/// The 1-minute rollup behind the candle queries. `candles_1m` holds one row per exchange,
+/// instrument and minute of stored trades, kept up to date in the same transaction as the
+/// trades themselves (so re-delivered duplicates, which insert nothing, add nothing); wider
+/// candles merge its minutes, and the partial minutes at the edges of a range come from the
+/// trades themselves.
+enum CandleRollup {
+    /// The start of the `seconds`-wide UTC bucket holding `time`, taken from `time` rounded to
+    /// the microsecond as the stores keep it (so a trade at 59.9999996 s belongs to the next minute
+    /// in the rollup just as in the table).
+    static func bucket(of time: Date, seconds: Int) -> Date {
+        let microseconds = Int64((time.timeIntervalSince1970 * 1_000_000).rounded())
+        return Date(timeIntervalSince1970: Double(microseconds.floorDivided(by: Int64(seconds) * 1_000_000) * Int64(seconds)))
+    }
+
+    static func minute(of time: Date) -> Date { bucket(of: time, seconds: 60) }
+
+    /// Folds rows of `candleRows` (a minute start or trade time in column 0, then the candle
+    /// columns) into `interval` candles, oldest first.
+    static func fold(_ rows: [any StoredRow], interval: CandleInterval) throws -> [Candle] {
+        var buckets: [Date: PartialCandle] = [:]
+        for row in rows {
+            guard let time = try row.date(0), let part = try PartialCandle(row: row, from: 1) else { continue }
+            let bucket = bucket(of: time, seconds: interval.seconds)
+            if var merged = buckets[bucket] {
+                merged.merge(part)
+                buckets[bucket] = merged
+            } else {
+                buckets[bucket] = part
+            }
+        }
+        return buckets.sorted { $0.key < $1.key }.map { $0.value.candle(at: $0.key) }
+    }
+}
