@@ -2,7 +2,7 @@ import Foundation
 
 /// The OHLCV of some trades of one instrument: one trade, one exchange's minute in `candles_1m`,
 /// or any merge of those. Prices keep their stored text; comparisons and the volume sum use
-/// `Decimal`, never binary floats. Open and close are the first and last trade by `(time, id)`.
+/// `ExactDecimal`, never binary floats. Open and close are the first and last trade by `(time, id)`.
 struct PartialCandle: Sendable, Equatable {
     struct Position: Sendable, Equatable, Comparable {
         var time: Date
@@ -14,16 +14,16 @@ struct PartialCandle: Sendable, Equatable {
     var high: String
     var low: String
     var close: String
-    var highValue: Decimal
-    var lowValue: Decimal
-    var volume: Decimal
+    var highValue: ExactDecimal
+    var lowValue: ExactDecimal
+    var volume: ExactDecimal
     var tradeCount: Int
     var first: Position
     var last: Position
 
     /// One trade; nil when the price is not a decimal.
     init?(price: String, quantity: String?, at position: Position) {
-        guard let value = DecimalText.value(price) else { return nil }
+        guard let value = ExactDecimal(price) else { return nil }
         self.init(
             open: price,
             high: price,
@@ -31,7 +31,7 @@ struct PartialCandle: Sendable, Equatable {
             close: price,
             highValue: value,
             lowValue: value,
-            volume: quantity.flatMap(DecimalText.value) ?? 0,
+            volume: quantity.flatMap(ExactDecimal.init) ?? .zero,
             tradeCount: 1,
             first: position,
             last: position
@@ -43,9 +43,9 @@ struct PartialCandle: Sendable, Equatable {
         high: String,
         low: String,
         close: String,
-        highValue: Decimal,
-        lowValue: Decimal,
-        volume: Decimal,
+        highValue: ExactDecimal,
+        lowValue: ExactDecimal,
+        volume: ExactDecimal,
         tradeCount: Int,
         first: Position,
         last: Position
@@ -60,7 +60,7 @@ struct PartialCandle: Sendable, Equatable {
     /// volume, trade count, open time, open id, close time, close id from `column` on.
     init?(row: any StoredRow, from column: Int) throws {
         guard let open = try row.string(column), let high = try row.string(column + 1), let low = try row.string(column + 2),
-            let close = try row.string(column + 3), let highValue = DecimalText.value(high), let lowValue = DecimalText.value(low),
+            let close = try row.string(column + 3), let highValue = ExactDecimal(high), let lowValue = ExactDecimal(low),
             let firstTime = try row.date(column + 6), let lastTime = try row.date(column + 8)
         else { return nil }
         self.init(
@@ -70,7 +70,7 @@ struct PartialCandle: Sendable, Equatable {
             close: close,
             highValue: highValue,
             lowValue: lowValue,
-            volume: DecimalText.value(try row.string(column + 4) ?? "0") ?? 0,
+            volume: try row.string(column + 4).flatMap(ExactDecimal.init) ?? .zero,
             tradeCount: Int(try row.integer(column + 5) ?? 0),
             first: Position(time: firstTime, id: try row.integer(column + 7) ?? 0),
             last: Position(time: lastTime, id: try row.integer(column + 9) ?? 0)
@@ -82,12 +82,12 @@ struct PartialCandle: Sendable, Equatable {
         if last < other.last { (close, last) = (other.close, other.last) }
         if other.highValue > highValue { (high, highValue) = (other.high, other.highValue) }
         if other.lowValue < lowValue { (low, lowValue) = (other.low, other.lowValue) }
-        volume += other.volume
+        volume = volume + other.volume
         tradeCount += other.tradeCount
     }
 
     func candle(at time: Date) -> Candle {
-        Candle(time: time, open: open, high: high, low: low, close: close, volume: DecimalText.text(volume), tradeCount: tradeCount)
+        Candle(time: time, open: open, high: high, low: low, close: close, volume: volume.description, tradeCount: tradeCount)
     }
 }
 

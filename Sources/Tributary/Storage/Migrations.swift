@@ -12,6 +12,8 @@ struct Migration: Sendable {
 enum Migrations {
     static let all: [Migration] = [initialSchema, candleRollup]
     static var latestVersion: Int { all.map(\.version).max() ?? 0 }
+    /// Migrations and rollup rebuilds rewrite whole tables: they get an hour, not the pool timeout.
+    static let timeout: Duration = .seconds(3600)
 
     /// The five tables of SPEC §2, with the seed's names, so its queries keep working.
     static let initialSchema = Migration(

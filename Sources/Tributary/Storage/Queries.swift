@@ -153,13 +153,3 @@ public struct BatchRow: Sendable, Equatable {
 
     public var cursor: PageCursor { PageCursor(timestamp: timestamp, id: id) }
 }
-
-/// Exact decimal arithmetic on decimal text, for aggregating SQLite's TEXT prices (PostgreSQL
-/// aggregates NUMERIC itself). Foundation's `Decimal` keeps 38 significant digits.
-enum DecimalText {
-    static func value(_ text: String) -> Decimal? { Decimal(string: text, locale: Locale(identifier: "en_US_POSIX")) }
-
-    static func text(_ value: Decimal) -> String {
-        NSDecimalNumber(decimal: value).description(withLocale: Locale(identifier: "en_US_POSIX"))
-    }
-}

@@ -133,7 +133,7 @@ extension PostgresStore {
     }
 
     public func rebuildCandles() async throws {
-        try await run("rebuild candles") { [logger] client in
+        try await run("rebuild candles", timeout: Migrations.timeout) { [logger] client in
             try await client.withTransaction(logger: logger) { connection in try await Self.rebuildCandles(on: connection, logger: logger) }
         }
     }

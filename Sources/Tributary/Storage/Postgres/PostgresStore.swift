@@ -48,12 +48,16 @@ public final class PostgresStore: ConnectorStore {
         }
     }
 
-    /// Runs `body` within the timeout, mapping connection failures to `StoreError.unavailable`.
-    func run<Value: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresClient) async throws -> Value) async throws -> Value {
+    /// Runs `body` within the timeout (the store's, unless given), mapping connection failures to `StoreError.unavailable`.
+    func run<Value: Sendable>(
+        _ what: String,
+        timeout: Duration? = nil,
+        _ body: @escaping @Sendable (PostgresClient) async throws -> Value
+    ) async throws -> Value {
         inFlight.add(1, ordering: .relaxed)
         defer { inFlight.subtract(1, ordering: .relaxed) }
         do {
-            return try await withDeadline(timeout, what) { [client] in try await body(client) }
+            return try await withDeadline(timeout ?? self.timeout, what) { [client] in try await body(client) }
         } catch let error as PSQLError {
             throw Self.translate(error)
         } catch let error as PostgresTransactionError {
@@ -77,7 +81,7 @@ public final class PostgresStore: ConnectorStore {
     }
 
     public func migrate() async throws {
-        try await run("migrate") { [logger] client in
+        try await run("migrate", timeout: Migrations.timeout) { [logger] client in
             try await client.withConnection { connection in
                 _ = try await connection.query("SELECT pg_advisory_lock(\(Self.migrationLockKey))", logger: logger)
                 do {

@@ -86,7 +86,7 @@ extension SQLiteStore {
     }
 
     public func rebuildCandles() async throws {
-        try await transaction("rebuild candles") { connection in try await Self.rebuildCandles(on: connection) }
+        try await transaction("rebuild candles", timeout: Migrations.timeout) { connection in try await Self.rebuildCandles(on: connection) }
     }
 
     /// Refills `candles_1m` from every stored trade, reading them in pages by id.
@@ -159,7 +159,7 @@ extension SQLiteStore {
 }
 
 /// Trades gathered per `candles_1m` row, then merged into the rows already stored. SQLite keeps
-/// decimals as text, so the merge happens here with `Decimal` rather than in SQL.
+/// decimals as text, so the merge happens here with `ExactDecimal` rather than in SQL.
 struct MinuteCandles {
     struct Key: Hashable, Comparable {
         var instrument: String
@@ -196,7 +196,7 @@ struct MinuteCandles {
             _ = try await connection.query(
                 "INSERT OR REPLACE INTO candles_1m VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 keyBinds + [
-                    .text(merged.open), .text(merged.high), .text(merged.low), .text(merged.close), .text(DecimalText.text(merged.volume)),
+                    .text(merged.open), .text(merged.high), .text(merged.low), .text(merged.close), .text(merged.volume.description),
                     .integer(merged.tradeCount), .text(Timestamp.format(merged.first.time)), .integer(Int(merged.first.id)),
                     .text(Timestamp.format(merged.last.time)), .integer(Int(merged.last.id)),
                 ]

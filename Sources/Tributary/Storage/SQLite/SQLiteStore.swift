@@ -38,17 +38,25 @@ public final class SQLiteStore: ConnectorStore {
     }
 
     /// Runs `body` alone on the connection, within the configured timeout.
-    func exclusive<Value: Sendable>(_ what: String, _ body: @escaping @Sendable (SQLiteConnection) async throws -> Value) async throws -> Value {
+    func exclusive<Value: Sendable>(
+        _ what: String,
+        timeout: Duration? = nil,
+        _ body: @escaping @Sendable (SQLiteConnection) async throws -> Value
+    ) async throws -> Value {
         inFlight.add(1, ordering: .relaxed)
         defer { inFlight.subtract(1, ordering: .relaxed) }
-        return try await withDeadline(timeout, what) { [lock, connection] in
+        return try await withDeadline(timeout ?? self.timeout, what) { [lock, connection] in
             try await lock.withLock { try await body(connection) }
         }
     }
 
     /// Runs `body` in an immediate transaction (taking SQLite's write lock up front).
-    func transaction<Value: Sendable>(_ what: String, _ body: @escaping @Sendable (SQLiteConnection) async throws -> Value) async throws -> Value {
-        try await exclusive(what) { connection in
+    func transaction<Value: Sendable>(
+        _ what: String,
+        timeout: Duration? = nil,
+        _ body: @escaping @Sendable (SQLiteConnection) async throws -> Value
+    ) async throws -> Value {
+        try await exclusive(what, timeout: timeout) { connection in
             _ = try await connection.query("BEGIN IMMEDIATE")
             do {
                 let value = try await body(connection)
@@ -62,7 +70,7 @@ public final class SQLiteStore: ConnectorStore {
     }
 
     public func migrate() async throws {
-        try await transaction("migrate") { connection in
+        try await transaction("migrate", timeout: Migrations.timeout) { connection in
             _ = try await connection.query(
                 """
                 CREATE TABLE IF NOT EXISTS schema_migrations (
