@@ -24,7 +24,7 @@ public func buildApplication(
         ),
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "tributary"),
         // Started in this order, shut down in reverse: connectors stop, then the writer flushes, then the store closes.
-        services: [store, pipeline.writer, pipeline.supervisor],
+        services: [store, pipeline.compactor, pipeline.writer, pipeline.supervisor],
         onServerRunning: { channel in
             logger.notice("Tributary is listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
             await onRunning(channel.localAddress?.port ?? config.port)
@@ -44,6 +44,7 @@ public struct Pipeline: Sendable {
     public let metrics: PipelineMetrics
     public let broadcaster: Broadcaster
     public let writer: BatchWriter
+    public let compactor: CandleCompactor
     public let supervisor: ConnectorSupervisor
     public let service: ConnectorService
     public let realtime: RealtimeEndpoint
@@ -61,6 +62,7 @@ public struct Pipeline: Sendable {
             maxRetryDelay: config.batchMaxInterval,
             logger: logger
         )
+        compactor = CandleCompactor(store: store, logger: logger)
         supervisor = ConnectorSupervisor(
             store: store,
             definition: { try ConnectorDefinition(record: $0, secretBox: secretBox) },

@@ -42,6 +42,8 @@ public protocol ConnectorStore: Service {
     func priceHistory(instrument: String, since: Date, until: Date, limit: Int) async throws -> [MessageRecord]
     /// OHLCV candles of one instrument's trades in `[since, until)`, oldest first, exact decimals.
     func candles(instrument: String, since: Date, until: Date, interval: CandleInterval) async throws -> [Candle]
+    /// Folds candle minutes staged by concurrent batches into `candles_1m`; returns how many.
+    func compactCandles() async throws -> Int
     /// Refills the `candles_1m` rollup from every stored trade (for rows written around Tributary).
     func rebuildCandles() async throws
     /// A connector's poll results, newest first.

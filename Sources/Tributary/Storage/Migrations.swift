@@ -196,7 +196,8 @@ enum Migrations {
     )
 
     /// `candles_1m`: one row per exchange, instrument and minute of stored trades (see
-    /// `CandleRollup`), filled from the trades already stored.
+    /// `CandleRollup`), filled from the trades already stored. PostgreSQL also gets
+    /// `candle_deltas`, where concurrent batches append before their minutes are folded in.
     static let candleRollup = Migration(
         version: 2,
         name: "1-minute candle rollup",
@@ -218,7 +219,10 @@ enum Migrations {
                 close_id BIGINT NOT NULL,
                 PRIMARY KEY (instrument, bucket, exchange)
             )
-            """
+            """,
+            // Each batch's minutes, until folded into candles_1m (see PostgresStore+candles).
+            "CREATE TABLE candle_deltas (LIKE candles_1m)",
+            "CREATE INDEX idx_candle_deltas_instrument_bucket ON candle_deltas (instrument, bucket)",
         ],
         sqlite: [
             """

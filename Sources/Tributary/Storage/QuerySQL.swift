@@ -53,6 +53,8 @@ struct QueryBuilder {
 /// The read queries of the API, written once for both stores; each store only runs statements.
 protocol QueryableStore: ConnectorStore {
     var dialect: SQLDialect { get }
+    /// The tables holding `candles_1m` rows: candles_1m itself, and where a store stages them, its staging table.
+    var candleTables: [String] { get }
     func fetch(_ what: String, _ sql: String, _ arguments: [QueryArgument]) async throws -> [any StoredRow]
 }
 
@@ -126,7 +128,7 @@ extension QueryableStore {
     }
 
     /// Rows of (minute or trade time, open, high, low, close, volume, trade count, open time,
-    /// open id, close time, close id): `candles_1m` rows, and single trades at the edges.
+    /// open id, close time, close id): rows of the candle tables, and single trades at the edges.
     func candlesStatement(instrument: String, since: Date, until: Date) -> (String, [QueryArgument]) {
         var builder = QueryBuilder(dialect)
         var parts: [String] = []
@@ -148,15 +150,17 @@ extension QueryableStore {
         let lastWhole = CandleRollup.minute(of: until)
         if firstWhole < lastWhole {
             trades(from: since, to: firstWhole)
-            let columns = ["open", "high", "low", "close", "volume"].map(dialect.decimal)
-            parts.append(
-                """
-                SELECT bucket, \(columns.joined(separator: ", ")), trade_count, open_time, open_id, close_time, close_id
-                FROM candles_1m
-                WHERE instrument = \(builder.bind(.text(instrument))) AND bucket >= \(builder.bind(.date(firstWhole)))
-                    AND bucket < \(builder.bind(.date(lastWhole)))
-                """
-            )
+            let columns = ["open", "high", "low", "close", "volume"].map(dialect.decimal).joined(separator: ", ")
+            for table in candleTables {
+                parts.append(
+                    """
+                    SELECT bucket, \(columns), trade_count, open_time, open_id, close_time, close_id
+                    FROM \(table)
+                    WHERE instrument = \(builder.bind(.text(instrument))) AND bucket >= \(builder.bind(.date(firstWhole)))
+                        AND bucket < \(builder.bind(.date(lastWhole)))
+                    """
+                )
+            }
             trades(from: lastWhole, to: until)
         } else {
             trades(from: since, to: until)

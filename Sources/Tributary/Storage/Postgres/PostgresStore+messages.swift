@@ -69,7 +69,7 @@ extension PostgresStore {
             times.append(pending.receivedAt)
         }
         let metrics = JSONValue.object(batch.metrics).serialized
-        // The rollup is upserted from the rows this statement really inserted, so duplicates add nothing.
+        // The candle deltas come from the rows this statement really inserted, so duplicates add nothing.
         let insert: PostgresQuery = """
             WITH inserted AS (
                 INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, quantity, side, data, source_id,
@@ -81,7 +81,7 @@ extension PostgresStore {
                     \(exchangeTimes)::int8[], \(times)::timestamptz[]) AS u(c, e, i, t, p, q, s, d, src, ses, ets, ts)
                 ON CONFLICT (connector_id, source_id) DO NOTHING
                 RETURNING id, connector_id, source_id, exchange, instrument, message_type, price, quantity, timestamp
-            ), rolled_up AS (\(unescaped: Self.rollUp(from: "inserted")))
+            ), deltas AS (\(unescaped: Self.candleDeltas(from: "inserted")))
             SELECT id, connector_id, source_id FROM inserted
             """
         return try await run("insert messages") { [logger] client in
@@ -103,45 +103,6 @@ extension PostgresStore {
                 return messageIDs
             }
         }
-    }
-
-    /// Upserts the trades of `source` into `candles_1m`, one row per exchange, instrument and
-    /// minute, merged with what is there. Rows are locked in key order, so two batches
-    /// committing at once wait for each other instead of deadlocking.
-    static func rollUp(from source: String) -> String {
-        """
-        INSERT INTO candles_1m AS c (instrument, bucket, exchange, open, high, low, close, volume, trade_count, open_time, open_id,
-            close_time, close_id)
-        SELECT instrument, to_timestamp(floor(extract(epoch FROM timestamp) / 60) * 60), exchange,
-            (array_agg(price ORDER BY timestamp, id))[1], max(price), min(price), (array_agg(price ORDER BY timestamp DESC, id DESC))[1],
-            COALESCE(sum(quantity), 0), count(*), min(timestamp), (array_agg(id ORDER BY timestamp, id))[1], max(timestamp),
-            (array_agg(id ORDER BY timestamp DESC, id DESC))[1]
-        FROM \(source)
-        WHERE message_type = 'trade' AND price IS NOT NULL AND instrument IS NOT NULL
-        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-        ON CONFLICT (instrument, bucket, exchange) DO UPDATE SET
-            open = CASE WHEN (excluded.open_time, excluded.open_id) < (c.open_time, c.open_id) THEN excluded.open ELSE c.open END,
-            open_id = CASE WHEN (excluded.open_time, excluded.open_id) < (c.open_time, c.open_id) THEN excluded.open_id ELSE c.open_id END,
-            open_time = LEAST(c.open_time, excluded.open_time),
-            close = CASE WHEN (excluded.close_time, excluded.close_id) > (c.close_time, c.close_id) THEN excluded.close ELSE c.close END,
-            close_id = CASE WHEN (excluded.close_time, excluded.close_id) > (c.close_time, c.close_id) THEN excluded.close_id
-                ELSE c.close_id END,
-            close_time = GREATEST(c.close_time, excluded.close_time),
-            high = GREATEST(c.high, excluded.high), low = LEAST(c.low, excluded.low), volume = c.volume + excluded.volume,
-            trade_count = c.trade_count + excluded.trade_count
-        """
-    }
-
-    public func rebuildCandles() async throws {
-        try await run("rebuild candles", timeout: Migrations.timeout) { [logger] client in
-            try await client.withTransaction(logger: logger) { connection in try await Self.rebuildCandles(on: connection, logger: logger) }
-        }
-    }
-
-    /// Refills `candles_1m` from every stored trade.
-    static func rebuildCandles(on connection: PostgresConnection, logger: Logger) async throws {
-        try await connection.query("DELETE FROM candles_1m", logger: logger)
-        try await connection.query(PostgresQuery(unsafeSQL: rollUp(from: "websocket_messages")), logger: logger)
     }
 
     public func insertAPIData(_ row: APIDataRow) async throws -> Int64 {

@@ -85,6 +85,9 @@ extension SQLiteStore {
         }
     }
 
+    /// Nothing to fold: batches write candles_1m themselves (see `MinuteCandles`).
+    public func compactCandles() async throws -> Int { 0 }
+
     public func rebuildCandles() async throws {
         try await transaction("rebuild candles", timeout: Migrations.timeout) { connection in try await Self.rebuildCandles(on: connection) }
     }
