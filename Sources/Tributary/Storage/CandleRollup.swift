@@ -101,11 +101,13 @@ enum CandleRollup {
     /// the microsecond as the stores keep it (so a trade at 59.9999996 s belongs to the next minute
     /// in the rollup just as in the table).
     static func bucket(of time: Date, seconds: Int) -> Date {
-        let microseconds = Int64((time.timeIntervalSince1970 * 1_000_000).rounded())
-        return Date(timeIntervalSince1970: Double(microseconds.floorDivided(by: Int64(seconds) * 1_000_000) * Int64(seconds)))
+        Date(timeIntervalSince1970: Double(microseconds(time).floorDivided(by: Int64(seconds) * 1_000_000) * Int64(seconds)))
     }
 
     static func minute(of time: Date) -> Date { bucket(of: time, seconds: 60) }
+
+    /// Microseconds since 1970, rounded: the precision both stores keep (see `Timestamp.format`).
+    static func microseconds(_ time: Date) -> Int64 { Int64((time.timeIntervalSince1970 * 1_000_000).rounded()) }
 
     /// Folds rows of `candleRows` (a minute start or trade time in column 0, then the candle
     /// columns) into `interval` candles, oldest first.
@@ -123,4 +125,49 @@ enum CandleRollup {
         }
         return buckets.sorted { $0.key < $1.key }.map { $0.value.candle(at: $0.key) }
     }
+}
+
+/// Trades gathered per exchange, instrument and minute: what one batch adds to `candles_1m`
+/// (or, in a rebuild, one page of stored trades). Each store then merges them in its own way.
+struct MinuteCandles {
+    struct Key: Hashable, Comparable {
+        var instrument: String
+        var bucket: Date
+        var exchange: String
+        static func < (a: Self, b: Self) -> Bool { (a.instrument, a.bucket, a.exchange) < (b.instrument, b.bucket, b.exchange) }
+    }
+
+    var parts: [Key: PartialCandle] = [:]
+
+    init() {}
+
+    /// The trades among `messages` that were stored, that is, got an id in `ids` (a re-delivered
+    /// duplicate gets none and adds nothing).
+    init(stored messages: [PendingMessage], ids: [Int64?]) {
+        for (pending, id) in zip(messages, ids) {
+            let message = pending.message
+            guard let id, message.messageType == .trade, let instrument = message.instrument, let price = message.price else { continue }
+            add(
+                exchange: message.exchange.rawValue,
+                instrument: instrument,
+                price: price,
+                quantity: message.quantity,
+                at: PartialCandle.Position(time: pending.receivedAt, id: id)
+            )
+        }
+    }
+
+    mutating func add(exchange: String, instrument: String, price: String, quantity: String?, at position: PartialCandle.Position) {
+        guard let trade = PartialCandle(price: price, quantity: quantity, at: position) else { return }
+        let key = Key(instrument: instrument, bucket: CandleRollup.minute(of: position.time), exchange: exchange)
+        if var part = parts[key] {
+            part.merge(trade)
+            parts[key] = part
+        } else {
+            parts[key] = trade
+        }
+    }
+
+    /// In key order, so concurrent writers touch rows in the same order.
+    var sorted: [(key: Key, value: PartialCandle)] { parts.sorted { $0.key < $1.key } }
 }

@@ -3,7 +3,8 @@ import PostgresNIO
 
 /// `candles_1m` on PostgreSQL. Two batches commit at once here, and upserting the same minute
 /// row from both would make the second wait for the first one's commit on every batch. So each
-/// batch appends its minutes to `candle_deltas` (no conflicts, no waiting), and `compactCandles`,
+/// batch appends its minutes (`MinuteCandles`, computed by Tributary rather than by the busier
+/// database) to `candle_deltas`: no conflicts, no waiting. `compactCandles`,
 /// run every second by `CandleCompactor`, folds committed deltas into `candles_1m` in one
 /// transaction. Queries read both tables, so a trade counts from the moment it is committed.
 extension PostgresStore {
@@ -36,10 +37,8 @@ extension PostgresStore {
         """
     }
 
-    /// The statement a batch runs inside its insert (see `insertMessages`).
-    static func candleDeltas(from inserted: String) -> String {
-        "INSERT INTO candle_deltas (\(candleColumns)) \(merged(tradesAsCandles(inserted)))"
-    }
+    /// SQL for the timestamptz of `column`, whole microseconds since 1970 (exact: no float seconds).
+    static func fromMicroseconds(_ column: String) -> String { "(timestamptz 'epoch' + \(column) * interval '1 microsecond')" }
 
     /// Upserts merged candles into `candles_1m`, merging with the row already there.
     static func upsertCandles(_ candles: String) -> String {
@@ -62,6 +61,9 @@ extension PostgresStore {
     public func compactCandles() async throws -> Int {
         try await run("compact candles") { [logger] client in
             try await client.withTransaction(logger: logger) { connection in
+                // Its commit need not wait for the disk: lost in a crash, the whole fold is lost with
+                // it, deltas included, and runs again. Ingest commits do not queue behind its flush.
+                try await connection.query("SET LOCAL synchronous_commit = off", logger: logger)
                 let rows = try await connection.query(
                     PostgresQuery(
                         unsafeSQL: """
@@ -89,5 +91,40 @@ extension PostgresStore {
         try await connection.query("DELETE FROM candle_deltas", logger: logger)
         try await connection.query("DELETE FROM candles_1m", logger: logger)
         try await connection.query(PostgresQuery(unsafeSQL: upsertCandles(tradesAsCandles("websocket_messages"))), logger: logger)
+    }
+}
+
+/// A batch's `MinuteCandles` as the column arrays of one `UNNEST` insert into `candle_deltas`.
+struct CandleDeltaColumns {
+    var instruments: [String] = []
+    var buckets: [Int64] = []
+    var exchanges: [String] = []
+    var opens: [String] = []
+    var highs: [String] = []
+    var lows: [String] = []
+    var closes: [String] = []
+    var volumes: [String] = []
+    var counts: [Int64] = []
+    var openTimes: [Int64] = []
+    var openIDs: [Int64] = []
+    var closeTimes: [Int64] = []
+    var closeIDs: [Int64] = []
+
+    init(_ minutes: MinuteCandles) {
+        for (key, part) in minutes.sorted {
+            instruments.append(key.instrument)
+            buckets.append(CandleRollup.microseconds(key.bucket))
+            exchanges.append(key.exchange)
+            opens.append(part.open)
+            highs.append(part.high)
+            lows.append(part.low)
+            closes.append(part.close)
+            volumes.append(part.volume.description)
+            counts.append(Int64(part.tradeCount))
+            openTimes.append(CandleRollup.microseconds(part.first.time))
+            openIDs.append(part.first.id)
+            closeTimes.append(CandleRollup.microseconds(part.last.time))
+            closeIDs.append(part.last.id)
+        }
     }
 }

@@ -52,7 +52,7 @@ extension PostgresStore {
         var sources: [String] = []
         var sessions: [String] = []
         var exchangeTimes: [Int64] = []
-        var times: [Date] = []
+        var times: [Int64] = []
         for pending in messages {
             let message = pending.message
             connectors.append(pending.connectorID)
@@ -66,23 +66,20 @@ extension PostgresStore {
             sources.append(pending.sourceID)
             sessions.append(pending.sessionID)
             exchangeTimes.append(message.exchangeTimestampMs ?? -1)
-            times.append(pending.receivedAt)
+            times.append(CandleRollup.microseconds(pending.receivedAt))
         }
         let metrics = JSONValue.object(batch.metrics).serialized
-        // The candle deltas come from the rows this statement really inserted, so duplicates add nothing.
+        // Times travel as whole microseconds, the same ones the candle minutes below are computed from.
         let insert: PostgresQuery = """
-            WITH inserted AS (
-                INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, quantity, side, data, source_id,
-                    session_id, exchange_timestamp, timestamp)
-                SELECT c, e, NULLIF(i, ''), t, NULLIF(p, '')::numeric, NULLIF(q, '')::numeric, NULLIF(s, ''), d::jsonb, src, ses,
-                    CASE WHEN ets < 0 THEN NULL ELSE to_timestamp(ets / 1000.0) END, ts
-                FROM UNNEST(\(connectors)::text[], \(exchanges)::text[], \(instruments)::text[], \(types)::text[], \(prices)::text[],
-                    \(quantities)::text[], \(sides)::text[], \(data)::text[], \(sources)::text[], \(sessions)::text[],
-                    \(exchangeTimes)::int8[], \(times)::timestamptz[]) AS u(c, e, i, t, p, q, s, d, src, ses, ets, ts)
-                ON CONFLICT (connector_id, source_id) DO NOTHING
-                RETURNING id, connector_id, source_id, exchange, instrument, message_type, price, quantity, timestamp
-            ), deltas AS (\(unescaped: Self.candleDeltas(from: "inserted")))
-            SELECT id, connector_id, source_id FROM inserted
+            INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, quantity, side, data, source_id,
+                session_id, exchange_timestamp, timestamp)
+            SELECT c, e, NULLIF(i, ''), t, NULLIF(p, '')::numeric, NULLIF(q, '')::numeric, NULLIF(s, ''), d::jsonb, src, ses,
+                CASE WHEN ets < 0 THEN NULL ELSE to_timestamp(ets / 1000.0) END, \(unescaped: Self.fromMicroseconds("ts"))
+            FROM UNNEST(\(connectors)::text[], \(exchanges)::text[], \(instruments)::text[], \(types)::text[], \(prices)::text[],
+                \(quantities)::text[], \(sides)::text[], \(data)::text[], \(sources)::text[], \(sessions)::text[],
+                \(exchangeTimes)::int8[], \(times)::int8[]) AS u(c, e, i, t, p, q, s, d, src, ses, ets, ts)
+            ON CONFLICT (connector_id, source_id) DO NOTHING
+            RETURNING id, connector_id, source_id
             """
         return try await run("insert messages") { [logger] client in
             try await client.withTransaction(logger: logger) { connection in
@@ -93,8 +90,18 @@ extension PostgresStore {
                 }
                 let messageIDs = messages.map { ids[$0.connectorID + "\u{0}" + $0.sourceID] }
                 let stored = JSONValue.array(messageIDs.compactMap { $0.map { .number(String($0)) } }).serialized
+                // The batch's candle minutes, computed here from the rows really inserted (duplicates add nothing).
+                let d = CandleDeltaColumns(MinuteCandles(stored: messages, ids: messageIDs))
                 try await connection.query(
                     """
+                    WITH deltas AS (
+                        INSERT INTO candle_deltas (\(unescaped: Self.candleColumns))
+                        SELECT i, \(unescaped: Self.fromMicroseconds("b")), e, o::numeric, h::numeric, l::numeric, c::numeric, v::numeric, n,
+                            \(unescaped: Self.fromMicroseconds("ot")), oi, \(unescaped: Self.fromMicroseconds("ct")), ci
+                        FROM UNNEST(\(d.instruments)::text[], \(d.buckets)::int8[], \(d.exchanges)::text[], \(d.opens)::text[], \(d.highs)::text[],
+                            \(d.lows)::text[], \(d.closes)::text[], \(d.volumes)::text[], \(d.counts)::int8[], \(d.openTimes)::int8[],
+                            \(d.openIDs)::int8[], \(d.closeTimes)::int8[], \(d.closeIDs)::int8[]) AS u(i, b, e, o, h, l, c, v, n, ot, oi, ct, ci)
+                    )
                     INSERT INTO websocket_batches (batch_id, connector_id, message_count, messages, metrics)
                     VALUES (\(batch.batchID), \(batch.connectorID), \(messages.count), \(stored)::jsonb, \(metrics)::jsonb)
                     """,

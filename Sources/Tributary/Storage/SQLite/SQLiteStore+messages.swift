@@ -161,32 +161,12 @@ extension SQLiteStore {
     }
 }
 
-/// Trades gathered per `candles_1m` row, then merged into the rows already stored. SQLite keeps
-/// decimals as text, so the merge happens here with `ExactDecimal` rather than in SQL.
-struct MinuteCandles {
-    struct Key: Hashable, Comparable {
-        var instrument: String
-        var bucket: String
-        var exchange: String
-        static func < (a: Self, b: Self) -> Bool { (a.instrument, a.bucket, a.exchange) < (b.instrument, b.bucket, b.exchange) }
-    }
-
-    var parts: [Key: PartialCandle] = [:]
-
-    mutating func add(exchange: String, instrument: String, price: String, quantity: String?, at position: PartialCandle.Position) {
-        guard let trade = PartialCandle(price: price, quantity: quantity, at: position) else { return }
-        let key = Key(instrument: instrument, bucket: Timestamp.format(CandleRollup.minute(of: position.time)), exchange: exchange)
-        if var part = parts[key] {
-            part.merge(trade)
-            parts[key] = part
-        } else {
-            parts[key] = trade
-        }
-    }
-
+extension MinuteCandles {
+    /// Merges these minutes into the `candles_1m` rows already stored. SQLite keeps decimals as
+    /// text, so the merge happens here with `ExactDecimal` rather than in SQL.
     func merge(into connection: SQLiteConnection) async throws {
-        for (key, part) in parts.sorted(by: { $0.key < $1.key }) {
-            let keyBinds: [SQLiteData] = [.text(key.instrument), .text(key.bucket), .text(key.exchange)]
+        for (key, part) in sorted {
+            let keyBinds: [SQLiteData] = [.text(key.instrument), .text(Timestamp.format(key.bucket)), .text(key.exchange)]
             var merged = part
             let stored = try await connection.query(
                 """
