@@ -15,9 +15,11 @@ public struct PendingMessage: Sendable {
         self.connectorID = connectorID
         self.sessionID = sessionID
         self.sourceID = sourceID
-        self.message = message
         self.receivedAt = receivedAt
         self.data = message.json.serialized
+        // The source record lives on in `data`; a buffered message need not hold its parsed tree too.
+        self.message = message
+        self.message.raw = .null
     }
 
     /// True when `text` is a plain decimal number PostgreSQL's NUMERIC accepts (`-12.5`, `1e-7`).
