@@ -21,6 +21,21 @@ struct PartialCandle: Sendable, Equatable {
     var first: Position
     var last: Position
 
+    mutating func merge(_ other: PartialCandle) {
+        if other.first < first { (open, first) = (other.open, other.first) }
+        if last < other.last { (close, last) = (other.close, other.last) }
+        if other.highValue > highValue { (high, highValue) = (other.high, other.highValue) }
+        if other.lowValue < lowValue { (low, lowValue) = (other.low, other.lowValue) }
+        volume = volume + other.volume
+        tradeCount += other.tradeCount
+    }
+
+    func candle(at time: Date) -> Candle {
+        Candle(time: time, open: open, high: high, low: low, close: close, volume: volume.description, tradeCount: tradeCount)
+    }
+}
+
+extension PartialCandle {
     /// One trade; nil when the price is not a decimal.
     init?(price: String, quantity: String?, at position: Position) {
         guard let value = ExactDecimal(price) else { return nil }
@@ -38,25 +53,7 @@ struct PartialCandle: Sendable, Equatable {
         )
     }
 
-    init(
-        open: String,
-        high: String,
-        low: String,
-        close: String,
-        highValue: ExactDecimal,
-        lowValue: ExactDecimal,
-        volume: ExactDecimal,
-        tradeCount: Int,
-        first: Position,
-        last: Position
-    ) {
-        (self.open, self.high, self.low, self.close) = (open, high, low, close)
-        (self.highValue, self.lowValue, self.volume, self.tradeCount, self.first, self.last) = (
-            highValue, lowValue, volume, tradeCount, first, last
-        )
-    }
-
-    /// A `candles_1m` row or a trade as `candleRows` selects them: open, high, low, close,
+    /// A `candles_1m` row or a trade as `candlesStatement` selects them: open, high, low, close,
     /// volume, trade count, open time, open id, close time, close id from `column` on.
     init?(row: any StoredRow, from column: Int) throws {
         guard let open = try row.string(column), let high = try row.string(column + 1), let low = try row.string(column + 2),
@@ -76,18 +73,17 @@ struct PartialCandle: Sendable, Equatable {
             last: Position(time: lastTime, id: try row.integer(column + 9) ?? 0)
         )
     }
+}
 
-    mutating func merge(_ other: PartialCandle) {
-        if other.first < first { (open, first) = (other.open, other.first) }
-        if last < other.last { (close, last) = (other.close, other.last) }
-        if other.highValue > highValue { (high, highValue) = (other.high, other.highValue) }
-        if other.lowValue < lowValue { (low, lowValue) = (other.low, other.lowValue) }
-        volume = volume + other.volume
-        tradeCount += other.tradeCount
-    }
-
-    func candle(at time: Date) -> Candle {
-        Candle(time: time, open: open, high: high, low: low, close: close, volume: volume.description, tradeCount: tradeCount)
+extension Dictionary where Value == PartialCandle {
+    /// Adds `part` to the candle at `key`, or makes it the candle there.
+    mutating func merge(_ part: PartialCandle, at key: Key) {
+        if var merged = self[key] {
+            merged.merge(part)
+            self[key] = merged
+        } else {
+            self[key] = part
+        }
     }
 }
 
@@ -101,27 +97,18 @@ enum CandleRollup {
     /// the microsecond as the stores keep it (so a trade at 59.9999996 s belongs to the next minute
     /// in the rollup just as in the table).
     static func bucket(of time: Date, seconds: Int) -> Date {
-        Date(timeIntervalSince1970: Double(microseconds(time).floorDivided(by: Int64(seconds) * 1_000_000) * Int64(seconds)))
+        Date(timeIntervalSince1970: Double(Timestamp.microseconds(time).floorDivided(by: Int64(seconds) * 1_000_000) * Int64(seconds)))
     }
 
     static func minute(of time: Date) -> Date { bucket(of: time, seconds: 60) }
 
-    /// Microseconds since 1970, rounded: the precision both stores keep (see `Timestamp.format`).
-    static func microseconds(_ time: Date) -> Int64 { Int64((time.timeIntervalSince1970 * 1_000_000).rounded()) }
-
-    /// Folds rows of `candleRows` (a minute start or trade time in column 0, then the candle
+    /// Folds rows of `candlesStatement` (a minute start or trade time in column 0, then the candle
     /// columns) into `interval` candles, oldest first.
     static func fold(_ rows: [any StoredRow], interval: CandleInterval) throws -> [Candle] {
         var buckets: [Date: PartialCandle] = [:]
         for row in rows {
             guard let time = try row.date(0), let part = try PartialCandle(row: row, from: 1) else { continue }
-            let bucket = bucket(of: time, seconds: interval.seconds)
-            if var merged = buckets[bucket] {
-                merged.merge(part)
-                buckets[bucket] = merged
-            } else {
-                buckets[bucket] = part
-            }
+            buckets.merge(part, at: bucket(of: time, seconds: interval.seconds))
         }
         return buckets.sorted { $0.key < $1.key }.map { $0.value.candle(at: $0.key) }
     }
@@ -159,13 +146,7 @@ struct MinuteCandles {
 
     mutating func add(exchange: String, instrument: String, price: String, quantity: String?, at position: PartialCandle.Position) {
         guard let trade = PartialCandle(price: price, quantity: quantity, at: position) else { return }
-        let key = Key(instrument: instrument, bucket: CandleRollup.minute(of: position.time), exchange: exchange)
-        if var part = parts[key] {
-            part.merge(trade)
-            parts[key] = part
-        } else {
-            parts[key] = trade
-        }
+        parts.merge(trade, at: Key(instrument: instrument, bucket: CandleRollup.minute(of: position.time), exchange: exchange))
     }
 
     /// In key order, so concurrent writers touch rows in the same order.

@@ -3,8 +3,11 @@ import Foundation
 /// ISO-8601 UTC timestamps with microseconds (`2026-01-01T00:00:00.000000Z`): fixed width, so
 /// SQLite's text columns sort chronologically, and the precision PostgreSQL keeps.
 public enum Timestamp {
+    /// Microseconds since 1970, rounded: the precision both stores keep.
+    static func microseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1_000_000).rounded()) }
+
     public static func format(_ date: Date) -> String {
-        let microseconds = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
+        let microseconds = Self.microseconds(date)
         var seconds = time_t(microseconds.floorDivided(by: 1_000_000))
         let fraction = Int(microseconds - Int64(seconds) * 1_000_000)
         var parts = tm()

@@ -113,7 +113,7 @@ struct CandleDeltaColumns {
     init(_ minutes: MinuteCandles) {
         for (key, part) in minutes.sorted {
             instruments.append(key.instrument)
-            buckets.append(CandleRollup.microseconds(key.bucket))
+            buckets.append(Timestamp.microseconds(key.bucket))
             exchanges.append(key.exchange)
             opens.append(part.open)
             highs.append(part.high)
@@ -121,9 +121,9 @@ struct CandleDeltaColumns {
             closes.append(part.close)
             volumes.append(part.volume.description)
             counts.append(Int64(part.tradeCount))
-            openTimes.append(CandleRollup.microseconds(part.first.time))
+            openTimes.append(Timestamp.microseconds(part.first.time))
             openIDs.append(part.first.id)
-            closeTimes.append(CandleRollup.microseconds(part.last.time))
+            closeTimes.append(Timestamp.microseconds(part.last.time))
             closeIDs.append(part.last.id)
         }
     }

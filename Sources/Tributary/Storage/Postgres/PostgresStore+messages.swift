@@ -66,7 +66,7 @@ extension PostgresStore {
             sources.append(pending.sourceID)
             sessions.append(pending.sessionID)
             exchangeTimes.append(message.exchangeTimestampMs ?? -1)
-            times.append(CandleRollup.microseconds(pending.receivedAt))
+            times.append(Timestamp.microseconds(pending.receivedAt))
         }
         let metrics = JSONValue.object(batch.metrics).serialized
         // Times travel as whole microseconds, the same ones the candle minutes below are computed from.
