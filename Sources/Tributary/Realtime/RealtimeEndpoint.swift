@@ -74,7 +74,7 @@ public struct RealtimeEndpoint: Sendable {
                         overflowingSince = since
                         if ContinuousClock.now - since >= overflowGrace {
                             sessionLogger.warning("closing a realtime client that cannot keep up", metadata: ["dropped": "\(client.droppedCount)"])
-                            await Self.closeSlowClient(outbound, channel: channel)
+                            await Self.closeSlowClient(outbound, channel: channel, logger: sessionLogger)
                             return
                         }
                     } else {
@@ -100,13 +100,24 @@ public struct RealtimeEndpoint: Sendable {
         logger.debug("realtime client disconnected", metadata: ["dropped": "\(client.droppedCount)"])
     }
 
-    /// Sends 1008 if the socket still takes writes within a second, then closes the connection,
-    /// which also fails the sender's pending writes of a fully stalled socket.
-    static func closeSlowClient(_ outbound: WebSocketOutboundWriter, channel: any Channel) async {
-        let closing = Task { try? await outbound.close(.policyViolation, reason: "client too slow: updates dropped") }
-        try? await Task.sleep(for: .seconds(1))
-        closing.cancel()
-        try? await channel.close()
+    /// Sends 1008 if the socket still takes writes (within a second), then closes the connection,
+    /// which also fails the sender's pending writes. A fully stalled socket cannot take the close
+    /// frame, so it is closed at once; the close is issued on the channel directly, not through the
+    /// WebSocket writer, so nothing waiting on that writer can hold it up.
+    static func closeSlowClient(_ outbound: WebSocketOutboundWriter, channel: any Channel, logger: Logger) async {
+        if channel.isWritable {
+            let closing = Task { try? await outbound.close(.policyViolation, reason: "client too slow: updates dropped") }
+            try? await Task.sleep(for: .seconds(1))
+            closing.cancel()
+        }
+        let closed = channel.eventLoop.makePromise(of: Void.self)
+        channel.close(mode: .all, promise: closed)
+        do {
+            try await closed.futureResult.get()
+            logger.debug("closed the slow realtime client's connection")
+        } catch {
+            logger.debug("slow realtime client's connection was already closing", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Writes queued updates as text frames with one event-loop hop and one flush, and returns
