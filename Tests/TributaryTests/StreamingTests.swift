@@ -165,7 +165,8 @@ import Testing
         var options = SimulatorOptions()
         options.rate = 200
         options.total = 100
-        options.pingInterval = .seconds(1)
+        // A pong must come back within one period or the exchange closes: 2 s leaves room for a busy test machine.
+        options.pingInterval = .seconds(2)
         let body: @Sendable (Int) -> String = { port in
             JSONValue.object([
                 "name": "binance-sim", "connector_type": "websocket", "exchange": "binance",
@@ -174,7 +175,8 @@ import Testing
         }
         try await Self.withStartedConnector(.sqlite, options: options, body: body) { exchange, config, client, id in
             #expect(try await eventually { try await Self.count(config, id) == 100 })
-            try await Task.sleep(for: .seconds(4))
+            // Without pongs the exchange would close at its second ping, 4 s after connecting.
+            try await Task.sleep(for: .seconds(5))
             #expect(exchange.connectionCount == 1, "protocol pings were answered, so the exchange kept the connection")
             let sources = try await RawDatabase.strings(
                 config,
