@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
+import NIOCore
 import Testing
 
 @testable import Tributary
@@ -278,7 +279,16 @@ import Testing
                         try await eventually { server.logText.contains("closing a realtime client that cannot keep up") },
                         "the server gave up on the stalled client"
                     )
-                    let closed = try await eventually { stalled.isClosedByServer }
+                    // Still unread: the server lets go of the client only if it cut the connection itself
+                    // (a write to the stalled socket never completes otherwise).
+                    #expect(
+                        try await eventually {
+                            let metrics = try await client.execute(uri: "/metrics", method: .get)
+                            return ObservabilityTests.value(String(buffer: metrics.body), "tributary_realtime_clients") == 0
+                        },
+                        "the server dropped the client without its help"
+                    )
+                    let closed = await stalled.drainUntilClosedByServer(timeout: .seconds(30))
                     #expect(closed, "its connection was closed; server log:\n\(closed ? "" : String(server.logText.suffix(3000)))")
                     let stored = try await Self.count(config, id)
                     #expect(try await eventually { try await Self.count(config, id) > stored }, "ingest kept going")

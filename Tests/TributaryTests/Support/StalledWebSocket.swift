@@ -43,14 +43,28 @@ final class StalledWebSocket: Sendable {
         return fd
     }
 
-    /// Whether the server has closed the connection (checked by draining what is readable without blocking).
-    var isClosedByServer: Bool {
+    /// Reads and discards everything until the server closes the connection (true) or `timeout`
+    /// passes (false). The server's socket may still hold megabytes written before it gave up,
+    /// and they arrive through this socket's small window: reading them only now and then (a poll
+    /// every 50 ms drained 8 KB each time) took longer than the test waited. So it reads
+    /// continuously, on a dispatch thread, as the handshake does.
+    func drainUntilClosedByServer(timeout: Duration) async -> Bool {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: self.drain(for: timeout)) }
+        }
+    }
+
+    private func drain(for timeout: Duration) -> Bool {
+        let deadline = ContinuousClock.now + timeout
         var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
+        var readable = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+        while ContinuousClock.now < deadline {
+            guard poll(&readable, 1, 50) > 0 else { continue }
             let read = recv(descriptor, &buffer, buffer.count, Int32(MSG_DONTWAIT))
             if read == 0 { return true }
-            if read < 0 { return errno != EAGAIN && errno != EWOULDBLOCK }
+            if read < 0, errno != EAGAIN, errno != EWOULDBLOCK, errno != EINTR { return true }
         }
+        return false
     }
 
     func close() {
