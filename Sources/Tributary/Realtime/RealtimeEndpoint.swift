@@ -101,9 +101,8 @@ public struct RealtimeEndpoint: Sendable {
     }
 
     /// Sends 1008 if the socket still takes writes (within a second), then closes the connection,
-    /// which also fails the sender's pending writes. A fully stalled socket cannot take the close
-    /// frame, so it is closed at once; the close is issued on the channel directly, not through the
-    /// WebSocket writer, so nothing waiting on that writer can hold it up.
+    /// which also fails the sender's pending writes. A fully stalled socket could not take the
+    /// close frame either, so it is closed at once.
     static func closeSlowClient(_ outbound: WebSocketOutboundWriter, channel: any Channel, logger: Logger) async {
         if channel.isWritable {
             let closing = Task { try? await outbound.close(.policyViolation, reason: "client too slow: updates dropped") }
