@@ -33,11 +33,11 @@ public struct CandleCompactor: Service {
                 let folded = try await store.compactCandles()
                 if failing { logger.info("candle compaction works again", metadata: ["folded": "\(folded)"]) }
                 failing = false
-            } catch  where ready {
+            } catch {
+                // Before the schema is ready there is nothing to report.
+                guard ready else { continue }
                 if !failing { logger.warning("candle compaction failed; retrying", metadata: ["error": "\(error)"]) }
                 failing = true
-            } catch {
-                continue
             }
         }
         // A last fold so a clean shutdown leaves nothing staged.
