@@ -74,7 +74,7 @@ public struct RealtimeEndpoint: Sendable {
                         overflowingSince = since
                         if ContinuousClock.now - since >= overflowGrace {
                             sessionLogger.warning("closing a realtime client that cannot keep up", metadata: ["dropped": "\(client.droppedCount)"])
-                            await Self.closeSlowClient(outbound, channel: channel, logger: sessionLogger)
+                            await Self.closeSlowClient(channel: channel, logger: sessionLogger)
                             return
                         }
                     } else {
@@ -100,23 +100,35 @@ public struct RealtimeEndpoint: Sendable {
         logger.debug("realtime client disconnected", metadata: ["dropped": "\(client.droppedCount)"])
     }
 
-    /// Sends 1008 if the socket still takes writes (within a second), then closes the connection,
-    /// which also fails the sender's pending writes. A fully stalled socket could not take the
-    /// close frame either, so it is closed at once.
-    static func closeSlowClient(_ outbound: WebSocketOutboundWriter, channel: any Channel, logger: Logger) async {
-        if channel.isWritable {
-            let closing = Task { try? await outbound.close(.policyViolation, reason: "client too slow: updates dropped") }
-            try? await Task.sleep(for: .seconds(1))
-            closing.cancel()
+    /// Queues a 1008 close frame behind the updates already sent. If it reaches the socket within
+    /// a second, the connection is closed normally: the client reads what was sent, the 1008 and
+    /// then the end of the stream. If not, the client takes no data at all and the connection is
+    /// reset (SO_LINGER 0), which frees the megabytes its socket holds at once instead of keeping
+    /// them in an orphaned socket for as long as the kernel probes a zero window (nginx's
+    /// `reset_timedout_connection` does the same). Either way the sender's pending write fails.
+    static func closeSlowClient(channel: any Channel, logger: Logger) async {
+        var payload = channel.allocator.buffer(capacity: 40)
+        payload.write(webSocketErrorCode: .policyViolation)
+        payload.writeString("client too slow: updates dropped")
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: payload), promise: written)
+        let delivered = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { (try? await written.futureResult.get()) != nil }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(1))
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            if !first {
+                // Also ends the write still waiting in the group.
+                try? await (channel as? any SocketOptionProvider)?.setSoLinger(linger(l_onoff: 1, l_linger: 0)).get()
+                try? await channel.close()
+            }
+            return first
         }
-        let closed = channel.eventLoop.makePromise(of: Void.self)
-        channel.close(mode: .all, promise: closed)
-        do {
-            try await closed.futureResult.get()
-            logger.debug("closed the slow realtime client's connection")
-        } catch {
-            logger.debug("slow realtime client's connection was already closing", metadata: ["error": "\(error)"])
-        }
+        if delivered { try? await channel.close() }
+        logger.debug(delivered ? "closed the slow realtime client's connection with 1008" : "reset the stalled realtime client's connection")
     }
 
     /// Writes queued updates as text frames with one event-loop hop and one flush, and returns
@@ -128,7 +140,7 @@ public struct RealtimeEndpoint: Sendable {
         try await channel.eventLoop.flatSubmit {
             var written: EventLoopFuture<Void>?
             for text in texts {
-                written = channel.write(NIOAny(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text))))
+                written = channel.write(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text)))
             }
             channel.flush()
             return written!

@@ -43,11 +43,9 @@ final class StalledWebSocket: Sendable {
         return fd
     }
 
-    /// Reads and discards everything until the server closes the connection (true) or `timeout`
-    /// passes (false). The server's socket may still hold megabytes written before it gave up,
-    /// and they arrive through this socket's small window: reading them only now and then (a poll
-    /// every 50 ms drained 8 KB each time) took longer than the test waited. So it reads
-    /// continuously, on a dispatch thread, as the handshake does.
+    /// Reads and discards everything until the server ends the connection, by a close or a reset
+    /// (true), or `timeout` passes (false). Reads continuously, on a dispatch thread as the
+    /// handshake does.
     func drainUntilClosedByServer(timeout: Duration) async -> Bool {
         await withCheckedContinuation { continuation in
             DispatchQueue.global().async { continuation.resume(returning: self.drain(for: timeout)) }
