@@ -56,5 +56,48 @@ import Testing
 
     @Test func invalidUTF8IsRejected() {
         #expect(throws: JSONParseError.self) { try JSONValue.parse([0x22, 0xFF, 0xFE, 0x22]) }
+        // A truncated two-byte sequence after ASCII, and a lone continuation byte.
+        #expect(throws: JSONParseError.self) { try JSONValue.parse(Array("\"ab".utf8) + [0xC3, 0x22]) }
+        #expect(throws: JSONParseError.self) { try JSONValue.parse(Array("\"ab".utf8) + [0x80, 0x22]) }
+    }
+
+    @Test func objectWriterWritesWhatAssigningIntoAnObjectWould() {
+        func members(_ sink: inout some JSONMemberSink) {
+            sink.string("price", "1.50")
+            sink.string("side", nil)
+            sink.number("n", "7")
+            sink.value("flag", .bool(true))
+            sink.string("quote", "say \"hi\"\n")
+        }
+        let overrides: JSONObject = ["side": "buy", "extra": [1, "x"], "n": .null]
+        var object = JSONObject()
+        members(&object)
+        for (key, value) in overrides { object[key] = value }
+        var writer = JSONObjectWriter(after: "[", overrides: overrides)
+        members(&writer)
+        #expect(writer.finish(suffix: "]") == "[" + JSONValue.object(object).serialized + "]")
+        #expect(JSONValue.object(object).serialized == #"{"price":"1.50","side":"buy","n":null,"flag":true,"quote":"say \"hi\"\n","extra":[1,"x"]}"#)
+    }
+
+    @Test func storedDataIsTheMessageJSON() throws {
+        let message = MarketMessage(
+            exchange: .okx,
+            channel: "tickers",
+            messageType: .ticker,
+            instrument: "BTC-USDT",
+            symbol: "BTC-USDT",
+            price: "43250.1",
+            exchangeTimestampMs: 1_597_026_383_085,
+            fields: ["best_bid": "43250.0", "price": "43250.10", "raw": "shadowed"],
+            raw: ["instId": "BTC-USDT", "last": "43250.1"]
+        )
+        #expect(message.serializedJSON == message.json.serialized)
+        #expect(try JSONValue.parse(message.serializedJSON)["raw"] == ["instId": "BTC-USDT", "last": "43250.1"])
+        let plain = MarketMessage(exchange: .binance, channel: "trade", messageType: .trade, raw: .null)
+        #expect(plain.serializedJSON == plain.json.serialized)
+    }
+
+    @Test func stringsKeepTheirText() throws {
+        #expect(try JSONValue.parse(#"["BTC-USDT","Zürich €","a\"b"]"#) == .array(["BTC-USDT", "Zürich €", "a\"b"]))
     }
 }

@@ -197,6 +197,7 @@ import Testing
 
     @Test(arguments: [
         ("BTCUSDT", "BTC-USDT"), ("ethbtc", "ETH-BTC"), ("BTC-USDT-SWAP", "BTC-USDT"), ("XBT/USD", "BTC-USD"), ("BNBFDUSD", "BNB-FDUSD"),
+        ("BTC-USDT", "BTC-USDT"), ("btc-usdt", "BTC-USDT"), ("XBT-USD", "BTC-USD"), ("ETH-XDG", "ETH-DOGE"), ("1INCH-USDT", "1INCH-USDT"),
     ])
     func instrumentsNormalize(_ symbol: String, _ expected: String) {
         #expect(Instruments.normalize(symbol) == expected)

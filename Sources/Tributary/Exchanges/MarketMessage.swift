@@ -61,20 +61,33 @@ public struct MarketMessage: Sendable, Equatable {
 
     /// The normalized message as stored in `websocket_messages.data` (so `data->>'instrument'` works).
     public var json: JSONValue {
-        var object: JSONObject = [
-            "exchange": .string(exchange.rawValue),
-            "channel": .string(channel),
-            "message_type": .string(messageType.rawValue),
-            "instrument": .optional(instrument),
-            "symbol": .optional(symbol),
-            "price": .optional(price),
-            "quantity": .optional(quantity),
-            "side": .optional(side),
-        ]
-        if let exchangeTimestampMs { object["exchange_timestamp_ms"] = .number(String(exchangeTimestampMs)) }
+        var object = JSONObject()
+        writeMembers(to: &object)
         for (key, value) in fields { object[key] = value }
         object["raw"] = raw
         return .object(object)
+    }
+
+    /// `json.serialized`, written without building the tree: the `data` of every stored message.
+    public var serializedJSON: String {
+        var extra = fields
+        extra["raw"] = raw
+        var writer = JSONObjectWriter(overrides: extra)
+        writeMembers(to: &writer)
+        return writer.finish()
+    }
+
+    /// The members of `json` that come before `fields` and `raw`.
+    func writeMembers(to sink: inout some JSONMemberSink) {
+        sink.string("exchange", exchange.rawValue)
+        sink.string("channel", channel)
+        sink.string("message_type", messageType.rawValue)
+        sink.string("instrument", instrument)
+        sink.string("symbol", symbol)
+        sink.string("price", price)
+        sink.string("quantity", quantity)
+        sink.string("side", side)
+        if let exchangeTimestampMs { sink.number("exchange_timestamp_ms", String(exchangeTimestampMs)) }
     }
 }
 

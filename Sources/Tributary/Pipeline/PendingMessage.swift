@@ -16,7 +16,7 @@ public struct PendingMessage: Sendable {
         self.sessionID = sessionID
         self.sourceID = sourceID
         self.receivedAt = receivedAt
-        self.data = message.json.serialized
+        self.data = message.serializedJSON
         // The source record lives on in `data`; a buffered message need not hold its parsed tree too.
         self.message = message
         self.message.raw = .null
@@ -56,26 +56,24 @@ public struct StoredMessage: Sendable {
         self.pending = pending
     }
 
-    /// The `data` of a realtime `data_update`.
-    public var json: JSONValue {
+    /// The realtime `{"type":"data_update","data":{...}}` text of this message.
+    public var update: String {
         let message = pending.message
-        var object: JSONObject = [
-            "id": .number(String(id)),
-            "connector_id": .string(pending.connectorID),
-            "exchange": .string(message.exchange.rawValue),
-            "instrument": .optional(message.instrument),
-            "symbol": .optional(message.symbol),
-            "message_type": .string(message.messageType.rawValue),
-            "price": .optional(message.price),
-            "quantity": .optional(message.quantity),
-            "side": .optional(message.side),
-            "source_id": .string(pending.sourceID),
-            "session_id": .string(pending.sessionID),
-            "exchange_timestamp": .optional(message.exchangeTimestampMs.map { Timestamp.format(Date(timeIntervalSince1970: Double($0) / 1000)) }),
-            "timestamp": .string(Timestamp.format(pending.receivedAt)),
-        ]
-        for (key, value) in message.fields { object[key] = value }
-        return .object(object)
+        var data = JSONObjectWriter(after: #"{"type":"data_update","data":"#, overrides: message.fields)
+        data.number("id", String(id))
+        data.string("connector_id", pending.connectorID)
+        data.string("exchange", message.exchange.rawValue)
+        data.string("instrument", message.instrument)
+        data.string("symbol", message.symbol)
+        data.string("message_type", message.messageType.rawValue)
+        data.string("price", message.price)
+        data.string("quantity", message.quantity)
+        data.string("side", message.side)
+        data.string("source_id", pending.sourceID)
+        data.string("session_id", pending.sessionID)
+        data.string("exchange_timestamp", message.exchangeTimestampMs.map { Timestamp.format(Date(timeIntervalSince1970: Double($0) / 1000)) })
+        data.string("timestamp", Timestamp.format(pending.receivedAt))
+        return data.finish(suffix: "}")
     }
 }
 

@@ -107,7 +107,7 @@ public final class Broadcaster: Sendable {
         for message in messages {
             var text: String?
             for (client, filter) in zip(clients, filters) where filter.matches(message) {
-                if text == nil { text = JSONValue.object(["type": "data_update", "data": message.json]).serialized }
+                if text == nil { text = message.update }
                 client.enqueue(text!)
             }
         }

@@ -164,14 +164,17 @@ struct JSONParser {
     mutating func parseString() throws(JSONParseError) -> String {
         index += 1
         let start = index
+        var nonASCII: UInt8 = 0
         // Fast path: no escapes.
         while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
                 let slice = UnsafeBufferPointer(rebasing: bytes[start..<index])
                 index += 1
-                return try validUTF8(slice, at: start)
+                // ASCII needs no validation (and the validating initializer is generic, so not cheap).
+                return nonASCII < 0x80 ? String(decoding: slice, as: UTF8.self) : try validUTF8(slice, at: start)
             }
+            nonASCII |= byte
             if byte == UInt8(ascii: "\\") { break }
             if byte < 0x20 { throw error("control character in string") }
             index += 1

@@ -83,3 +83,87 @@ extension JSONValue {
     /// `.string` for a value, `.null` for nil.
     public static func optional(_ value: String?) -> JSONValue { value.map(JSONValue.string) ?? .null }
 }
+
+/// Receives an object's members in order: `JSONObjectWriter` writes them straight to text,
+/// `JSONObject` keeps them. A type that lists its members once, for both, writes through this.
+protocol JSONMemberSink {
+    /// A string member, `null` for nil.
+    mutating func string(_ key: String, _ value: String?)
+    /// A number member, kept as its exact text.
+    mutating func number(_ key: String, _ text: String)
+    mutating func value(_ key: String, _ value: JSONValue)
+}
+
+extension JSONObject: JSONMemberSink {
+    mutating func string(_ key: String, _ value: String?) { self[key] = .optional(value) }
+    mutating func number(_ key: String, _ text: String) { self[key] = .number(text) }
+    mutating func value(_ key: String, _ value: JSONValue) { self[key] = value }
+}
+
+/// Writes one JSON object straight to text, member by member: for the per-message hot paths
+/// (the stored `data` column, realtime updates), where building a `JSONValue` tree first costs
+/// more than the text itself. Members of `overrides` (a message's extra fields) replace the
+/// same-named members where they stand and the rest follow at the end: the same text as
+/// assigning them into a `JSONObject` after the others.
+struct JSONObjectWriter: JSONMemberSink {
+    private var output: [UInt8]
+    private let overrides: JSONObject
+    private var overridden: Set<String> = []
+    private var first = true
+
+    /// Starts the object after `prefix` (for an object nested in fixed text).
+    init(after prefix: String = "", overrides: JSONObject = [:]) {
+        output = Array(prefix.utf8)
+        output.reserveCapacity(output.count + 384)
+        output.append(UInt8(ascii: "{"))
+        self.overrides = overrides
+    }
+
+    mutating func string(_ key: String, _ value: String?) {
+        guard open(key) else { return }
+        if let value { JSONValue.writeString(value, to: &output) } else { output.append(contentsOf: "null".utf8) }
+    }
+
+    mutating func number(_ key: String, _ text: String) {
+        guard open(key) else { return }
+        output.append(contentsOf: text.utf8)
+    }
+
+    mutating func value(_ key: String, _ value: JSONValue) {
+        guard open(key) else { return }
+        value.write(to: &output)
+    }
+
+    /// Closes the object, after the overrides that replaced nothing, then appends `suffix`.
+    consuming func finish(suffix: String = "") -> String {
+        for member in overrides where !overridden.contains(member.key) { write(member.key, member.value) }
+        output.append(UInt8(ascii: "}"))
+        output.append(contentsOf: suffix.utf8)
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    /// Writes `key:` and returns true for the caller to write its value, or writes the override
+    /// for `key` and returns false.
+    private mutating func open(_ key: String) -> Bool {
+        if !overrides.isEmpty, let replacement = overrides[key] {
+            overridden.insert(key)
+            write(key, replacement)
+            return false
+        }
+        separate()
+        JSONValue.writeString(key, to: &output)
+        output.append(UInt8(ascii: ":"))
+        return true
+    }
+
+    private mutating func write(_ key: String, _ value: JSONValue) {
+        separate()
+        JSONValue.writeString(key, to: &output)
+        output.append(UInt8(ascii: ":"))
+        value.write(to: &output)
+    }
+
+    private mutating func separate() {
+        if first { first = false } else { output.append(UInt8(ascii: ",")) }
+    }
+}
