@@ -1,15 +1,17 @@
 import Foundation
 
-/// A normalized message accepted from a connector and waiting to be written.
-public struct PendingMessage: Sendable {
-    public var connectorID: String
-    public var sessionID: String
+/// A normalized message accepted from a connector and waiting to be written. A class, as it is
+/// handed from buffer to batch to store to broadcaster: one retain per hand-over instead of a
+/// dozen (one per string it holds).
+public final class PendingMessage: Sendable {
+    public let connectorID: String
+    public let sessionID: String
     /// Always set: the exchange's identity, or `<session_id>:<n>` when it gives none.
-    public var sourceID: String
-    public var message: MarketMessage
-    public var receivedAt: Date
+    public let sourceID: String
+    public let message: MarketMessage
+    public let receivedAt: Date
     /// `message.json` serialized once, on the connector's task rather than the writer's.
-    public var data: String
+    public let data: String
 
     public init(connectorID: String, sessionID: String, sourceID: String, message: MarketMessage, receivedAt: Date) {
         self.connectorID = connectorID
@@ -18,9 +20,18 @@ public struct PendingMessage: Sendable {
         self.receivedAt = receivedAt
         self.data = message.serializedJSON
         // The source record lives on in `data`; a buffered message need not hold its parsed tree too.
+        var message = message
+        message.raw = .null
         self.message = message
-        self.message.raw = .null
     }
+
+    /// `(connector_id, source_id)`: what the unique index makes idempotent.
+    public struct Identity: Hashable, Sendable {
+        public var connectorID: String
+        public var sourceID: String
+    }
+
+    public var identity: Identity { Identity(connectorID: connectorID, sourceID: sourceID) }
 
     /// True when `text` is a plain decimal number PostgreSQL's NUMERIC accepts (`-12.5`, `1e-7`).
     public static func isDecimal(_ text: String) -> Bool {

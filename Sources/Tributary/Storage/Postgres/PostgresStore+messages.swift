@@ -84,11 +84,11 @@ extension PostgresStore {
         return try await run("insert messages") { [logger] client in
             try await client.withTransaction(logger: logger) { connection in
                 let rows = try await connection.query(insert, logger: logger)
-                var ids: [String: Int64] = [:]
+                var ids: [PendingMessage.Identity: Int64] = [:]
                 for try await (id, connector, source) in rows.decode((Int64, String, String).self) {
-                    ids[connector + "\u{0}" + source] = id
+                    ids[PendingMessage.Identity(connectorID: connector, sourceID: source)] = id
                 }
-                let messageIDs = messages.map { ids[$0.connectorID + "\u{0}" + $0.sourceID] }
+                let messageIDs = messages.map { ids[$0.identity] }
                 let stored = JSONValue.array(messageIDs.compactMap { $0.map { .number(String($0)) } }).serialized
                 // The batch's candle minutes, computed here from the rows really inserted (duplicates add nothing).
                 let d = CandleDeltaColumns(MinuteCandles(stored: messages, ids: messageIDs))

@@ -34,7 +34,7 @@ extension SQLiteStore {
     public func insertMessages(_ messages: [PendingMessage], batch: BatchRecord) async throws -> [Int64?] {
         guard !messages.isEmpty else { return [] }
         return try await transaction("insert messages") { connection in
-            var ids: [String: Int64] = [:]
+            var ids: [PendingMessage.Identity: Int64] = [:]
             for start in stride(from: 0, to: messages.count, by: Self.rowsPerStatement) {
                 let chunk = messages[start..<min(start + Self.rowsPerStatement, messages.count)]
                 var binds: [SQLiteData] = []
@@ -55,11 +55,11 @@ extension SQLiteStore {
                     if let id = row.column("id")?.integer, let connector = row.column("connector_id")?.string,
                         let source = row.column("source_id")?.string
                     {
-                        ids[connector + "\u{0}" + source] = Int64(id)
+                        ids[PendingMessage.Identity(connectorID: connector, sourceID: source)] = Int64(id)
                     }
                 }
             }
-            let messageIDs = messages.map { ids[$0.connectorID + "\u{0}" + $0.sourceID] }
+            let messageIDs = messages.map { ids[$0.identity] }
             var minutes = MinuteCandles()
             for (pending, id) in zip(messages, messageIDs) {
                 let message = pending.message
