@@ -22,7 +22,15 @@ public final class SQLiteStore: ConnectorStore {
         }
         let connection: SQLiteConnection = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
         let store = SQLiteStore(connection: connection, timeout: timeout, logger: logger)
-        for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA foreign_keys = ON", "PRAGMA busy_timeout = 10000"] {
+        // Durable (WAL, synchronous FULL). A 16 MB page cache instead of SQLite's 2 MB keeps a
+        // batch's dirty index pages from spilling to the WAL mid-transaction (`pagerStress` in a
+        // profile of `bench ingest`): 35,087 / 36,610 / 43,065 msg/s against 31,570 / 30,149 /
+        // 36,588 with the default, in alternated runs.
+        let pragmas = [
+            "PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA foreign_keys = ON", "PRAGMA busy_timeout = 10000",
+            "PRAGMA cache_size = -16384",
+        ]
+        for pragma in pragmas {
             _ = try await connection.query(pragma)
         }
         return store
