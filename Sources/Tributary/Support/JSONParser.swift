@@ -164,7 +164,7 @@ struct JSONParser {
     mutating func parseString() throws(JSONParseError) -> String {
         index += 1
         let start = index
-        var nonASCII: UInt8 = 0
+        var everyByte: UInt8 = 0  // all of them OR-ed: below 0x80 when the string is ASCII
         // Fast path: no escapes.
         while index < bytes.count {
             let byte = bytes[index]
@@ -172,9 +172,9 @@ struct JSONParser {
                 let slice = UnsafeBufferPointer(rebasing: bytes[start..<index])
                 index += 1
                 // ASCII needs no validation (and the validating initializer is generic, so not cheap).
-                return nonASCII < 0x80 ? String(decoding: slice, as: UTF8.self) : try validUTF8(slice, at: start)
+                return everyByte < 0x80 ? String(decoding: slice, as: UTF8.self) : try validUTF8(slice, at: start)
             }
-            nonASCII |= byte
+            everyByte |= byte
             if byte == UInt8(ascii: "\\") { break }
             if byte < 0x20 { throw error("control character in string") }
             index += 1

@@ -91,13 +91,11 @@ protocol JSONMemberSink {
     mutating func string(_ key: String, _ value: String?)
     /// A number member, kept as its exact text.
     mutating func number(_ key: String, _ text: String)
-    mutating func value(_ key: String, _ value: JSONValue)
 }
 
 extension JSONObject: JSONMemberSink {
     mutating func string(_ key: String, _ value: String?) { self[key] = .optional(value) }
     mutating func number(_ key: String, _ text: String) { self[key] = .number(text) }
-    mutating func value(_ key: String, _ value: JSONValue) { self[key] = value }
 }
 
 /// Writes one JSON object straight to text, member by member: for the per-message hot paths
@@ -127,11 +125,6 @@ struct JSONObjectWriter: JSONMemberSink {
     mutating func number(_ key: String, _ text: String) {
         guard open(key) else { return }
         output.append(contentsOf: text.utf8)
-    }
-
-    mutating func value(_ key: String, _ value: JSONValue) {
-        guard open(key) else { return }
-        value.write(to: &output)
     }
 
     /// Closes the object, after the overrides that replaced nothing, then appends `suffix`.
