@@ -271,6 +271,7 @@ import Testing
                 try await server.run { client in
                     let stalled = try await StalledWebSocket(port: client.port!, path: "/api/realtime")
                     defer { stalled.close() }
+                    #expect(try !stalled.serverClosed(serverPort: client.port!), "connected: the server's end is open")
                     let created = try await client.json(.post, "/api/connectors", body: Self.okxBody(port: simulatorPort))
                     let id = try #require(created.body["connector_id"]?.stringValue)
                     try await client.json(.post, "/api/connectors/\(id)/start")
@@ -288,10 +289,12 @@ import Testing
                         },
                         "the server dropped the client without its help"
                     )
-                    let closed = await stalled.drainUntilClosedByServer(timeout: .seconds(30))
+                    // Closed by the server: reset if not even the 1008 frame fit into the socket, else
+                    // closed after it (when the sender merely lagged), either way at once.
+                    let closed = try await eventually(timeout: .seconds(5)) { try stalled.serverClosed(serverPort: client.port!) }
                     let realtimeLog = server.logText.split(separator: "\n").filter { $0.contains("realtime") }.suffix(20)
-                    #expect(closed, "its connection was closed; server log:\n\(closed ? "" : realtimeLog.joined(separator: "\n"))")
-                    #expect(server.logText.contains("reset the stalled realtime client's connection"), "a socket that takes nothing is reset")
+                    #expect(closed, "the server closed its end; server log:\n\(closed ? "" : realtimeLog.joined(separator: "\n"))")
+                    _ = await stalled.drainUntilClosedByServer(timeout: .seconds(5))
                     let stored = try await Self.count(config, id)
                     #expect(try await eventually { try await Self.count(config, id) > stored }, "ingest kept going")
                     try await client.json(.post, "/api/connectors/\(id)/stop")

@@ -143,20 +143,19 @@ struct JSONObjectWriter: JSONMemberSink {
             write(key, replacement)
             return false
         }
-        separate()
-        JSONValue.writeString(key, to: &output)
-        output.append(UInt8(ascii: ":"))
+        writeKey(key)
         return true
     }
 
     private mutating func write(_ key: String, _ value: JSONValue) {
-        separate()
-        JSONValue.writeString(key, to: &output)
-        output.append(UInt8(ascii: ":"))
+        writeKey(key)
         value.write(to: &output)
     }
 
-    private mutating func separate() {
+    /// `"key":`, after a comma unless it is the first member.
+    private mutating func writeKey(_ key: String) {
         if first { first = false } else { output.append(UInt8(ascii: ",")) }
+        JSONValue.writeString(key, to: &output)
+        output.append(UInt8(ascii: ":"))
     }
 }
