@@ -43,16 +43,11 @@ public enum Instruments {
         guard let dash, dash > 0, dash < length - 1 else { return false }
         let base = symbol.utf8.prefix(dash)
         let quote = symbol.utf8.suffix(length - dash - 1)
-        return !aliases.contains { base.elementsEqual($0.utf8) || quote.elementsEqual($0.utf8) }
+        return !aliases.keys.contains { base.elementsEqual($0.utf8) || quote.elementsEqual($0.utf8) }
     }
 
-    static let aliases = ["XBT", "XDG"]
+    /// Kraken's names for assets that everyone else calls otherwise.
+    static let aliases = ["XBT": "BTC", "XDG": "DOGE"]
 
-    static func alias(_ asset: String) -> String {
-        switch asset {
-        case "XBT": "BTC"
-        case "XDG": "DOGE"
-        default: asset
-        }
-    }
+    static func alias(_ asset: String) -> String { aliases[asset] ?? asset }
 }

@@ -82,28 +82,6 @@ final class StalledWebSocket: Sendable {
         }
     }
 
-    /// Reads and discards everything until the server ends the connection, by a close or a reset
-    /// (true), or `timeout` passes (false). Reads continuously, on a dispatch thread as the
-    /// handshake does.
-    func drainUntilClosedByServer(timeout: Duration) async -> Bool {
-        await withCheckedContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(returning: self.drain(for: timeout)) }
-        }
-    }
-
-    private func drain(for timeout: Duration) -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        var readable = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-        while ContinuousClock.now < deadline {
-            guard poll(&readable, 1, 50) > 0 else { continue }
-            let read = recv(descriptor, &buffer, buffer.count, Int32(MSG_DONTWAIT))
-            if read == 0 { return true }
-            if read < 0, errno != EAGAIN, errno != EWOULDBLOCK, errno != EINTR { return true }
-        }
-        return false
-    }
-
     func close() {
         Glibc.close(descriptor)
     }

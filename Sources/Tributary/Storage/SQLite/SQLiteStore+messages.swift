@@ -60,19 +60,8 @@ extension SQLiteStore {
                 }
             }
             let messageIDs = messages.map { ids[$0.identity] }
-            var minutes = MinuteCandles()
-            for (pending, id) in zip(messages, messageIDs) {
-                let message = pending.message
-                guard let id, message.messageType == .trade, let instrument = message.instrument, let price = message.price else { continue }
-                minutes.add(
-                    exchange: message.exchange.rawValue,
-                    instrument: instrument,
-                    price: price,
-                    quantity: message.quantity,
-                    at: PartialCandle.Position(time: pending.receivedAt, id: id)
-                )
-            }
-            try await minutes.merge(into: connection)
+            // The batch's candle minutes, from the rows really inserted (duplicates add nothing).
+            try await MinuteCandles(stored: messages, ids: messageIDs).merge(into: connection)
             _ = try await connection.query(
                 "INSERT INTO websocket_batches (batch_id, connector_id, message_count, messages, metrics, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
                 [
