@@ -106,6 +106,8 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Comma-separated instruments (BASE-QUOTE).") var instruments = "BTC-USDT,ETH-USDT"
     @Option(help: "Drop each connection after this many trades (0: never).") var dropEvery = 0
     @Option(help: "Send a malformed frame after every this many trades (0: never).") var malformedEvery = 0
+    @Option(help: "OKX: add a record with a value no store keeps after every this many trades per instrument (0: never).")
+    var hostileEvery = 0
     @Option(help: "OKX idle rule: close a connection silent in both directions for this many seconds.") var idleTimeout = 30.0
     @Option(help: "Binance keepalive: protocol ping period in seconds.") var pingInterval = 20.0
     @Option(help: "Trades per OKX frame when --rate is 0.") var tradesPerFrame = 1
@@ -117,6 +119,7 @@ struct Simulate: AsyncParsableCommand {
         options.instruments = instruments.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).uppercased() }
         options.dropEvery = dropEvery
         options.malformedEvery = malformedEvery
+        options.hostileEvery = hostileEvery
         options.idleTimeout = .milliseconds(Int(idleTimeout * 1000))
         options.pingInterval = .milliseconds(Int(pingInterval * 1000))
         options.tradesPerFrame = tradesPerFrame

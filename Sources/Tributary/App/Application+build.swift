@@ -24,7 +24,7 @@ public func buildApplication(
         ),
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "tributary"),
         // Started in this order, shut down in reverse: connectors stop, then the writer flushes, then the store closes.
-        services: [store, pipeline.compactor, pipeline.writer, pipeline.supervisor],
+        services: [store, pipeline.compactor, pipeline.deadLetters, pipeline.writer, pipeline.supervisor],
         onServerRunning: { channel in
             logger.notice("Tributary is listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
             await onRunning(channel.localAddress?.port ?? config.port)
@@ -41,6 +41,7 @@ public func buildApplication(
 /// The ingest pipeline and the connector runtime around one store.
 public struct Pipeline: Sendable {
     public let buffer: IngestBuffer
+    public let deadLetters: DeadLetterQueue
     public let metrics: PipelineMetrics
     public let broadcaster: Broadcaster
     public let writer: BatchWriter
@@ -52,6 +53,7 @@ public struct Pipeline: Sendable {
 
     public init(config: AppConfig, store: any ConnectorStore, secretBox: SecretBox, logger: Logger) {
         buffer = IngestBuffer(capacity: config.ingestBufferCapacity)
+        deadLetters = DeadLetterQueue(store: store, logger: logger)
         metrics = PipelineMetrics()
         broadcaster = Broadcaster(queueCapacity: config.realtimeQueueCapacity)
         writer = BatchWriter(
@@ -60,6 +62,7 @@ public struct Pipeline: Sendable {
             broadcaster: broadcaster,
             metrics: metrics,
             maxRetryDelay: config.batchMaxInterval,
+            deadLetters: deadLetters,
             logger: logger
         )
         compactor = CandleCompactor(store: store, logger: logger)
@@ -67,6 +70,7 @@ public struct Pipeline: Sendable {
             store: store,
             definition: { try ConnectorDefinition(record: $0, secretBox: secretBox) },
             buffer: buffer,
+            deadLetters: deadLetters,
             metrics: metrics,
             settings: config.runtime,
             logger: logger
@@ -94,6 +98,7 @@ public func buildRouter(
     // Outermost, so it sees the status the error middleware turned errors into.
     if let metrics { router.add(middleware: MetricsMiddleware(exporter: metrics)) }
     router.add(middleware: ErrorMiddleware())
+    router.add(middleware: TextInputMiddleware())
     let open = router.group()
     let api = router.group().add(middleware: AuthMiddleware(verifier: APITokenVerifier(tokens: config.apiTokens)))
     HealthController(store: store).addRoutes(to: table, in: open)

@@ -38,6 +38,8 @@ public final class ConnectorRuntimeState: Sendable {
             "messages_failed": .number(counters.failed.load(ordering: .relaxed)),
             "messages_duplicate": .number(counters.duplicates.load(ordering: .relaxed)),
             "messages_dropped": .number(counters.dropped.load(ordering: .relaxed)),
+            "messages_rejected": .number(counters.rejected.load(ordering: .relaxed)),
+            "last_rejection": counters.lastRejection.withLock { $0.map { .string($0.detail) } ?? .null },
             "messages_per_second": .number(String(format: "%.1f", counters.sampleRate())),
             "reconnects": .number(counters.reconnects.load(ordering: .relaxed)),
             "last_message_at": lastMessage == 0 ? .null : .string(Timestamp.format(Date(timeIntervalSince1970: Double(lastMessage) / 1000))),
@@ -58,6 +60,8 @@ public struct ConnectorContext: Sendable {
     public let connectorID: String
     public let definition: ConnectorDefinition
     public let buffer: IngestBuffer
+    /// Where rejected records are recorded; nil keeps them only in the counters and the log.
+    public let deadLetters: DeadLetterQueue?
     public let state: ConnectorRuntimeState
     public let settings: ConnectorRuntimeSettings
     public let logger: Logger
@@ -78,7 +82,8 @@ public struct ConnectorContext: Sendable {
     }
 
     /// Hands normalized messages to the pipeline without waiting; records an exchange error.
-    /// Messages with a non-decimal price or quantity are counted, logged and skipped.
+    /// Records that could not be stored (see `MarketMessage.rejection`) are counted as
+    /// rejected, logged at a bounded rate and skipped; the others of the frame go on.
     func accept(_ normalized: NormalizedFrame, session: inout IngestSession) {
         let counters = state.counters
         switch normalized {
@@ -92,10 +97,24 @@ public struct ConnectorContext: Sendable {
             let now = Date()
             var accepted: [PendingMessage] = []
             accepted.reserveCapacity(messages.count)
+            var rejected: [DeadLetter] = []
+            defer { deadLetters?.append(rejected) }
             for message in messages {
-                if let bad = [message.price, message.quantity].compactMap({ $0 }).first(where: { !PendingMessage.isDecimal($0) }) {
-                    counters.failed.add(1, ordering: .relaxed)
-                    session.logFailure("skipped a message with a non-decimal price or quantity", error: NormalizationError(bad), logger: logger)
+                if let rejection = message.rejection {
+                    counters.reject(rejection)
+                    session.logFailure("rejected a record that cannot be stored", error: rejection, logger: logger)
+                    rejected.append(
+                        DeadLetter(
+                            connectorID: connectorID,
+                            sourceID: message.sourceID,
+                            sessionID: session.sessionID,
+                            stage: .normalize,
+                            reason: rejection.reason,
+                            error: rejection.detail,
+                            raw: message.raw.serialized,
+                            timestamp: now
+                        )
+                    )
                     continue
                 }
                 session.sequence += 1

@@ -10,6 +10,7 @@ public actor ConnectorSupervisor: Service {
     let store: any ConnectorStore
     let definition: @Sendable (ConnectorRecord) throws -> ConnectorDefinition
     let buffer: IngestBuffer
+    let deadLetters: DeadLetterQueue?
     let metrics: PipelineMetrics
     let settings: ConnectorRuntimeSettings
     let logger: Logger
@@ -19,6 +20,7 @@ public actor ConnectorSupervisor: Service {
         store: any ConnectorStore,
         definition: @escaping @Sendable (ConnectorRecord) throws -> ConnectorDefinition,
         buffer: IngestBuffer,
+        deadLetters: DeadLetterQueue? = nil,
         metrics: PipelineMetrics,
         settings: ConnectorRuntimeSettings,
         logger: Logger
@@ -26,6 +28,7 @@ public actor ConnectorSupervisor: Service {
         self.store = store
         self.definition = definition
         self.buffer = buffer
+        self.deadLetters = deadLetters
         self.metrics = metrics
         self.settings = settings
         self.logger = logger
@@ -94,7 +97,15 @@ public actor ConnectorSupervisor: Service {
         let task: Task<Void, Never>
         do {
             let definition = try definition(record)
-            let context = ConnectorContext(connectorID: id, definition: definition, buffer: buffer, state: state, settings: settings, logger: logger)
+            let context = ConnectorContext(
+                connectorID: id,
+                definition: definition,
+                buffer: buffer,
+                deadLetters: deadLetters,
+                state: state,
+                settings: settings,
+                logger: logger
+            )
             switch definition.connectorType {
             case .websocket:
                 task = Task { await WebSocketConnector(context: context).run() }

@@ -39,6 +39,9 @@ public struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         case StoreError.unavailable(let reason):
             context.logger.warning("database unavailable", metadata: ["error_type": "StoreError.unavailable", "reason": "\(reason)"])
             apiError = APIError(.serviceUnavailable, code: "DATABASE_UNAVAILABLE", detail: "The database is unavailable; try again shortly")
+        case StoreError.rejected(let reason):
+            context.logger.warning("database refused a value", metadata: ["error_type": "StoreError.rejected", "reason": "\(reason)"])
+            apiError = APIError(.badRequest, code: "INVALID_VALUE", detail: "The database refused a value of this request (\(reason))")
         case is NIOTooManyBytesError:
             apiError = APIError(.contentTooLarge, code: "PAYLOAD_TOO_LARGE", detail: "The request body exceeds the 1 MiB limit")
         case let error as HTTPError where error.status == .notFound:

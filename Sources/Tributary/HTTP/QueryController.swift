@@ -18,6 +18,7 @@ public struct QueryController<Context: RequestContext>: Sendable {
         table.add(.get, "/api/instruments/{instrument}/history", in: group, use: history)
         table.add(.get, "/api/connectors/{connector_id}/data", in: group, use: connectorData)
         table.add(.get, "/api/batches", in: group, use: batches)
+        table.add(.get, "/api/dead-letters", in: group, use: deadLetters)
     }
 
     @Sendable func messages(_ request: Request, context: Context) async throws -> Response {
@@ -95,6 +96,14 @@ public struct QueryController<Context: RequestContext>: Sendable {
         return Self.page(rows.prefix(limit).map(\.json), more: rows.count > limit, last: rows.prefix(limit).last?.cursor, noun: "batches")
     }
 
+    @Sendable func deadLetters(_ request: Request, context: Context) async throws -> Response {
+        let connectorID = request.uri.queryParameters.get("connector_id")
+        let after = try request.cursor()
+        let limit = try request.integerParameter("limit", default: 100, range: 1...1000)
+        let rows = try await store.deadLetters(connectorID: connectorID, after: after, limit: limit + 1)
+        return Self.page(rows.prefix(limit).map(\.json), more: rows.count > limit, last: rows.prefix(limit).last?.cursor, noun: "dead letters")
+    }
+
     static func page(_ items: [JSONValue], more: Bool, last: PageCursor?, noun: String) -> Response {
         JSONResponse.success(
             "\(items.count) \(noun)",
@@ -109,12 +118,14 @@ extension Request {
     func timeRange() throws -> (since: Date?, until: Date?) {
         func time(_ name: String) throws -> Date? {
             guard let text = uri.queryParameters.get(name) else { return nil }
-            if !text.isEmpty, text.allSatisfy(\.isNumber), let milliseconds = Int64(text) {
-                return Date(timeIntervalSince1970: Double(milliseconds) / 1000)
+            let problem = "must be an ISO-8601 UTC time (2026-01-01T00:00:00Z) or epoch milliseconds, within years 0001-9999"
+            if !text.isEmpty, text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {
+                guard let milliseconds = Int64(text), let date = Timestamp.date(milliseconds: milliseconds) else {
+                    throw APIError.invalidParameter(name, problem)
+                }
+                return date
             }
-            guard let date = Timestamp.parse(text) else {
-                throw APIError.invalidParameter(name, "must be an ISO-8601 UTC time (2026-01-01T00:00:00Z) or epoch milliseconds")
-            }
+            guard let date = Timestamp.parse(text) else { throw APIError.invalidParameter(name, problem) }
             return date
         }
         let since = try time("since")

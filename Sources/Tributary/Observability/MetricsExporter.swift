@@ -49,6 +49,10 @@ public final class MetricsExporter: Sendable {
         ("tributary_connector_messages_received_total", "Messages received and accepted", { $0.received.load(ordering: .relaxed) }),
         ("tributary_connector_messages_stored_total", "Messages committed to the database", { $0.stored.load(ordering: .relaxed) }),
         ("tributary_connector_messages_failed_total", "Frames or records that could not be normalized", { $0.failed.load(ordering: .relaxed) }),
+        (
+            "tributary_connector_messages_rejected_total", "Records refused at normalization because they could not be stored",
+            { $0.rejected.load(ordering: .relaxed) }
+        ),
         ("tributary_connector_messages_duplicate_total", "Messages already stored (same source_id)", { $0.duplicates.load(ordering: .relaxed) }),
         (
             "tributary_connector_messages_dropped_total", "Messages refused because the ingest buffer was full",

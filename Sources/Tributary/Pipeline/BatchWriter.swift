@@ -18,6 +18,8 @@ public final class BatchWriter: Service {
     let maxRetryDelay: Duration
     let logger: Logger
     let publisher: OrderedPublisher
+    /// Where refused messages go; nil keeps them only in the log and the counters.
+    let deadLetters: DeadLetterQueue?
 
     public init(
         buffer: IngestBuffer,
@@ -26,8 +28,10 @@ public final class BatchWriter: Service {
         metrics: PipelineMetrics,
         maxBatch: Int = 10_000,
         maxRetryDelay: Duration = .seconds(5),
+        deadLetters: DeadLetterQueue? = nil,
         logger: Logger
     ) {
+        self.deadLetters = deadLetters
         self.buffer = buffer
         self.store = store
         self.broadcaster = broadcaster
@@ -63,18 +67,67 @@ public final class BatchWriter: Service {
         logger.info("batch writer stopped; every accepted message was written")
     }
 
-    /// Writes one batch, retrying until it succeeds. During shutdown it keeps trying for a bounded
-    /// time, then reports what could not be written.
+    /// Writes one batch and hands what was stored to the broadcaster, in ticket order.
     func write(_ batch: [PendingMessage], ticket: Int) async {
+        publisher.publish(await commit(batch), ticket: ticket)
+    }
+
+    /// Writes `batch`, retrying transient failures. When the database refuses the data itself
+    /// (`StoreError.isPermanent`), retrying cannot help: the batch is split in halves and each
+    /// written on its own, down to the single rows that are refused, which become dead letters.
+    /// So a poisoned row costs about 2·log2(n) extra writes and never holds up the rows around it.
+    func commit(_ batch: [PendingMessage]) async -> [StoredMessage] {
+        switch await attempt(batch) {
+        case .stored(let stored): return stored
+        case .abandoned: return []
+        case .refused(let error):
+            guard batch.count > 1 else {
+                let pending = batch[0]
+                metrics.counters(for: pending.connectorID).reject(Rejection(reason: "store_refused", detail: "\(error)"))
+                deadLetters?.append([
+                    DeadLetter(
+                        connectorID: pending.connectorID,
+                        sourceID: pending.sourceID,
+                        sessionID: pending.sessionID,
+                        stage: .store,
+                        reason: "store_refused",
+                        error: "\(error)",
+                        raw: pending.data
+                    )
+                ])
+                logger.warning(
+                    "the database refused a message; kept as a dead letter",
+                    metadata: ["connector_id": "\(pending.connectorID)", "source_id": "\(pending.sourceID)", "error": "\(error)"]
+                )
+                return []
+            }
+            let middle = batch.count / 2
+            return await commit(Array(batch[..<middle])) + commit(Array(batch[middle...]))
+        }
+    }
+
+    enum Attempt {
+        case stored([StoredMessage])
+        /// The database refused this batch's data: the same write would fail again.
+        case refused(StoreError)
+        /// Shutting down, and the database stayed unreachable past the shutdown deadline.
+        case abandoned
+    }
+
+    /// Writes one batch in one transaction, retrying transient failures with backoff. A retry
+    /// first asks whether the previous attempt committed after all (its `batch_id` is kept), so
+    /// a write whose answer was lost is neither written twice nor reported as duplicates.
+    func attempt(_ batch: [PendingMessage]) async -> Attempt {
         var delay = Duration.milliseconds(100)
         var attempt = 0
         let shutdownDeadline = ContinuousClock.now + .seconds(30)
+        let connectors = Set(batch.map(\.connectorID))
+        let batchID = "batch_" + UUID().uuidString.lowercased()
         while true {
             attempt += 1
             let started = ContinuousClock.now
-            let connectors = Set(batch.map(\.connectorID))
             let record = BatchRecord(
-                batchID: "batch_" + UUID().uuidString.lowercased(),
+                batchID: batchID,
                 connectorID: connectors.count == 1 ? connectors.first : nil,
                 metrics: [
                     "queue_depth": .number(buffer.depth), "attempt": .number(attempt),
@@ -83,7 +136,13 @@ public final class BatchWriter: Service {
                 ]
             )
             do {
-                let ids = try await store.insertMessages(batch, batch: record)
+                let ids: [Int64?]
+                if attempt > 1, let committed = try await store.storedIDs(ofBatch: batchID, messages: batch) {
+                    logger.info("a batch whose write went unanswered had committed", metadata: ["batch_id": "\(batchID)"])
+                    ids = committed
+                } else {
+                    ids = try await store.insertMessages(batch, batch: record)
+                }
                 let elapsed = ContinuousClock.now - started
                 var stored: [StoredMessage] = []
                 stored.reserveCapacity(batch.count)
@@ -97,8 +156,14 @@ public final class BatchWriter: Service {
                     }
                 }
                 metrics.recordFlush(outcomes: outcomes, latency: elapsed)
-                publisher.publish(stored, ticket: ticket)
-                return
+                return .stored(stored)
+            } catch let error as StoreError where error.isPermanent {
+                metrics.recordFlushFailure()
+                logger.warning(
+                    "the database refused a batch; splitting it to find the refused messages",
+                    metadata: ["error": "\(error)", "messages": "\(batch.count)"]
+                )
+                return .refused(error)
             } catch {
                 metrics.recordFlushFailure()
                 logger.warning(
@@ -113,8 +178,7 @@ public final class BatchWriter: Service {
                         "shutting down with unwritten messages",
                         metadata: ["messages": "\(batch.count)", "error_type": "\(type(of: error))"]
                     )
-                    publisher.publish([], ticket: ticket)
-                    return
+                    return .abandoned
                 }
                 try? await Task.sleep(for: delay)
                 delay = min(delay * 2, maxRetryDelay)

@@ -32,29 +32,6 @@ public final class PendingMessage: Sendable {
     }
 
     public var identity: Identity { Identity(connectorID: connectorID, sourceID: sourceID) }
-
-    /// True when `text` is a plain decimal number PostgreSQL's NUMERIC accepts (`-12.5`, `1e-7`).
-    public static func isDecimal(_ text: String) -> Bool {
-        var bytes = text.utf8[...]
-        if bytes.first == UInt8(ascii: "-") || bytes.first == UInt8(ascii: "+") { bytes = bytes.dropFirst() }
-        let digits = bytes.prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
-        bytes = bytes.dropFirst(digits.count)
-        var fraction = 0
-        if bytes.first == UInt8(ascii: ".") {
-            bytes = bytes.dropFirst()
-            fraction = bytes.prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }.count
-            bytes = bytes.dropFirst(fraction)
-        }
-        guard digits.count + fraction > 0 else { return false }
-        if bytes.first == UInt8(ascii: "e") || bytes.first == UInt8(ascii: "E") {
-            bytes = bytes.dropFirst()
-            if bytes.first == UInt8(ascii: "-") || bytes.first == UInt8(ascii: "+") { bytes = bytes.dropFirst() }
-            let exponent = bytes.prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }.count
-            guard exponent > 0 else { return false }
-            bytes = bytes.dropFirst(exponent)
-        }
-        return bytes.isEmpty
-    }
 }
 
 /// A message as committed: its database id and metadata, what the realtime API broadcasts.

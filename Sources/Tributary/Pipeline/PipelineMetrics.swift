@@ -9,6 +9,9 @@ public final class ConnectorCounters: Sendable {
     public let duplicates = Atomic<Int>(0)
     public let failed = Atomic<Int>(0)
     public let dropped = Atomic<Int>(0)
+    /// Records refused at normalization because they could not be stored, and the last reason.
+    public let rejected = Atomic<Int>(0)
+    let lastRejection = Mutex<Rejection?>(nil)
     public let reconnects = Atomic<Int>(0)
     /// REST polls: requests sent, answered with data, and failed (HTTP errors, timeouts, bad bodies).
     public let polls = Atomic<Int>(0)
@@ -20,6 +23,11 @@ public final class ConnectorCounters: Sendable {
     let rate = Mutex<(at: ContinuousClock.Instant, received: Int, perSecond: Double)>((.now, 0, 0))
 
     public init() {}
+
+    func reject(_ rejection: Rejection) {
+        rejected.add(1, ordering: .relaxed)
+        lastRejection.withLock { $0 = rejection }
+    }
 
     /// Messages per second since the previous call (the status writer calls it every few seconds).
     func sampleRate() -> Double {

@@ -21,6 +21,25 @@ extension FakeExchange {
         options.malformedEvery > 0 && sequence % options.malformedEvery == 0
     }
 
+    /// A trade record carrying a value no store keeps, by `kind` (0-4), or nil for kind 5 (the
+    /// unpaired surrogate, which only a raw frame can carry): a price whose exponent is
+    /// `Int64.min`, a time past year 9999, a NUL in the instrument, a quantity beyond NUMERIC, an
+    /// extra number beyond NUMERIC. Its trade id is `h<id>`, so a stored one would show.
+    static func hostileRecord(kind: Int, instrument: String, id: Int) -> JSONValue? {
+        var record: JSONObject = [
+            "instId": .string(instrument), "tradeId": .string("h\(id)"), "px": "100.5", "sz": "1", "side": "buy", "ts": .string(String(nowMs())),
+        ]
+        switch kind {
+        case 0: record["px"] = "1e-9223372036854775808"
+        case 1: record["ts"] = "253402300800000"
+        case 2: record["instId"] = .string(instrument + "\u{0}")
+        case 3: record["sz"] = "1e99999"
+        case 4: record["note"] = .number("1e5000")
+        default: return nil
+        }
+        return .object(record)
+    }
+
     func serveOKX(_ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter) async throws {
         state.withLock { $0.connections += 1 }
         let connection = Connection()
@@ -60,14 +79,30 @@ extension FakeExchange {
                 while connection.subscribed.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(5)) }
                 let instruments = connection.subscribed.withLock { $0 }
                 let dropped = try await self.pace(instruments: instruments) { batch in
-                    let records = batch.map { instrument, id -> JSONValue in
-                        .object([
-                            "instId": .string(instrument), "tradeId": .string(String(id)), "px": .string(Self.price(id)),
-                            "sz": .string(Self.quantity(id)), "side": id % 2 == 0 ? "buy" : "sell", "ts": .string(String(Self.nowMs())),
-                        ])
+                    var records: [JSONValue] = []
+                    var separateFrames: [String] = []
+                    for (instrument, id) in batch {
+                        records.append(
+                            .object([
+                                "instId": .string(instrument), "tradeId": .string(String(id)), "px": .string(Self.price(id)),
+                                "sz": .string(Self.quantity(id)), "side": id % 2 == 0 ? "buy" : "sell", "ts": .string(String(Self.nowMs())),
+                            ])
+                        )
+                        guard self.options.hostileEvery > 0, id % self.options.hostileEvery == 0 else { continue }
+                        let kind = (id / self.options.hostileEvery) % 6
+                        if let record = Self.hostileRecord(kind: kind, instrument: instrument, id: id) {
+                            records.append(record)
+                            self.state.withLock { $0.hostileRecords += 1 }
+                        } else {
+                            separateFrames.append(
+                                #"{"arg":{"channel":"trades","instId":"\#(instrument)"},"data":[{"instId":"\#(instrument)","tradeId":"h\#(id)","px":"1","sz":"1","side":"buy","ts":"1","note":"\ud800"}]}"#
+                            )
+                            self.state.withLock { $0.hostileFrames += 1 }
+                        }
                     }
                     let frame: JSONValue = .object(["arg": .object(["channel": "trades", "instId": .string(batch[0].0)]), "data": .array(records)])
                     try await outbound.write(.text(frame.serialized))
+                    for text in separateFrames { try await outbound.write(.text(text)) }
                     connection.touch()
                     if self.malformed(after: batch[batch.count - 1].1) {
                         try await outbound.write(.text(#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"tradeId":"#))

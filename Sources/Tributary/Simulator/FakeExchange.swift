@@ -16,7 +16,9 @@ import Synchronization
 public final class FakeExchange: Sendable {
     public let options: SimulatorOptions
     let logger: Logger
-    let state = Mutex<(sent: Int, nextTradeID: [String: Int], connections: Int, pingsAnswered: Int)>((0, [:], 0, 0))
+    let state = Mutex<(sent: Int, nextTradeID: [String: Int], connections: Int, pingsAnswered: Int, hostileRecords: Int, hostileFrames: Int)>(
+        (0, [:], 0, 0, 0, 0)
+    )
 
     public init(options: SimulatorOptions, logger: Logger = Logger(label: "tributary.simulator")) {
         self.options = options
@@ -25,6 +27,8 @@ public final class FakeExchange: Sendable {
 
     /// Trades sent so far, over all connections.
     public var sentCount: Int { state.withLock { $0.sent } }
+    /// Hostile records sent inside trade frames, and hostile frames sent on their own (`hostileEvery`).
+    public var hostileSent: (records: Int, frames: Int) { state.withLock { ($0.hostileRecords, $0.hostileFrames) } }
     /// Connections accepted so far.
     public var connectionCount: Int { state.withLock { $0.connections } }
     /// Text `ping`s answered with `pong` (the OKX keepalive).

@@ -50,6 +50,13 @@ public protocol ConnectorStore: Service {
     func apiData(connectorID: String, after: PageCursor?, limit: Int) async throws -> [APIDataRecord]
     /// Flushed batches, newest first.
     func batches(after: PageCursor?, limit: Int) async throws -> [BatchRow]
+    /// Writes dead letters (records that will never be stored), in bulk.
+    func insertDeadLetters(_ letters: [DeadLetter]) async throws
+    /// Dead letters, newest first, of one connector or all.
+    func deadLetters(connectorID: String?, after: PageCursor?, limit: Int) async throws -> [DeadLetterRecord]
+    /// After a write whose outcome is unknown: nil if batch `batchID` was not committed, else the
+    /// id each message got in it (nil for one that was already stored).
+    func storedIDs(ofBatch batchID: String, messages: [PendingMessage]) async throws -> [Int64?]?
     /// How many messages a connector has stored, and how many distinct `source_id`s among them.
     func messageCounts(connectorID: String) async throws -> (rows: Int, distinctSources: Int)
 }
@@ -123,13 +130,23 @@ public enum StoreError: Error, Sendable, CustomStringConvertible {
     case unavailable(String)
     /// A stored value could not be read back (for example an unknown enum value).
     case corrupt(String)
+    /// The database refused the data itself (a data exception, a constraint, a size limit):
+    /// writing the same rows again cannot succeed. The reason names the SQLSTATE or SQLite code.
+    case rejected(String)
 
     public var description: String {
         switch self {
         case .duplicateName: "a connector with this name already exists"
         case .unavailable(let reason): "database unavailable: \(reason)"
         case .corrupt(let reason): "stored data could not be read: \(reason)"
+        case .rejected(let reason): "the database refused the data: \(reason)"
         }
+    }
+
+    /// True when retrying the same write cannot help.
+    public var isPermanent: Bool {
+        if case .rejected = self { return true }
+        return false
     }
 }
 

@@ -10,7 +10,7 @@ struct Migration: Sendable {
 }
 
 enum Migrations {
-    static let all: [Migration] = [initialSchema, candleRollup]
+    static let all: [Migration] = [initialSchema, candleRollup, deadLetters]
     static var latestVersion: Int { all.map(\.version).max() ?? 0 }
     /// Migrations and rollup rebuilds rewrite whole tables: they get an hour, not the pool timeout.
     static let timeout: Duration = .seconds(3600)
@@ -245,5 +245,46 @@ enum Migrations {
             """
         ],
         rebuildsCandles: true
+    )
+
+    /// `dead_letters`: records received but never stored, refused at normalization or by the
+    /// database (see `DeadLetter`). Plain text columns, so any record can be kept.
+    static let deadLetters = Migration(
+        version: 3,
+        name: "dead letters",
+        postgres: [
+            """
+            CREATE TABLE dead_letters (
+                id BIGSERIAL PRIMARY KEY,
+                connector_id TEXT NOT NULL,
+                source_id TEXT,
+                session_id TEXT,
+                stage TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                error TEXT NOT NULL,
+                raw TEXT NOT NULL,
+                timestamp TIMESTAMPTZ NOT NULL DEFAULT NOW()
+            )
+            """,
+            "CREATE INDEX idx_dead_letters_time ON dead_letters (timestamp DESC, id DESC)",
+            "CREATE INDEX idx_dead_letters_connector_time ON dead_letters (connector_id, timestamp DESC)",
+        ],
+        sqlite: [
+            """
+            CREATE TABLE dead_letters (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                connector_id TEXT NOT NULL,
+                source_id TEXT,
+                session_id TEXT,
+                stage TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                error TEXT NOT NULL,
+                raw TEXT NOT NULL,
+                timestamp TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'))
+            )
+            """,
+            "CREATE INDEX idx_dead_letters_time ON dead_letters (timestamp DESC, id DESC)",
+            "CREATE INDEX idx_dead_letters_connector_time ON dead_letters (connector_id, timestamp DESC)",
+        ]
     )
 }

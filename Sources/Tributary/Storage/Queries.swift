@@ -153,3 +153,19 @@ public struct BatchRow: Sendable, Equatable {
 
     public var cursor: PageCursor { PageCursor(timestamp: timestamp, id: id) }
 }
+
+/// A `dead_letters` row.
+public struct DeadLetterRecord: Sendable, Equatable {
+    public var id: Int64
+    public var letter: DeadLetter
+
+    public var json: JSONValue {
+        .object([
+            "id": .number(String(id)), "connector_id": .string(letter.connectorID), "source_id": .optional(letter.sourceID),
+            "session_id": .optional(letter.sessionID), "stage": .string(letter.stage.rawValue), "reason": .string(letter.reason),
+            "error": .string(letter.error), "raw": .string(letter.raw), "timestamp": .string(Timestamp.format(letter.timestamp)),
+        ])
+    }
+
+    public var cursor: PageCursor { PageCursor(timestamp: letter.timestamp, id: id) }
+}

@@ -5,6 +5,7 @@ enum QueryArgument: Sendable {
     case text(String)
     case integer(Int64)
     case date(Date)
+    case null
 }
 
 /// The SQL dialect differences the read queries care about.
@@ -217,5 +218,70 @@ extension QueryableStore {
                 timestamp: try row.date(6) ?? Date(timeIntervalSince1970: 0)
             )
         }
+    }
+
+    public func deadLetters(connectorID: String?, after: PageCursor?, limit: Int) async throws -> [DeadLetterRecord] {
+        var builder = QueryBuilder(dialect)
+        builder.equals("connector_id", connectorID)
+        builder.after(after)
+        let columns = "id, connector_id, source_id, session_id, stage, reason, error, raw, timestamp"
+        let sql = "SELECT \(columns) FROM dead_letters\(builder.whereClause) ORDER BY timestamp DESC, id DESC LIMIT \(limit)"
+        return try await fetch("query dead letters", sql, builder.arguments).map { row in
+            DeadLetterRecord(
+                id: try row.integer(0) ?? 0,
+                letter: DeadLetter(
+                    connectorID: try row.requiredString(1),
+                    sourceID: try row.string(2),
+                    sessionID: try row.string(3),
+                    stage: try row.enumValue(4, DeadLetter.Stage.self),
+                    reason: try row.requiredString(5),
+                    error: try row.requiredString(6),
+                    raw: try row.requiredString(7),
+                    timestamp: try row.date(8) ?? Date(timeIntervalSince1970: 0)
+                )
+            )
+        }
+    }
+
+    /// One multi-row INSERT: at most 500 letters a call (9 binds each), well under both stores' bind limits.
+    public func insertDeadLetters(_ letters: [DeadLetter]) async throws {
+        for start in stride(from: 0, to: letters.count, by: 500) {
+            var builder = QueryBuilder(dialect)
+            let rows = letters[start..<min(start + 500, letters.count)].map { letter in
+                let values: [QueryArgument] = [
+                    .text(letter.connectorID), letter.sourceID.map(QueryArgument.text) ?? .null, letter.sessionID.map(QueryArgument.text) ?? .null,
+                    .text(letter.stage.rawValue), .text(letter.reason), .text(letter.error), .text(letter.raw), .date(letter.timestamp),
+                ]
+                return "(" + values.map { builder.bind($0) }.joined(separator: ", ") + ")"
+            }
+            let sql =
+                "INSERT INTO dead_letters (connector_id, source_id, session_id, stage, reason, error, raw, timestamp) VALUES "
+                + rows.joined(separator: ", ")
+            _ = try await fetch("store dead letters", sql, builder.arguments)
+        }
+    }
+
+    /// After a write whose outcome is unknown (the connection broke or timed out after the
+    /// statement was sent): nil when batch `batchID` was not committed; else the id each message
+    /// got in it (nil for one that was a duplicate then), from the ids its `websocket_batches` row lists.
+    public func storedIDs(ofBatch batchID: String, messages: [PendingMessage]) async throws -> [Int64?]? {
+        var builder = QueryBuilder(dialect)
+        let sql = "SELECT \(dialect.json("messages")) FROM websocket_batches WHERE batch_id = \(builder.bind(.text(batchID)))"
+        guard let row = try await fetch("find a batch", sql, builder.arguments).first else { return nil }
+        let ids = (try row.json(0)?.arrayValue ?? []).compactMap { value -> Int64? in
+            if case .number(let text) = value { return Int64(text) }
+            return nil
+        }
+        var found: [PendingMessage.Identity: Int64] = [:]
+        for start in stride(from: 0, to: ids.count, by: 1000) {
+            // Integers read from our own table: safe to write into the statement.
+            let list = ids[start..<min(start + 1000, ids.count)].map(String.init).joined(separator: ",")
+            for row in try await fetch("find a batch's rows", "SELECT id, connector_id, source_id FROM websocket_messages WHERE id IN (\(list))", [])
+            {
+                guard let id = try row.integer(0), let connector = try row.string(1), let source = try row.string(2) else { continue }
+                found[PendingMessage.Identity(connectorID: connector, sourceID: source)] = id
+            }
+        }
+        return messages.map { found[$0.identity] }
     }
 }

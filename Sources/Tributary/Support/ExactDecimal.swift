@@ -13,7 +13,18 @@ struct ExactDecimal: Sendable, Comparable, CustomStringConvertible {
         self.scale = scale
     }
 
-    /// Plain (`-12.5`) or exponent (`1e-7`) notation; nil for anything else or beyond 38 digits.
+    /// At most this many digit characters (leading zeros included) before the exponent.
+    static let maximumDigits = 40
+    /// At most this exponent magnitude (`1e-38`, `1e38`).
+    static let maximumExponent = 38
+
+    /// The one decimal grammar of Tributary: plain (`-12.5`) or exponent (`1e-7`) notation, at
+    /// most `maximumDigits` digits, an exponent of at most ±`maximumExponent`, and a value of at
+    /// most 38 significant digits. Every price and quantity is checked with it where it enters, so
+    /// whatever is accepted can be stored (PostgreSQL NUMERIC, SQLite text) and summed into candles.
+    static func isValid(_ text: String) -> Bool { ExactDecimal(text) != nil }
+
+    /// Plain (`-12.5`) or exponent (`1e-7`) notation; nil for anything else or beyond the bounds of `isValid`.
     init?(_ text: String) {
         var units: Int128 = 0
         var scale = 0
@@ -29,7 +40,7 @@ struct ExactDecimal: Sendable, Comparable, CustomStringConvertible {
             if byte == UInt8(ascii: ".") && !seenPoint {
                 seenPoint = true
             } else if byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") {
-                guard let shifted = Self.times10(units, by: 1) else { return nil }
+                guard digits < Self.maximumDigits, let shifted = Self.times10(units, by: 1) else { return nil }
                 units = shifted + Int128(byte - UInt8(ascii: "0"))
                 digits += 1
                 if seenPoint { scale += 1 }
@@ -40,7 +51,7 @@ struct ExactDecimal: Sendable, Comparable, CustomStringConvertible {
         }
         guard digits > 0 else { return nil }
         if let marker = bytes.first, marker == UInt8(ascii: "e") || marker == UInt8(ascii: "E") {
-            guard let exponent = Int(Substring(bytes.dropFirst())), abs(exponent) <= 38 else { return nil }
+            guard let exponent = Self.exponent(bytes.dropFirst()) else { return nil }
             scale -= exponent
         } else if !bytes.isEmpty {
             return nil
@@ -50,6 +61,25 @@ struct ExactDecimal: Sendable, Comparable, CustomStringConvertible {
             (units, scale) = (shifted, 0)
         }
         self.init(units: negative ? -units : units, scale: scale)
+    }
+
+    /// A signed exponent of at most ±`maximumExponent`, read digit by digit (never through a
+    /// conversion that could overflow or a negation of `Int.min`).
+    static func exponent(_ text: Substring.UTF8View) -> Int? {
+        var bytes = text
+        var negative = false
+        if let sign = bytes.first, sign == UInt8(ascii: "-") || sign == UInt8(ascii: "+") {
+            negative = sign == UInt8(ascii: "-")
+            bytes = bytes.dropFirst()
+        }
+        guard !bytes.isEmpty else { return nil }
+        var magnitude = 0
+        for byte in bytes {
+            guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else { return nil }
+            magnitude = magnitude * 10 + Int(byte - UInt8(ascii: "0"))
+            guard magnitude <= maximumExponent else { return nil }
+        }
+        return negative ? -magnitude : magnitude
     }
 
     /// `value × 10^count`, or nil when it does not fit.

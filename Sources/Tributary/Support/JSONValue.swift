@@ -60,14 +60,22 @@ public enum JSONValue: Sendable, Hashable {
 }
 
 /// A JSON object that keeps its members in insertion order; equality ignores order.
+///
+/// Small objects (the usual exchange record) look keys up by a scan; past `indexThreshold`
+/// members a hashed index of positions is kept, so an object of 60,000 keys parses in
+/// milliseconds instead of the seconds a scan per key would take.
 public struct JSONObject: Sendable, Hashable, ExpressibleByDictionaryLiteral, Sequence {
     public private(set) var members: [(key: String, value: JSONValue)]
+    /// Positions of the members by key, once there are more than `indexThreshold`.
+    private var positions: [String: Int]?
+    static let indexThreshold = 16
 
     public init() { self.members = [] }
 
     /// Keys of a literal are distinct (as in a `Dictionary` literal), so members are appended without lookups.
     public init(dictionaryLiteral elements: (String, JSONValue)...) {
         self.members = elements.map { (key: $0.0, value: $0.1) }
+        if members.count > Self.indexThreshold { reindex() }
     }
 
     public init(_ members: [(String, JSONValue)]) {
@@ -79,13 +87,35 @@ public struct JSONObject: Sendable, Hashable, ExpressibleByDictionaryLiteral, Se
     public var count: Int { members.count }
     public var isEmpty: Bool { members.isEmpty }
 
+    func position(of key: String) -> Int? {
+        if let positions { return positions[key] }
+        return members.firstIndex { $0.key == key }
+    }
+
+    private mutating func reindex() {
+        var positions: [String: Int] = [:]
+        positions.reserveCapacity(members.count)
+        for (position, member) in members.enumerated() { positions[member.key] = position }
+        self.positions = positions
+    }
+
     public subscript(key: String) -> JSONValue? {
-        get { members.first { $0.key == key }?.value }
+        get { position(of: key).map { members[$0].value } }
         set {
-            if let index = members.firstIndex(where: { $0.key == key }) {
-                if let newValue { members[index].value = newValue } else { members.remove(at: index) }
+            if let index = position(of: key) {
+                if let newValue {
+                    members[index].value = newValue
+                } else {
+                    members.remove(at: index)
+                    if positions != nil { reindex() }
+                }
             } else if let newValue {
                 members.append((key, newValue))
+                if positions != nil {
+                    positions?[key] = members.count - 1
+                } else if members.count > Self.indexThreshold {
+                    reindex()
+                }
             }
         }
     }

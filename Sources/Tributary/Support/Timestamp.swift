@@ -3,8 +3,31 @@ import Foundation
 /// ISO-8601 UTC timestamps with microseconds (`2026-01-01T00:00:00.000000Z`): fixed width, so
 /// SQLite's text columns sort chronologically, and the precision PostgreSQL keeps.
 public enum Timestamp {
-    /// Microseconds since 1970, rounded: the precision both stores keep.
-    static func microseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1_000_000).rounded()) }
+    /// The first and last millisecond Tributary accepts anywhere (years 0001 to 9999): what
+    /// ISO-8601 text, PostgreSQL's `timestamptz` and SQLite's text columns all hold. Times from
+    /// requests and exchanges are checked against these where they enter.
+    public static let earliestMilliseconds: Int64 = -62_135_596_800_000
+    public static let latestMilliseconds: Int64 = 253_402_300_799_999
+
+    /// True for milliseconds since 1970 within years 0001 to 9999.
+    public static func isValid(milliseconds: Int64) -> Bool { (earliestMilliseconds...latestMilliseconds).contains(milliseconds) }
+
+    /// The date of milliseconds since 1970, or nil outside years 0001 to 9999.
+    public static func date(milliseconds: Int64) -> Date? {
+        isValid(milliseconds: milliseconds) ? Date(timeIntervalSince1970: Double(milliseconds) / 1000) : nil
+    }
+
+    /// Microseconds since 1970, rounded: the precision both stores keep. Dates outside years
+    /// 0001 to 9999 (which no input can carry, see `isValid`) are clamped rather than trapping.
+    static func microseconds(_ date: Date) -> Int64 {
+        let earliest = earliestMilliseconds * 1000
+        let latest = latestMilliseconds * 1000 + 999
+        let value = (date.timeIntervalSince1970 * 1_000_000).rounded()
+        // Compared as Doubles, but the bounds returned exactly (a Double rounds them by up to 32).
+        guard !value.isNaN, value > Double(earliest) else { return value.isNaN ? latest : earliest }
+        guard value < Double(latest) else { return latest }
+        return Int64(value)
+    }
 
     public static func format(_ date: Date) -> String {
         let microseconds = Self.microseconds(date)
@@ -47,7 +70,7 @@ public enum Timestamp {
 
     /// Milliseconds since 1970 of an RFC 3339 UTC time such as Coinbase's `2026-04-07T14:30:02.789012345Z`.
     public static func parseMilliseconds(_ text: String) -> Int64? {
-        parse(text).map { Int64(($0.timeIntervalSince1970 * 1000).rounded(.down)) }
+        parse(text).map { microseconds($0).floorDivided(by: 1000) }
     }
 
     /// Parses what `format` writes, and the same with 0 to 9 fraction digits (beyond 6 truncated).
@@ -68,6 +91,9 @@ public enum Timestamp {
         guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
             let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19)
         else { return nil }
+        guard (1...9999).contains(year), (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second <= 60 else {
+            return nil
+        }
         var microseconds = 0
         if bytes.count > 20 {
             let digits = bytes.count - 21

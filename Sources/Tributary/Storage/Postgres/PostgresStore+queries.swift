@@ -11,6 +11,7 @@ extension PostgresStore: QueryableStore {
             case .text(let value): bindings.append(value)
             case .integer(let value): bindings.append(value)
             case .date(let value): bindings.append(value)
+            case .null: bindings.appendNull()
             }
         }
         let query = PostgresQuery(unsafeSQL: sql, binds: bindings)

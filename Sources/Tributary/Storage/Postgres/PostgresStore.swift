@@ -67,16 +67,24 @@ public final class PostgresStore: ConnectorStore {
         }
     }
 
+    /// Sorts PostgreSQL's errors into what may pass (`unavailable`: the connection, resources,
+    /// shutdown, serialization and deadlocks, a lock timeout) and what the same statement will
+    /// always meet again (`rejected`: data exceptions `22`, constraints `23`, program limits `54`,
+    /// and anything else the server refused). Both carry the SQLSTATE and the server's message.
     static func translate(_ error: PSQLError) -> any Error {
         guard let sqlState = error.serverInfo?[.sqlState] else {
             return StoreError.unavailable("\(error.code)")
         }
+        let message = error.serverInfo?[.message].map { ": \($0.prefix(300))" } ?? ""
         switch sqlState {
-        case "23505": return StoreError.duplicateName
-        // connection exceptions, insufficient resources, operator intervention (shutdown), unknown database
-        case let state where state.hasPrefix("08") || state.hasPrefix("53") || state.hasPrefix("57") || state == "3D000":
-            return StoreError.unavailable("server refused: SQLSTATE \(state)")
-        default: return error
+        case "23505" where error.serverInfo?[.constraintName] == "api_connectors_name_key": return StoreError.duplicateName
+        // connection exceptions, insufficient resources, operator intervention (shutdown), unknown
+        // database, transaction rollbacks (serialization failure, deadlock), lock not available, system errors
+        case let state
+        where ["08", "53", "57", "40", "58"].contains(where: state.hasPrefix) || state == "3D000" || state == "55P03":
+            return StoreError.unavailable("SQLSTATE \(state)\(message)")
+        default:
+            return StoreError.rejected("SQLSTATE \(sqlState)\(message)")
         }
     }
 

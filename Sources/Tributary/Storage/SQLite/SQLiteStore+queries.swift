@@ -12,6 +12,7 @@ extension SQLiteStore: QueryableStore {
             case .text(let value): .text(value)
             case .integer(let value): .integer(Int(value))
             case .date(let value): .text(Timestamp.format(value))
+            case .null: .null
             }
         }
         return try await exclusive(what) { connection in

@@ -53,9 +53,23 @@ public final class SQLiteStore: ConnectorStore {
     ) async throws -> Value {
         inFlight.add(1, ordering: .relaxed)
         defer { inFlight.subtract(1, ordering: .relaxed) }
-        return try await withDeadline(timeout ?? self.timeout, what) { [lock, connection] in
-            try await lock.withLock { try await body(connection) }
+        do {
+            return try await withDeadline(timeout ?? self.timeout, what) { [lock, connection] in
+                try await lock.withLock { try await body(connection) }
+            }
+        } catch let error as SQLiteError {
+            throw Self.translate(error)
         }
+    }
+
+    /// Sorts SQLite's errors as `PostgresStore.translate` does: busy, locked, I/O, full disk,
+    /// memory and interruptions may pass (`unavailable`); constraints, type and size limits and
+    /// SQL errors meet the same rows again (`rejected`).
+    static func translate(_ error: SQLiteError) -> StoreError {
+        let reason = String(describing: error.reason)
+        let transient = ["busy", "locked", "ioError", "full", "noMemory", "interrupt", "cantOpen", "readOnly", "readonly", "proto", "notADatabase"]
+        let text = "SQLite \(reason): \(error.message.prefix(300))"
+        return transient.contains(where: reason.hasPrefix) ? .unavailable(text) : .rejected(text)
     }
 
     /// Runs `body` in an immediate transaction (taking SQLite's write lock up front).

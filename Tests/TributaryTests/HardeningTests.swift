@@ -1,0 +1,181 @@
+import Foundation
+import Logging
+import SQLiteNIO
+import Synchronization
+import Testing
+
+@testable import Tributary
+
+/// Hostile values where they enter: they are refused (a 400, a rejected record, a dead letter)
+/// and never trap, never fail a batch for good and never hold up the valid data around them.
+@Suite(.timeLimit(.minutes(3))) struct HardeningTests {
+    // MARK: parse, don't trap
+
+    @Test(arguments: [
+        "1e-9223372036854775808", "1e9223372036854775807", "1e-99999999999999999999999", "1e39", "1e-39", "1" + String(repeating: "0", count: 40),
+        "0." + String(repeating: "0", count: 40) + "1", "1e", "1e+", "1e--5",
+    ])
+    func decimalsBeyondTheGrammarAreRefusedWithoutTrapping(_ text: String) {
+        #expect(ExactDecimal(text) == nil)
+        #expect(!ExactDecimal.isValid(text))
+    }
+
+    @Test func decimalsAtTheBoundsAreKept() throws {
+        #expect(try #require(ExactDecimal("1e-38")).description == "0." + String(repeating: "0", count: 37) + "1")
+        #expect(try #require(ExactDecimal("1e38")).description == "1" + String(repeating: "0", count: 38))
+        #expect(ExactDecimal("-" + String(repeating: "9", count: 38)) != nil)
+    }
+
+    @Test func timesOutsideYears1To9999AreRefusedAndNeverTrap() {
+        #expect(Timestamp.date(milliseconds: 9_300_000_000_000_000) == nil)
+        #expect(Timestamp.date(milliseconds: Int64.min) == nil)
+        #expect(Timestamp.date(milliseconds: Timestamp.latestMilliseconds) != nil)
+        #expect(Timestamp.date(milliseconds: Timestamp.latestMilliseconds + 1) == nil)
+        #expect(Timestamp.date(milliseconds: Timestamp.earliestMilliseconds - 1) == nil)
+        #expect(Timestamp.format(Date(timeIntervalSince1970: Double(Timestamp.earliestMilliseconds) / 1000)) == "0001-01-01T00:00:00.000000Z")
+        // Dates no input can carry are clamped, not trapped on.
+        #expect(Timestamp.format(Date(timeIntervalSince1970: 1e300)).hasPrefix("9999-12-31T23:59:59"))
+        #expect(Timestamp.format(Date(timeIntervalSince1970: -1e300)) == "0001-01-01T00:00:00.000000Z")
+        #expect(Timestamp.format(Date(timeIntervalSince1970: .nan)).hasPrefix("9999-"))
+        for text in ["0000-01-01T00:00:00Z", "2026-13-01T00:00:00Z", "2026-00-10T00:00:00Z", "2026-01-01T24:00:00Z", "2026-01-01T00:61:00Z"] {
+            #expect(Timestamp.parse(text) == nil, "\(text)")
+        }
+    }
+
+    static func trade(_ change: (inout MarketMessage) -> Void = { _ in }) -> MarketMessage {
+        var message = MarketMessage(
+            exchange: .okx,
+            channel: "trades",
+            messageType: .trade,
+            instrument: "BTC-USDT",
+            symbol: "BTC-USDT",
+            price: "100.5",
+            quantity: "1",
+            side: "buy",
+            sourceID: "okx:trades:BTC-USDT:1",
+            exchangeTimestampMs: 1_767_225_600_000,
+            raw: ["tradeId": "1", "px": "100.5"]
+        )
+        change(&message)
+        return message
+    }
+
+    @Test func recordsThatCannotBeStoredAreRejectedWithAReason() {
+        #expect(Self.trade().rejection == nil)
+        let cases: [(String, (inout MarketMessage) -> Void)] = [
+            ("price_not_decimal", { $0.price = "1e-9223372036854775808" }),
+            ("quantity_not_decimal", { $0.quantity = "NaN" }),
+            ("timestamp_out_of_range", { $0.exchangeTimestampMs = 253_402_300_800_000 }),
+            ("timestamp_out_of_range", { $0.exchangeTimestampMs = Int64.min }),
+            ("nul_character", { $0.instrument = "BTC\u{0}" }),
+            ("source_id_too_long", { $0.sourceID = String(repeating: "x", count: 300) }),
+            ("nul_character", { $0.raw = ["note": .string("a\u{0}b")] }),
+            ("nul_character", { $0.raw = .object(JSONObject([("k\u{0}", .null)])) }),
+            ("number_out_of_range", { $0.raw = ["note": .number("1e5000")] }),
+            ("number_out_of_range", { $0.fields = ["volume": .number(String(repeating: "9", count: 1001))] }),
+        ]
+        for (reason, change) in cases {
+            #expect(Self.trade(change).rejection?.reason == reason)
+        }
+    }
+
+    /// The quadratic lookup took 3.3 s for this body; with the index it is a few milliseconds
+    /// (measured in the closing note, not asserted as a time here).
+    @Test func largeObjectsKeepEveryMemberAndLookUpByKey() throws {
+        let body = "{" + (0..<60_000).map { #""k\#($0)":\#($0)"# }.joined(separator: ",") + #","k7":"again"}"#
+        #expect(body.utf8.count < 1 << 20)
+        let object = try #require(try JSONValue.parse(body).objectValue)
+        #expect(object.count == 60_000)
+        #expect(object["k59999"] == .number("59999"))
+        #expect(object["k7"] == "again", "a repeated key replaces the earlier value")
+        var copy = object
+        copy["k0"] = nil
+        #expect(copy.count == 59_999)
+        #expect(copy["k0"] == nil)
+        #expect(copy["k59999"] == .number("59999"), "positions stay right after a removal")
+        #expect(copy.keys.first == "k1")
+    }
+
+    // MARK: a poisoned batch never stalls ingest
+
+    static func pending(_ index: Int, poisoned: Bool = false) -> PendingMessage {
+        let message = trade { message in
+            message.sourceID = poisoned ? "poison:\(index)" : "okx:trades:BTC-USDT:\(index)"
+            message.price = "\(100 + index)"
+            // PostgreSQL refuses \u0000 in jsonb; SQLite gets a trigger below.
+            if poisoned { message.raw = ["note": .string("\u{0}")] }
+        }
+        return PendingMessage(connectorID: "conn_bisect", sessionID: "ws_1", sourceID: message.sourceID!, message: message, receivedAt: Date())
+    }
+
+    @Test(arguments: TestBackend.enabled)
+    func aBatchTheDatabaseRefusesIsSplitAndOnlyTheRefusedRowsBecomeDeadLetters(_ backend: TestBackend) async throws {
+        try await backend.withConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                if backend == .sqlite {
+                    _ = try await (store as! SQLiteStore).exclusive("trigger") { connection in
+                        try await connection.query(
+                            """
+                            CREATE TRIGGER poison BEFORE INSERT ON websocket_messages WHEN NEW.source_id LIKE 'poison:%'
+                            BEGIN SELECT RAISE(ABORT, 'poisoned row'); END
+                            """
+                        )
+                    }
+                }
+                let broadcaster = Broadcaster()
+                let client = broadcaster.register(filter: RealtimeFilter())
+                let deadLetters = DeadLetterQueue(store: store, logger: Logger(label: "test"))
+                let writer = BatchWriter(
+                    buffer: IngestBuffer(capacity: 1000),
+                    store: store,
+                    broadcaster: broadcaster,
+                    metrics: PipelineMetrics(),
+                    deadLetters: deadLetters,
+                    logger: Logger(label: "test")
+                )
+                let batch = (0..<100).map { Self.pending($0, poisoned: $0 == 37 || $0 == 80) }
+                await writer.write(batch, ticket: 0)
+                // The next batch is published too: the publisher was not left waiting.
+                await writer.write((100..<110).map { Self.pending($0) }, ticket: 1)
+
+                let updates = await client.next() ?? []
+                #expect(updates.count == 108)
+                #expect(!updates.contains { $0.contains("poison:") })
+                let counts = try await store.messageCounts(connectorID: "conn_bisect")
+                #expect(counts.rows == 108)
+                #expect(writer.metrics.counters(for: "conn_bisect").rejected.load(ordering: .relaxed) == 2)
+
+                let letters = await deadLetters.queue.take(upTo: 10)
+                #expect(letters.map(\.sourceID) == ["poison:37", "poison:80"])
+                try await store.insertDeadLetters(letters)
+                let stored = try await store.deadLetters(connectorID: "conn_bisect", after: nil, limit: 10)
+                #expect(stored.count == 2)
+                #expect(stored.allSatisfy { $0.letter.stage == .store && $0.letter.reason == "store_refused" })
+                #expect(stored.allSatisfy { $0.letter.error.contains(backend == .sqlite ? "poisoned row" : "SQLSTATE 22P05") })
+                #expect(stored.allSatisfy { $0.letter.raw.contains(#""note":"\u0000""#) }, "the record as received, escaped")
+            }
+        }
+    }
+
+    @Test(arguments: TestBackend.enabled)
+    func aRetriedBatchFindsTheRowsItsLostAttemptCommitted(_ backend: TestBackend) async throws {
+        try await backend.withConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let batch = (0..<5).map { Self.pending($0) }
+                #expect(try await store.storedIDs(ofBatch: "batch_lost", messages: batch) == nil)
+                // Two of them were stored before, by another batch: that one reports them as duplicates.
+                let earlier = try await store.insertMessages(
+                    Array(batch[1..<3]),
+                    batch: BatchRecord(batchID: "batch_earlier", connectorID: nil, metrics: [:])
+                )
+                let ids = try await store.insertMessages(batch, batch: BatchRecord(batchID: "batch_lost", connectorID: nil, metrics: [:]))
+                #expect(ids.compactMap { $0 }.count == 3)
+                // What a retry of "batch_lost" learns: the same ids, the duplicates still nil.
+                #expect(try await store.storedIDs(ofBatch: "batch_lost", messages: batch) == ids)
+                #expect(try await store.storedIDs(ofBatch: "batch_earlier", messages: Array(batch[1..<3])) == earlier)
+            }
+        }
+    }
+}
