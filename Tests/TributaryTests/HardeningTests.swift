@@ -1,4 +1,6 @@
 import Foundation
+import HTTPTypes
+import HummingbirdTesting
 import Logging
 import SQLiteNIO
 import Synchronization
@@ -175,6 +177,73 @@ import Testing
                 // What a retry of "batch_lost" learns: the same ids, the duplicates still nil.
                 #expect(try await store.storedIDs(ofBatch: "batch_lost", messages: batch) == ids)
                 #expect(try await store.storedIDs(ofBatch: "batch_earlier", messages: Array(batch[1..<3])) == earlier)
+            }
+        }
+    }
+
+    // MARK: through a running server
+
+    /// A stream with a hostile record every 25 trades per instrument (all five kinds, inside
+    /// frames of valid trades) and an unparsable frame among them: every valid trade is stored
+    /// and broadcast exactly once, the hostile ones are counted and kept as dead letters.
+    @Test(arguments: TestBackend.enabled)
+    func aStreamMixingHostileValuesStoresEveryValidTradeOnce(_ backend: TestBackend) async throws {
+        var options = SimulatorOptions()
+        options.rate = 2000
+        options.total = 600
+        options.hostileEvery = 25
+        options.tradesPerFrame = 5
+        try await StreamingTests.withStartedConnector(backend, options: options) { exchange, config, client, id in
+            #expect(try await eventually { try await StreamingTests.count(config, id) == 600 })
+            let listenerCheck = try await client.json(.get, "/api/messages?connector_id=\(id)&limit=1")
+            #expect(listenerCheck.status == .ok)
+            let rows = try await StreamingTests.storedTrades(config, connector: id)
+            #expect(rows.count == 600)
+            #expect(Set(rows).count == 600, "no duplicates")
+            #expect(!rows.contains { $0.contains(":h") }, "no hostile record was stored")
+            let sent = exchange.hostileSent
+            #expect(sent.records >= 15 && sent.frames >= 3, "\(sent)")
+            #expect(
+                try await eventually {
+                    let metrics = try await client.json(.get, "/api/connectors/\(id)").body["data"]?["performance_metrics"]
+                    return metrics?["messages_rejected"] == .number(sent.records) && metrics?["messages_failed"] == .number(sent.frames)
+                }
+            )
+            let data = try await client.json(.get, "/api/connectors/\(id)").body["data"]
+            #expect(data?["status"] == "running")
+            #expect(data?["performance_metrics"]?["messages_stored"] == .number(600))
+            #expect(
+                try await eventually { try await client.json(.get, "/api/dead-letters?limit=1000").body["data"]?.arrayValue?.count == sent.records }
+            )
+            let letters = try await client.json(.get, "/api/dead-letters?connector_id=\(id)&limit=1000").body["data"]?.arrayValue ?? []
+            let reasons = Set(letters.compactMap { $0["reason"]?.stringValue })
+            #expect(reasons == ["price_not_decimal", "timestamp_out_of_range", "nul_character", "quantity_not_decimal", "number_out_of_range"])
+            #expect(letters.allSatisfy { $0["stage"] == "normalize" && $0["raw"]?.stringValue?.contains("tradeId") == true })
+        }
+    }
+
+    @Test(arguments: TestBackend.enabled)
+    func hostileQueryParametersGetA400NamingThem(_ backend: TestBackend) async throws {
+        try await backend.withConfig { config in
+            try await TestServer(config: config).run { client in
+                let cases: [(String, String)] = [
+                    ("/api/messages?since=9300000000000000", "since"), ("/api/messages?until=99999999999999999999999", "until"),
+                    ("/api/messages?since=-62135596800001", "since"), ("/api/messages?since=0000-01-01T00:00:00Z", "since"),
+                    ("/api/messages?instrument=%00", "instrument"), ("/api/messages?connector_id=a%00b", "connector_id"),
+                    ("/api/instruments/BTC-USDT/history?since=9300000000000000", "since"),
+                    ("/api/instruments/BTC-USDT/history?until=253402300800000&interval=1m", "until"),
+                    ("/api/dead-letters?limit=0", "limit"), ("/api/batches?cursor=%00", "cursor"),
+                ]
+                for (path, field) in cases {
+                    let response = try await client.json(.get, path)
+                    #expect(response.status == .badRequest, "\(path): \(response.body)")
+                    #expect(response.body["errors"]?[0]?["field"] == .string(field), "\(path): \(response.body)")
+                }
+                let extreme = try await client.json(.get, "/api/instruments/BTC-USDT/history?until=253402300799999&since=253402300000000")
+                #expect(extreme.status == .ok, "\(extreme.body)")
+                let empty = try await client.json(.get, "/api/dead-letters")
+                #expect(empty.status == .ok)
+                #expect(empty.body["data"] == .array([]))
             }
         }
     }
