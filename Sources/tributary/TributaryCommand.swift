@@ -31,6 +31,12 @@ struct SettingsOptions: ParsableArguments {
     var connectorMaxReconnects: String?
     @Option(help: "Per-request timeout of REST connectors in milliseconds (REST_TIMEOUT_MS, default 10000).") var restTimeoutMs: String?
     @Option(help: "Largest REST response accepted, in bytes (REST_MAX_RESPONSE_BYTES, default 8388608).") var restMaxResponseBytes: String?
+    @Option(help: "Private or loopback ranges connectors may reach: CIDRs or * (TRIBUTARY_ALLOW_PRIVATE_TARGETS, default none).")
+    var allowPrivateTargets: String?
+    @Option(help: "Browser origins allowed cross-origin, comma-separated, or * (TRIBUTARY_ALLOWED_ORIGINS, default none).")
+    var allowedOrigins: String?
+    @Option(help: "Most realtime clients at once (MAX_REALTIME_CLIENTS, default 256).") var maxRealtimeClients: String?
+    @Option(help: "Most connectors (MAX_CONNECTORS, default 1000).") var maxConnectors: String?
 
     var overrides: [String: String] {
         let pairs: [(String, String?)] = [
@@ -39,7 +45,8 @@ struct SettingsOptions: ParsableArguments {
             ("DB_POOL_TIMEOUT", dbPoolTimeout), ("BATCH_MAX_MESSAGES", batchMaxMessages), ("BATCH_MAX_INTERVAL_MS", batchMaxIntervalMs),
             ("TRIBUTARY_API_TOKENS", apiTokens), ("LOG_LEVEL", logLevel), ("LOG_FORMAT", logFormat),
             ("CONNECTOR_MAX_RECONNECTS", connectorMaxReconnects), ("REST_TIMEOUT_MS", restTimeoutMs),
-            ("REST_MAX_RESPONSE_BYTES", restMaxResponseBytes),
+            ("REST_MAX_RESPONSE_BYTES", restMaxResponseBytes), ("TRIBUTARY_ALLOW_PRIVATE_TARGETS", allowPrivateTargets),
+            ("TRIBUTARY_ALLOWED_ORIGINS", allowedOrigins), ("MAX_REALTIME_CLIENTS", maxRealtimeClients), ("MAX_CONNECTORS", maxConnectors),
         ]
         return pairs.reduce(into: [:]) { result, pair in if let value = pair.1 { result[pair.0] = value } }
     }

@@ -247,4 +247,123 @@ import Testing
             }
         }
     }
+
+    // MARK: outbound safety
+
+    @Test func connectorsCannotBeAimedAtPrivateAddresses() async throws {
+        try await TestBackend.sqlite.withConfig { config in
+            var configured = RestConnectorTests.fast(config)
+            configured.runtime.outbound = OutboundPolicy()  // the default: nothing private
+            let config = configured
+            let api = FakeAPI()
+            try await api.withRunning { port in
+                try await TestServer(config: config).run { client in
+                    for url in [
+                        "http://127.0.0.1:\(port)/api/v5/market/trades", "http://169.254.169.254/latest/meta-data", "http://10.1.2.3/x",
+                        "http://[::1]:\(port)/x", "http://[::ffff:127.0.0.1]:\(port)/x", "http://100.64.0.1/x", "http://[fd00::1]/x",
+                    ] {
+                        let created = try await client.json(.post, "/api/connectors", body: RestConnectorTests.body("private", url))
+                        #expect(created.status == .badRequest, "\(url)")
+                        #expect(created.body["errors"]?[0]?["field"] == "api_url", "\(url): \(created.body)")
+                    }
+                    // A name is resolved and checked on every connection: localhost is refused then, before any request.
+                    let rest = try await RestConnectorTests.create(
+                        client,
+                        RestConnectorTests.body("by-name", "http://localhost:\(port)/api/v5/market/trades"),
+                        start: false
+                    )
+                    let tested = try await client.json(.post, "/api/connectors/\(rest)/test").body["data"]
+                    #expect(tested?["ok"] == false)
+                    #expect(tested?["error"]?.stringValue?.contains("outbound connection refused") == true, "\(String(describing: tested))")
+                    let ws = try await RestConnectorTests.create(
+                        client,
+                        connectorBody("ws-by-name", ["api_url": .string("ws://localhost:\(port)/ws/v5/public")]),
+                        start: false
+                    )
+                    let probed = try await client.json(.post, "/api/connectors/\(ws)/test").body["data"]
+                    #expect(probed?["error"]?.stringValue?.contains("outbound connection refused") == true, "\(String(describing: probed))")
+                    try await client.json(.post, "/api/connectors/\(rest)/start")
+                    #expect(try await eventually { try await RestConnectorTests.connector(client, rest)["status"] == "error" })
+                    #expect(api.requests("/api/v5/market/trades").isEmpty, "no request reached the private address")
+                }
+            }
+        }
+    }
+
+    @Test func redirectsAreNotFollowed() async throws {
+        try await TestBackend.sqlite.withConfig { config in
+            let api = FakeAPI()
+            try await api.withRunning { port in
+                try await TestServer(config: RestConnectorTests.fast(config)).run { client in
+                    let id = try await RestConnectorTests.create(
+                        client,
+                        RestConnectorTests.body(
+                            "redirected",
+                            "http://127.0.0.1:\(port)/redirect",
+                            ["auth_type": "api_key", "api_key": .string(FakeAPI.plainKey)]
+                        ),
+                        start: false
+                    )
+                    let tested = try await client.json(.post, "/api/connectors/\(id)/test").body["data"]
+                    #expect(tested?["ok"] == false)
+                    #expect(tested?["status_code"] == .number(302), "\(String(describing: tested))")
+                    #expect(api.requests("/redirect").count == 1)
+                    #expect(api.requests("/apikey/ticker").isEmpty, "the key was not carried to the redirect target")
+                }
+            }
+        }
+    }
+
+    @Test func secretsDoNotFollowAConnectorToAnotherHostAndURLsCarryNoCredentials() async throws {
+        try await TestBackend.sqlite.withConfig { config in
+            var config = config
+            config.maxConnectors = 2
+            try await TestServer(config: config).run { client in
+                for url in ["https://user:pass@api.example.com/x", "https://api.example.com/x?apiKey=abc", "https://api.example.com/x?signature=ff"] {
+                    let created = try await client.json(.post, "/api/connectors", body: RestConnectorTests.body("creds", url))
+                    #expect(created.status == .badRequest, "\(url)")
+                    #expect(created.body["errors"]?[0]?["field"] == "api_url")
+                }
+                let body = RestConnectorTests.body(
+                    "keyed",
+                    "https://api.example.com/v1/ticker",
+                    ["auth_type": "bearer", "bearer_token": "tok-123456789"]
+                )
+                let id = try await RestConnectorTests.create(client, body, start: false)
+                #expect(try await client.json(.put, "/api/connectors/\(id)", body: #"{"api_url":"https://api.example.com/v2/ticker"}"#).status == .ok)
+                let moved = try await client.json(.put, "/api/connectors/\(id)", body: #"{"api_url":"https://evil.example.net/v1/ticker"}"#)
+                #expect(moved.status == .badRequest)
+                #expect(moved.body["errors"]?[0]?["field"] == "bearer_token")
+                let masked = try await RestConnectorTests.connector(client, id)["bearer_token"] ?? .null
+                let maskedMove = try await client.json(
+                    .put,
+                    "/api/connectors/\(id)",
+                    body: JSONValue.object(["api_url": "https://evil.example.net/v1/ticker", "bearer_token": masked]).serialized
+                )
+                #expect(maskedMove.status == .badRequest, "a mask sent back is not the secret")
+                let resent = try await client.json(
+                    .put,
+                    "/api/connectors/\(id)",
+                    body: #"{"api_url":"https://other.example.net/v1/ticker","bearer_token":"tok-new-987654321"}"#
+                )
+                #expect(resent.status == .ok, "\(resent.body)")
+                _ = try await RestConnectorTests.create(client, RestConnectorTests.body("second", "https://api.example.com/x"), start: false)
+                let third = try await client.json(.post, "/api/connectors", body: RestConnectorTests.body("third", "https://api.example.com/x"))
+                #expect(third.status == .conflict)
+                #expect(third.body["error_code"] == "CONNECTOR_LIMIT")
+            }
+        }
+    }
+
+    @Test func outboundPolicyRanges() throws {
+        let policy = try #require(OutboundPolicy(parsing: "10.1.0.0/16, ::1"))
+        #expect(policy.refusal(of: try #require(CIDR.address("10.1.200.3"))) == nil)
+        #expect(policy.refusal(of: try #require(CIDR.address("10.2.0.1"))) != nil)
+        #expect(policy.refusal(of: try #require(CIDR.address("::1"))) == nil)
+        #expect(policy.refusal(of: try #require(CIDR.address("64:ff9b::7f00:1"))) != nil, "NAT64 form of 127.0.0.1")
+        #expect(policy.refusal(of: try #require(CIDR.address("8.8.8.8"))) == nil)
+        #expect(policy.refusal(of: try #require(CIDR.address("2606:4700::1111"))) == nil)
+        #expect(OutboundPolicy(parsing: "10.0.0.0/33") == nil)
+        #expect(OutboundPolicy(parsing: "*")?.allowsEverything == true)
+    }
 }

@@ -42,8 +42,15 @@ public struct AppConfig: Sendable {
     public var realtimePingInterval: Duration = .seconds(30)
     /// A realtime client whose queue keeps overflowing this long is closed with 1008.
     public var realtimeOverflowGrace: Duration = .seconds(5)
-    /// Connector keepalive, reconnect and status timing.
+    /// Connector keepalive, reconnect and status timing, and where connectors may connect.
     public var runtime = ConnectorRuntimeSettings()
+    /// Browser origins (`https://console.example.com`) allowed to call the API and open
+    /// `/api/realtime` cross-origin; `["*"]` allows any. Empty: same-origin only.
+    public var allowedOrigins: [String] = []
+    /// Most realtime clients connected at once; beyond it the upgrade gets a 503.
+    public var maxRealtimeClients = 256
+    /// Most connectors; creating one more gets a 409.
+    public var maxConnectors = 1000
 
     public init() {}
 
@@ -66,6 +73,18 @@ public struct AppConfig: Sendable {
         config.runtime.maxReconnectAttempts = try integer(settings, "CONNECTOR_MAX_RECONNECTS", default: 10, range: 0...1_000_000)
         config.runtime.restTimeout = .milliseconds(try integer(settings, "REST_TIMEOUT_MS", default: 10_000, range: 100...600_000))
         config.runtime.restMaxResponseBytes = try integer(settings, "REST_MAX_RESPONSE_BYTES", default: 8 << 20, range: 1024...(1 << 30))
+        if let targets = settings["TRIBUTARY_ALLOW_PRIVATE_TARGETS"] {
+            guard let policy = OutboundPolicy(parsing: targets) else {
+                throw ConfigError(
+                    "TRIBUTARY_ALLOW_PRIVATE_TARGETS must be * or a comma-separated list of CIDRs (127.0.0.1/32, 10.0.0.0/8); got \"\(targets)\""
+                )
+            }
+            config.runtime.outbound = policy
+        }
+        config.allowedOrigins = (settings["TRIBUTARY_ALLOWED_ORIGINS"] ?? "").split(separator: ",")
+            .map { $0.trimmingCharacters(in: .whitespaces).lowercased() }.filter { !$0.isEmpty }
+        config.maxRealtimeClients = try integer(settings, "MAX_REALTIME_CLIENTS", default: 256, range: 1...100_000)
+        config.maxConnectors = try integer(settings, "MAX_CONNECTORS", default: 1000, range: 1...100_000)
         config.apiTokens = (settings["TRIBUTARY_API_TOKENS"] ?? "").split(separator: ",")
             .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         if let level = settings["LOG_LEVEL"] {

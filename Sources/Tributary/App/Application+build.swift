@@ -75,7 +75,7 @@ public struct Pipeline: Sendable {
             settings: config.runtime,
             logger: logger
         )
-        service = ConnectorService(store: store, secretBox: secretBox, supervisor: supervisor, logger: logger)
+        service = ConnectorService(store: store, secretBox: secretBox, supervisor: supervisor, maxConnectors: config.maxConnectors, logger: logger)
         realtime = RealtimeEndpoint(
             broadcaster: broadcaster,
             pingInterval: config.realtimePingInterval,

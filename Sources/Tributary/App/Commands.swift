@@ -25,6 +25,9 @@ public func runSimulator(_ options: SimulatorOptions, host: String, port: Int) a
 /// Binance connector created (once) and started, so live data flows with no internet.
 public func runDemo(_ config: AppConfig) async throws {
     config.bootstrapLogging()
+    var config = config
+    // The demo's connectors stream from the fake exchange on loopback.
+    config.runtime.outbound.allowed += [CIDR("127.0.0.1/32")].compactMap { $0 }
     let logger = Logger(label: "tributary")
     var options = SimulatorOptions()
     options.rate = 20

@@ -13,7 +13,12 @@ public struct IngestBenchmark: Sendable {
     public var latencyRate = 2000.0
     public var latencySeconds = 10.0
 
-    public init(config: AppConfig) { self.config = config }
+    public init(config: AppConfig) {
+        var config = config
+        // The benchmark's fake exchange listens on loopback.
+        config.runtime.outbound.allowed += [CIDR("127.0.0.1/32")].compactMap { $0 }
+        self.config = config
+    }
 
     /// Counts realtime updates and records the exchange-send → client-receive delay of each.
     final class Receiver: Sendable {

@@ -95,9 +95,56 @@ extension ConnectorDefinition {
         definition.secrets.headers = secretMap(headers, base?.secrets.headers)
         definition.secrets.queryParams = secretMap(queryParams, base?.secrets.queryParams)
 
+        // Stored secrets never follow a connector to another origin: moving it means sending them again
+        // (the secret itself, not its mask).
+        if let base, apiURL != nil, Self.origin(of: definition.apiURL) != Self.origin(of: base.apiURL) {
+            let secrets: [(String, Present<String?>, String?)] = [
+                ("api_key", apiKey, base.secrets.apiKey), ("api_secret", apiSecret, base.secrets.apiSecret),
+                ("passphrase", passphrase, base.secrets.passphrase), ("bearer_token", bearerToken, base.secrets.bearerToken),
+            ]
+            var unsent = secrets.filter { _, sent, stored in stored != nil && (!sent.isPresent || sent.value == stored.map(maskedSecret)) }.map(\.0)
+            if headers == nil, !base.secrets.headers.isEmpty { unsent.append("headers") }
+            if queryParams == nil, !base.secrets.queryParams.isEmpty { unsent.append("query_params") }
+            for field in unsent {
+                reader.fail(field, "must be sent again (or null to drop it) when api_url moves to another host: stored secrets never follow a URL")
+            }
+        }
+
         definition.check(into: &reader)
         guard reader.errors.isEmpty else { throw .invalid(reader.errors) }
         return definition
+    }
+
+    /// `scheme://host:port`, lower case, with the scheme's default port made explicit; nil for no URL.
+    static func origin(of url: String) -> String? {
+        guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(), let host = components.host?.lowercased()
+        else { return nil }
+        let port = components.port ?? (["https", "wss"].contains(scheme) ? 443 : 80)
+        // ws and http share an origin for this purpose: the same host gets the same secrets.
+        let family = ["https", "wss"].contains(scheme) ? "tls" : "plain"
+        return "\(family)://\(host):\(port)"
+    }
+
+    /// Query parameter names that carry credentials (compared lower case, letters and digits only).
+    static let credentialNames: Set<String> = [
+        "key", "apikey", "secret", "apisecret", "signature", "sig", "token", "accesstoken", "password", "passwd", "passphrase", "auth",
+        "authorization",
+    ]
+
+    /// Why `url` carries credentials in the clear (userinfo, or a query parameter named like a key,
+    /// signature or token), or nil. Secrets belong in the encrypted fields.
+    static func embeddedCredentials(in url: String) -> String? {
+        guard let components = URLComponents(string: url) else { return nil }
+        if components.user != nil || components.password != nil {
+            return "must not contain a user name or password; use auth_type with api_key, bearer_token or headers, which are stored encrypted"
+        }
+        for item in components.queryItems ?? [] {
+            let name = String(item.name.lowercased().unicodeScalars.filter { CharacterSet.alphanumerics.contains($0) })
+            if Self.credentialNames.contains(name) || ["key", "secret", "signature", "token", "password"].contains(where: name.hasSuffix) {
+                return "must not carry the credential \"\(item.name)\" in its query; put it in query_params (stored encrypted) or the secret fields"
+            }
+        }
+        return nil
     }
 
     /// Cross-field rules, applied to the merged definition.
@@ -117,6 +164,9 @@ extension ConnectorDefinition {
                     "must be an absolute \(schemes.joined(separator: " or ")) URL for a \(config.connectorType.rawValue) connector"
                 )
             }
+        }
+        if !reader.hasError("api_url"), let problem = Self.embeddedCredentials(in: config.apiURL) {
+            reader.fail("api_url", problem)
         }
         if !reader.hasError("polling_interval"), !(100...60_000).contains(config.pollingInterval) {
             reader.fail("polling_interval", "must be between 100 and 60000 milliseconds")

@@ -19,6 +19,8 @@ public struct ConnectorRuntimeSettings: Sendable {
     public var restMaxResponseBytes = 8 << 20
     /// REST: client errors (4xx other than 408/429) in a row before the connector reports `error`.
     public var restMaxRejections = 3
+    /// Which addresses connectors may connect to (`TRIBUTARY_ALLOW_PRIVATE_TARGETS`).
+    public var outbound = OutboundPolicy()
 
     public init() {}
 }

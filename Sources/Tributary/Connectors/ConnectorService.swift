@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Crypto
 import Foundation
 import Logging
+import Synchronization
 
 /// The connector management use cases behind the API: validation, secret sealing, persistence
 /// and lifecycle state. The HTTP layer only translates requests and responses.
@@ -11,16 +12,44 @@ public struct ConnectorService: Sendable {
     let logger: Logger
     /// Runs the connectors; without one (tools, tests of the API alone) actions only record state.
     let supervisor: ConnectorSupervisor?
+    /// The most connectors there may be (`MAX_CONNECTORS`).
+    let maxConnectors: Int
+    /// Refuses `/test` of one connector more often than once per this interval.
+    let testInterval: Duration
+    let lastTests = TestRateLimiter()
 
-    public init(store: any ConnectorStore, secretBox: SecretBox, supervisor: ConnectorSupervisor? = nil, logger: Logger) {
+    public init(
+        store: any ConnectorStore,
+        secretBox: SecretBox,
+        supervisor: ConnectorSupervisor? = nil,
+        maxConnectors: Int = 1000,
+        testInterval: Duration = .seconds(2),
+        logger: Logger
+    ) {
         self.store = store
         self.secretBox = secretBox
         self.supervisor = supervisor
+        self.maxConnectors = maxConnectors
+        self.testInterval = testInterval
         self.logger = logger
+    }
+
+    /// Refuses at once a URL whose host is an address literal the outbound policy forbids (a host
+    /// name is checked on every connection instead, since what it resolves to can change).
+    func checkTarget(_ definition: ConnectorDefinition) throws {
+        let policy = supervisor?.settings.outbound ?? OutboundPolicy()
+        guard var host = URL(string: definition.apiURL)?.host() else { return }
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if let address = CIDR.address(host), let problem = policy.refusal(of: address) {
+            throw ConnectorError.invalid([FieldError(field: "api_url", problem: "must not point at \(problem)")])
+        }
     }
 
     public func create(_ body: JSONValue) async throws -> ConnectorView {
         let definition = try ConnectorDefinition.parse(body, existing: nil)
+        try checkTarget(definition)
+        let total = try await store.listConnectors(limit: 1, offset: 0).total
+        guard total < maxConnectors else { throw ConnectorError.limitReached(total) }
         let connectorID = "conn_" + Base64.hex(SymmetricKey(size: .bits128).withUnsafeBytes { Array($0.prefix(8)) })
         let record = try await store.insertConnector(
             NewConnector(connectorID: connectorID, config: definition.config, sealedSecrets: try seal(definition.secrets))
@@ -44,6 +73,7 @@ public struct ConnectorService: Sendable {
         let existing = try await record(id)
         let current = try definition(of: existing)
         let definition = try ConnectorDefinition.parse(body, existing: current)
+        try checkTarget(definition)
         guard let updated = try await store.updateConnector(id: id, config: definition.config, sealedSecrets: try seal(definition.secrets)) else {
             throw ConnectorError.notFound(id)
         }
@@ -84,6 +114,7 @@ public struct ConnectorService: Sendable {
     /// subscribe and first data message, within `timeout`. Reports what came back, secrets redacted.
     public func test(_ id: String, timeout: Duration = .seconds(10)) async throws -> JSONValue {
         let definition = try definition(of: try await record(id))
+        if let wait = lastTests.claim(id, interval: testInterval) { throw ConnectorError.testedTooRecently(wait) }
         let started = ContinuousClock.now
         func elapsed() -> JSONValue { .number(String((ContinuousClock.now - started).inMilliseconds)) }
         func records(_ messages: [MarketMessage]) -> JSONValue { .array(messages.map(\.record)) }
@@ -107,9 +138,10 @@ public struct ConnectorService: Sendable {
             }
             return .object(result)
         case .websocket:
+            let outbound = supervisor?.settings.outbound ?? OutboundPolicy()
             do {
                 let messages = try await withDeadline(timeout, "the WebSocket test") { [logger] in
-                    try await WebSocketConnector.probe(definition, logger: logger)
+                    try await WebSocketConnector.probe(definition, outbound: outbound, logger: logger)
                 }
                 return .object([
                     "ok": true, "connector_type": "websocket", "response_time_ms": elapsed(), "record_count": .number(messages.count),
@@ -185,6 +217,10 @@ public enum LifecycleAction: String, Sendable, CaseIterable {
 public enum ConnectorError: Error, Sendable {
     case notFound(String)
     case invalid([FieldError])
+    /// `MAX_CONNECTORS` connectors exist already (409).
+    case limitReached(Int)
+    /// `/test` of this connector ran moments ago; allowed again after this long (429).
+    case testedTooRecently(Duration)
 }
 
 extension ConnectorDefinition {
@@ -207,5 +243,22 @@ extension ConnectorDefinition {
                 queryParams: try openMap(sealed.queryParams)
             )
         )
+    }
+}
+
+/// When each connector was last tested, so `/test` (an outbound request on demand) cannot be
+/// used to hammer a host. Bounded: entries older than a minute are swept once it holds 10,000.
+final class TestRateLimiter: Sendable {
+    private let last = Mutex<[String: ContinuousClock.Instant]>([:])
+
+    /// Records a test of `id` now and returns nil, or returns how long until one is allowed.
+    func claim(_ id: String, interval: Duration) -> Duration? {
+        let now = ContinuousClock.now
+        return last.withLock { last in
+            if let previous = last[id], now - previous < interval { return interval - (now - previous) }
+            if last.count >= 10_000 { last = last.filter { now - $0.value < .seconds(60) } }
+            last[id] = now
+            return nil
+        }
     }
 }

@@ -154,6 +154,11 @@ struct RestConnector: Sendable {
         } catch {
             return Poll(outcome: .rejected("\(error)"), responseTimeMs: 0)
         }
+        do {
+            try await settings.outbound.check(url: request.url)
+        } catch {
+            return Poll(outcome: .rejected(redact("\(error)")), responseTimeMs: 0)
+        }
         var http = HTTPClientRequest(url: request.url)
         http.method = HTTPMethod(rawValue: definition.httpMethod.rawValue)
         for (name, value) in request.signable.headers { http.headers.add(name: name, value: value) }
@@ -244,6 +249,8 @@ extension HTTPClient {
     static let connectors: HTTPClient = {
         var configuration = HTTPClient.Configuration.singletonConfiguration
         configuration.connectionPool.retryConnectionEstablishment = false
+        // A redirect could lead anywhere, with the connector's key headers attached: never followed.
+        configuration.redirectConfiguration = .disallow
         return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }()
 }

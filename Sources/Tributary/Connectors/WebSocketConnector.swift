@@ -107,6 +107,7 @@ struct WebSocketConnector: Sendable {
         let normalizer = Normalizer(exchange: definition.exchange, fieldMapping: definition.fieldMapping)
         let subscriptions = Self.subscriptionFrames(definition.subscriptionMessage)
         let context = self.context
+        try await settings.outbound.check(url: Self.url(definition))
         return try await WebSocketClient.connect(url: Self.url(definition), configuration: configuration, logger: logger) { inbound, outbound, _ in
             onConnected()
             for frame in subscriptions { try await outbound.write(.text(frame)) }
@@ -154,7 +155,8 @@ struct WebSocketConnector: Sendable {
 
     /// What `POST /api/connectors/{id}/test` does for a WebSocket connector: connect, subscribe and
     /// wait for the first data message (acks and pongs are skipped), storing nothing.
-    static func probe(_ definition: ConnectorDefinition, logger: Logger) async throws -> [MarketMessage] {
+    static func probe(_ definition: ConnectorDefinition, outbound: OutboundPolicy, logger: Logger) async throws -> [MarketMessage] {
+        try await outbound.check(url: url(definition))
         let configuration = WebSocketClientConfiguration(
             maxFrameSize: 1 << 24,
             additionalHeaders: headers(definition.secrets.headers),

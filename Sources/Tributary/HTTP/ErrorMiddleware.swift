@@ -34,6 +34,15 @@ public struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         case let error as APIError: apiError = error
         case ConnectorError.notFound(let id): apiError = .notFound("Connector \(id) not found")
         case ConnectorError.invalid(let errors): apiError = .validation(errors)
+        case ConnectorError.limitReached(let total):
+            apiError = APIError(.conflict, code: "CONNECTOR_LIMIT", detail: "There are already \(total) connectors, the most MAX_CONNECTORS allows")
+        case ConnectorError.testedTooRecently(let wait):
+            apiError = APIError(
+                .tooManyRequests,
+                code: "RATE_LIMITED",
+                detail: "This connector was tested moments ago; try again in \(wait.inMilliseconds) ms",
+                headers: [.retryAfter: String(max(1, (wait.inMilliseconds + 999) / 1000))]
+            )
         case StoreError.duplicateName:
             apiError = APIError(.conflict, code: "DUPLICATE_NAME", detail: "A connector with this name already exists")
         case StoreError.unavailable(let reason):

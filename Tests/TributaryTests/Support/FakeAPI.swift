@@ -100,6 +100,7 @@ final class FakeAPI: Sendable {
             try await Task.sleep(for: .milliseconds(300))
             return Self.json(#"{"symbol":"BTC-USDT","price":"2.5"}"#)
         }
+        router.get("/redirect") { _, _ in Response(status: .found, headers: [.location: "/apikey/ticker"]) }
         router.get("/html") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/html"], body: .init(byteBuffer: ByteBuffer(string: "<html>maintenance</html>")))
         }

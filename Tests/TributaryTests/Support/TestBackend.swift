@@ -33,6 +33,8 @@ enum TestBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
         config.poolMinimum = 0
         config.poolMaximum = 4
         config.poolTimeout = .seconds(5)
+        // Fake exchanges and APIs listen on 127.0.0.1.
+        config.runtime.outbound = OutboundPolicy(allowed: [CIDR("127.0.0.1/32")].compactMap { $0 })
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-test-\(UUID().uuidString)").path
         config.dataDirectory = directory
         defer { try? FileManager.default.removeItem(atPath: directory) }
