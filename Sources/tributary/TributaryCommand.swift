@@ -35,7 +35,12 @@ struct SettingsOptions: ParsableArguments {
     var allowPrivateTargets: String?
     @Option(help: "Browser origins allowed cross-origin, comma-separated, or * (TRIBUTARY_ALLOWED_ORIGINS, default none).")
     var allowedOrigins: String?
+    @Option(help: "Host names answered without API tokens besides localhost and --host, comma-separated (TRIBUTARY_ALLOWED_HOSTS).")
+    var allowedHosts: String?
     @Option(help: "Most realtime clients at once (MAX_REALTIME_CLIENTS, default 256).") var maxRealtimeClients: String?
+    @Option(help: "Most HTTP connections open at once (MAX_HTTP_CONNECTIONS, default 1024).") var maxHttpConnections: String?
+    @Option(help: "Close an idle HTTP connection after this many ms (HTTP_IDLE_TIMEOUT_MS, default 60000).") var httpIdleTimeoutMs: String?
+    @Option(help: "A request head must arrive within this many ms (HTTP_HEADER_TIMEOUT_MS, default 10000).") var httpHeaderTimeoutMs: String?
     @Option(help: "Most connectors (MAX_CONNECTORS, default 1000).") var maxConnectors: String?
 
     var overrides: [String: String] {
@@ -46,7 +51,10 @@ struct SettingsOptions: ParsableArguments {
             ("TRIBUTARY_API_TOKENS", apiTokens), ("LOG_LEVEL", logLevel), ("LOG_FORMAT", logFormat),
             ("CONNECTOR_MAX_RECONNECTS", connectorMaxReconnects), ("REST_TIMEOUT_MS", restTimeoutMs),
             ("REST_MAX_RESPONSE_BYTES", restMaxResponseBytes), ("TRIBUTARY_ALLOW_PRIVATE_TARGETS", allowPrivateTargets),
-            ("TRIBUTARY_ALLOWED_ORIGINS", allowedOrigins), ("MAX_REALTIME_CLIENTS", maxRealtimeClients), ("MAX_CONNECTORS", maxConnectors),
+            ("TRIBUTARY_ALLOWED_ORIGINS", allowedOrigins), ("TRIBUTARY_ALLOWED_HOSTS", allowedHosts), ("MAX_REALTIME_CLIENTS", maxRealtimeClients),
+            ("MAX_CONNECTORS", maxConnectors),
+            ("MAX_HTTP_CONNECTIONS", maxHttpConnections), ("HTTP_IDLE_TIMEOUT_MS", httpIdleTimeoutMs),
+            ("HTTP_HEADER_TIMEOUT_MS", httpHeaderTimeoutMs),
         ]
         return pairs.reduce(into: [:]) { result, pair in if let value = pair.1 { result[pair.0] = value } }
     }

@@ -66,7 +66,10 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let token = "api-token-that-must-not-leak-1"
         let (process, output) = try CommandLineTests.launch(
-            ["serve", "--port", "0", "--data-dir", directory, "--log-format", "json", "--log-level", "trace", "--api-tokens", token]
+            [
+                "serve", "--port", "0", "--data-dir", directory, "--log-format", "json", "--log-level", "trace", "--api-tokens", token,
+                "--allow-private-targets", "127.0.0.1/32",
+            ]
         )
         defer { if process.isRunning { process.terminate() } }
         // Drained all along on a dispatch thread (a full pipe would block the server's logging).

@@ -47,6 +47,14 @@ public struct AppConfig: Sendable {
     /// Browser origins (`https://console.example.com`) allowed to call the API and open
     /// `/api/realtime` cross-origin; `["*"]` allows any. Empty: same-origin only.
     public var allowedOrigins: [String] = []
+    /// Host names (besides localhost and the bound address) the server answers to without API tokens.
+    public var allowedHosts: [String] = []
+    /// Most HTTP connections (realtime ones included) open at once; one more gets a 503.
+    public var maxHTTPConnections = 1024
+    /// A kept-alive HTTP connection with nothing to read for this long is closed.
+    public var httpIdleTimeout: Duration = .seconds(60)
+    /// A connection must send its first request head within this long.
+    public var httpHeaderTimeout: Duration = .seconds(10)
     /// Most realtime clients connected at once; beyond it the upgrade gets a 503.
     public var maxRealtimeClients = 256
     /// Most connectors; creating one more gets a 409.
@@ -83,6 +91,11 @@ public struct AppConfig: Sendable {
         }
         config.allowedOrigins = (settings["TRIBUTARY_ALLOWED_ORIGINS"] ?? "").split(separator: ",")
             .map { $0.trimmingCharacters(in: .whitespaces).lowercased() }.filter { !$0.isEmpty }
+        config.allowedHosts = (settings["TRIBUTARY_ALLOWED_HOSTS"] ?? "").split(separator: ",")
+            .map { $0.trimmingCharacters(in: .whitespaces).lowercased() }.filter { !$0.isEmpty }
+        config.maxHTTPConnections = try integer(settings, "MAX_HTTP_CONNECTIONS", default: 1024, range: 1...1_000_000)
+        config.httpIdleTimeout = .milliseconds(try integer(settings, "HTTP_IDLE_TIMEOUT_MS", default: 60_000, range: 100...3_600_000))
+        config.httpHeaderTimeout = .milliseconds(try integer(settings, "HTTP_HEADER_TIMEOUT_MS", default: 10_000, range: 100...600_000))
         config.maxRealtimeClients = try integer(settings, "MAX_REALTIME_CLIENTS", default: 256, range: 1...100_000)
         config.maxConnectors = try integer(settings, "MAX_CONNECTORS", default: 1000, range: 1...100_000)
         config.apiTokens = (settings["TRIBUTARY_API_TOKENS"] ?? "").split(separator: ",")

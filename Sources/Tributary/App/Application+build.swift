@@ -18,9 +18,9 @@ public func buildApplication(
     let router = buildRouter(config: config, store: store, service: pipeline.service, metrics: pipeline.exporter)
     var app = Application(
         router: router,
-        server: .http1WebSocketUpgrade(
+        server: ConnectionLimits(maxConnections: config.maxHTTPConnections, headerTimeout: config.httpHeaderTimeout).server(
             webSocketRouter: buildRealtimeRouter(config: config, endpoint: pipeline.realtime),
-            configuration: .init(maxFrameSize: 1 << 20)
+            configuration: .init(http1: .init(idleTimeout: .init(config.httpIdleTimeout)), ws: .init(maxFrameSize: 1 << 20))
         ),
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "tributary"),
         // Started in this order, shut down in reverse: connectors stop, then the writer flushes, then the store closes.
@@ -80,6 +80,7 @@ public struct Pipeline: Sendable {
             broadcaster: broadcaster,
             pingInterval: config.realtimePingInterval,
             overflowGrace: config.realtimeOverflowGrace,
+            maxClients: config.maxRealtimeClients,
             logger: logger
         )
         exporter = MetricsExporter(pipeline: metrics, buffer: buffer, broadcaster: broadcaster, store: store)
@@ -98,6 +99,7 @@ public func buildRouter(
     // Outermost, so it sees the status the error middleware turned errors into.
     if let metrics { router.add(middleware: MetricsMiddleware(exporter: metrics)) }
     router.add(middleware: ErrorMiddleware())
+    router.add(middleware: BrowserSafetyMiddleware(policy: BrowserPolicy(config: config)))
     router.add(middleware: TextInputMiddleware())
     let open = router.group()
     let api = router.group().add(middleware: AuthMiddleware(verifier: APITokenVerifier(tokens: config.apiTokens)))
@@ -124,6 +126,8 @@ public func buildRouter(
 /// The WebSocket upgrade router: `/api/realtime`, behind the same API tokens (header or `?token=`).
 public func buildRealtimeRouter(config: AppConfig, endpoint: RealtimeEndpoint) -> Router<RealtimeRequestContext> {
     let router = Router(context: RealtimeRequestContext.self)
+    router.add(middleware: ErrorMiddleware())
+    router.add(middleware: BrowserSafetyMiddleware(policy: BrowserPolicy(config: config)))
     router.add(middleware: AuthMiddleware(verifier: APITokenVerifier(tokens: config.apiTokens)))
     router.ws("/api/realtime") { inbound, outbound, context in
         try await endpoint.handle(inbound, outbound, request: context.request, channel: context.requestContext.channel)

@@ -66,8 +66,8 @@ struct RestConnector: Sendable {
                 unwritten.append(
                     APIDataRow(
                         connectorID: context.connectorID,
-                        data: Self.data(poll.normalized).serialized,
-                        rawResponse: (poll.body ?? .null).serialized,
+                        data: Self.storable(Self.data(poll.normalized)),
+                        rawResponse: Self.storable(poll.body ?? .null),
                         statusCode: poll.statusCode ?? 0,
                         responseTimeMs: poll.responseTimeMs,
                         sourceID: String(sessionID),
@@ -115,11 +115,35 @@ struct RestConnector: Sendable {
         if !unwritten.isEmpty { _ = await write(unwritten, logger: context.logger) }
     }
 
+    /// The largest poll response or data stored as is; larger ones are cut (see `storable`).
+    static let maximumStoredBytes = 1 << 20
+    /// How much of a cut or unstorable response is kept, as text.
+    static let keptPrefixBytes = 64 << 10
+
+    /// `value` as JSON text both stores keep: as is when it fits `maximumStoredBytes` and holds
+    /// nothing a store refuses (`JSONValue.storageProblem`); otherwise an object that says so
+    /// (`"truncated": true`, the original size, why) with the first 64 KiB of the text.
+    static func storable(_ value: JSONValue) -> String {
+        let text = value.serialized
+        let problem = value.storageProblem?.detail
+        guard problem != nil || text.utf8.count > maximumStoredBytes else { return text }
+        return JSONValue.object([
+            "truncated": true, "bytes": .number(text.utf8.count),
+            "reason": .string(problem ?? "larger than \(maximumStoredBytes) bytes"),
+            // The serialized text holds NUL only escaped (\u0000), so as a string it is storable.
+            "text": .string(String(decoding: text.utf8.prefix(keptPrefixBytes), as: UTF8.self)),
+        ]).serialized
+    }
+
     /// Writes poll rows; returns those that could not be written yet (kept, bounded, for the next poll).
+    /// A row the database refuses outright is counted as failed and let go, so it never blocks the rows after it.
     func write(_ rows: [APIDataRow], logger: Logger) async -> [APIDataRow] {
         for (index, row) in rows.enumerated() {
             do {
                 _ = try await store.insertAPIData(row)
+            } catch let error as StoreError where error.isPermanent {
+                context.state.counters.failed.add(1, ordering: .relaxed)
+                logger.error("the database refused a poll result; skipped", metadata: ["error": "\(error)"])
             } catch {
                 logger.warning(
                     "could not store a poll result; keeping it for the next poll",

@@ -41,12 +41,16 @@ enum OpenAPIDocument {
         var responses: JSONObject = ["200": .object(["description": "Success", "content": json(ok)])]
         for (code, description) in errors { responses[code] = error(description) }
         if secured { responses["401"] = error("Missing or wrong API token") }
+        responses["403"] = error("Cross-origin request from an origin not in TRIBUTARY_ALLOWED_ORIGINS")
+        responses["421"] = error("Without API tokens: a Host that is not this server (DNS rebinding)")
         responses["500"] = error("Unexpected error (no details)")
-        var operation: JSONObject = ["summary": .string(summary), "parameters": .array(parameters), "responses": .object(responses)]
+        responses["503"] = responses["503"] ?? error("Too many open connections")
         if let body {
-            operation["requestBody"] = .object(["required": true, "content": json(body)])
             responses["413"] = error("Body over 1 MiB")
+            responses["415"] = error("Body not sent as Content-Type: application/json")
         }
+        var operation: JSONObject = ["summary": .string(summary), "parameters": .array(parameters), "responses": .object(responses)]
+        if let body { operation["requestBody"] = .object(["required": true, "content": json(body)]) }
         if !secured { operation["security"] = .array([]) }
         return .object(operation)
     }
@@ -109,7 +113,7 @@ enum OpenAPIDocument {
                     "Create a connector",
                     body: ref("ConnectorInput"),
                     ok: envelope(ref("Connector"), extra: ["connector_id": string]),
-                    errors: [invalid, ("409", "Duplicate name"), unavailable]
+                    errors: [invalid, ("409", "Duplicate name, or MAX_CONNECTORS reached"), unavailable]
                 ),
             ]),
             "/api/connectors/{connector_id}": .object([
@@ -136,7 +140,7 @@ enum OpenAPIDocument {
                     "One request (or WebSocket connect + first message) without storing anything",
                     parameters: [connectorID],
                     ok: envelope(ref("TestResult")),
-                    errors: [notFound, unavailable]
+                    errors: [notFound, ("429", "Tested moments ago (at most once per 2 s per connector)"), unavailable]
                 )
             ],
             "/api/connectors/{connector_id}/data": [
@@ -178,6 +182,14 @@ enum OpenAPIDocument {
             "/api/batches": [
                 "get": operation("Flushed batches, newest first", parameters: [limit, cursor], ok: list("Batch"), errors: [invalid, unavailable])
             ],
+            "/api/dead-letters": [
+                "get": operation(
+                    "Records received but never stored (refused at normalization or by the database), newest first",
+                    parameters: [query("connector_id", string, "One connector"), limit, cursor],
+                    ok: list("DeadLetter"),
+                    errors: [invalid, unavailable]
+                )
+            ],
             "/api/realtime": [
                 "get": .object([
                     "summary": "WebSocket upgrade: live data_update messages (see the README); plain GET answers 426",
@@ -188,6 +200,9 @@ enum OpenAPIDocument {
                     "responses": [
                         "101": ["description": "Switching protocols"], "426": error("Not a WebSocket upgrade request"),
                         "401": error("Missing or wrong API token"),
+                        "400": ["description": "Upgrade refused (wrong token, foreign origin or Host): the WebSocket stack answers a bare 400"],
+                        "403": error("Cross-origin request from an origin not in TRIBUTARY_ALLOWED_ORIGINS"),
+                        "421": error("Without API tokens: a Host that is not this server"),
                     ],
                 ])
             ],
@@ -308,6 +323,14 @@ enum OpenAPIDocument {
                     "timestamp": timestamp,
                 ],
                 required: ["id", "connector_id", "timestamp"]
+            ),
+            "DeadLetter": object(
+                [
+                    "id": integer, "connector_id": string, "source_id": nullable("string"), "session_id": nullable("string"),
+                    "stage": ["type": "string", "enum": ["normalize", "store"]], "reason": string, "error": string,
+                    "raw": ["type": "string", "description": "The record as received (JSON text, at most 64 KiB)"], "timestamp": timestamp,
+                ],
+                required: ["id", "connector_id", "stage", "reason", "error", "raw", "timestamp"]
             ),
             "Batch": object(
                 [

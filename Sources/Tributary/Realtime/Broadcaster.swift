@@ -13,6 +13,9 @@ public struct RealtimeFilter: Sendable, Equatable {
         self.instruments = instruments
     }
 
+    /// Filter values held, across the three kinds.
+    public var valueCount: Int { connectorIDs.count + exchanges.count + instruments.count }
+
     func matches(_ message: StoredMessage) -> Bool {
         (connectorIDs.isEmpty || connectorIDs.contains(message.pending.connectorID))
             && (exchanges.isEmpty || exchanges.contains(message.pending.message.exchange.rawValue))

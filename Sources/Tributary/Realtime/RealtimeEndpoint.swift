@@ -16,12 +16,24 @@ public struct RealtimeEndpoint: Sendable {
     let broadcaster: Broadcaster
     let pingInterval: Duration
     let overflowGrace: Duration
+    /// Most clients at once; one more is told so and closed with 1013 (try again later).
+    let maxClients: Int
     let logger: Logger
 
-    public init(broadcaster: Broadcaster, pingInterval: Duration = .seconds(30), overflowGrace: Duration = .seconds(5), logger: Logger) {
+    /// Most filter values (connector ids, exchanges and instruments together) one client may hold.
+    static let maxFilterValues = 100
+
+    public init(
+        broadcaster: Broadcaster,
+        pingInterval: Duration = .seconds(30),
+        overflowGrace: Duration = .seconds(5),
+        maxClients: Int = 256,
+        logger: Logger
+    ) {
         self.broadcaster = broadcaster
         self.pingInterval = pingInterval
         self.overflowGrace = overflowGrace
+        self.maxClients = maxClients
         self.logger = logger
     }
 
@@ -39,7 +51,18 @@ public struct RealtimeEndpoint: Sendable {
     }
 
     public func handle(_ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter, request: Request, channel: any Channel) async throws {
-        let client = broadcaster.register(filter: Self.filter(from: request))
+        // The upgrade router can only answer a bare 400, so limits are told on the socket instead.
+        let filter = Self.filter(from: request)
+        if let (detail, code) = broadcaster.clientCount >= maxClients
+            ? ("The server has \(maxClients) realtime clients, its most (MAX_REALTIME_CLIENTS); try again later", "TOO_MANY_CLIENTS")
+            : filter.valueCount > Self.maxFilterValues
+                ? ("At most \(Self.maxFilterValues) filter values per client", "TOO_MANY_FILTERS") : nil
+        {
+            try await outbound.write(.text(JSONValue.object(["type": "error", "detail": .string(detail), "error_code": .string(code)]).serialized))
+            try await outbound.close(code == "TOO_MANY_CLIENTS" ? .unknown(1013) : .policyViolation, reason: code)
+            return
+        }
+        let client = broadcaster.register(filter: filter)
         defer { broadcaster.unregister(client) }
         let sessionID = "rt_" + UUID().uuidString.lowercased().prefix(12)
         var logger = self.logger
@@ -168,18 +191,22 @@ public struct RealtimeEndpoint: Sendable {
                 }
                 changes.append((path, values))
             }
-            for key in message.objectValue!.keys where key != "action" && !filterKeys.contains(where: { $0.0 == key }) {
+            for key in message.objectValue?.keys ?? [] where key != "action" && !filterKeys.contains(where: { $0.0 == key }) {
                 return error("Unknown field \"\(key)\"; use connector_id, exchange or instrument")
             }
-            client.updateFilter { filter in
-                for (path, values) in changes {
-                    if action == "subscribe" {
-                        filter[keyPath: path].formUnion(values)
-                    } else {
-                        filter[keyPath: path].subtract(values)
-                    }
+            var filter = client.filter
+            for (path, values) in changes {
+                if action == "subscribe" {
+                    filter[keyPath: path].formUnion(values)
+                } else {
+                    filter[keyPath: path].subtract(values)
                 }
             }
+            guard filter.valueCount <= maxFilterValues else {
+                return error("At most \(maxFilterValues) filter values per client; unsubscribe some first", "TOO_MANY_FILTERS")
+            }
+            // Only this client's reader task changes its filter, so reading then writing it is safe.
+            client.filter = filter
             return nil
         default:
             return error("Unknown action \"\(action)\"; use subscribe, unsubscribe or pong", "UNKNOWN_ACTION")
