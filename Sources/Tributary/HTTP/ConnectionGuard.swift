@@ -74,6 +74,7 @@ final class ConnectionGuardHandler: ChannelInboundHandler, RemovableChannelHandl
 
     let limits: ConnectionLimits
     var claimed = false
+    var refused = false
     var headSeen = false
     /// The last bytes seen, to find `\r\n\r\n` across reads.
     var tail: UInt32 = 0
@@ -89,8 +90,13 @@ final class ConnectionGuardHandler: ChannelInboundHandler, RemovableChannelHandl
 
     func handlerAdded(context: ChannelHandlerContext) {
         guard limits.claim() else {
+            // Answer, end our side, and read and drop what the client sends for a moment: closing
+            // with its request unread would reset the connection before it reads the 503.
+            refused = true
             context.writeAndFlush(wrapOutbound(ByteBuffer(string: Self.refusal)), promise: nil)
-            context.close(promise: nil)
+            context.close(mode: .output, promise: nil)
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: .seconds(1)) { bound.value.close(promise: nil) }
             return
         }
         claimed = true
@@ -104,6 +110,7 @@ final class ConnectionGuardHandler: ChannelInboundHandler, RemovableChannelHandl
     func wrapOutbound(_ buffer: ByteBuffer) -> NIOAny { NIOAny(buffer) }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if refused { return }
         if !headSeen {
             let buffer = unwrapInboundIn(data)
             for byte in buffer.readableBytesView {
