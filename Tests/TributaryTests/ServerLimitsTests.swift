@@ -40,47 +40,53 @@ import Testing
             }
         }
         // With API tokens a name is fine: the token is the protection.
-        try await Self.withServer({ $0.apiTokens = ["t-123"] }) { port, _ in
-            let named = try await RawHTTP.exchange(
-                port: port,
-                head: "GET /api/connectors HTTP/1.1\r\nHost: tributary.internal\r\nAuthorization: Bearer t-123\r\nConnection: close\r\n\r\n"
-            )
-            #expect(Self.status(named) == 200, "\(named)")
-        }
+        try await Self.withServer(
+            { $0.apiTokens = ["t-123"] },
+            { port, _ in
+                let named = try await RawHTTP.exchange(
+                    port: port,
+                    head: "GET /api/connectors HTTP/1.1\r\nHost: tributary.internal\r\nAuthorization: Bearer t-123\r\nConnection: close\r\n\r\n"
+                )
+                #expect(Self.status(named) == 200, "\(named)")
+            }
+        )
     }
 
     @Test func crossOriginBrowserRequestsNeedAnAllowedOrigin() async throws {
-        try await Self.withServer({ $0.allowedOrigins = ["https://console.example.com"] }) { port, client in
-            let foreign = try await client.json(.get, "/api/connectors", headers: [.origin: "https://evil.example"])
-            #expect(foreign.status == .forbidden)
-            #expect(foreign.body["error_code"] == "ORIGIN_NOT_ALLOWED")
-            let post = try await client.json(.post, "/api/connectors", body: connectorBody("csrf"), headers: [.origin: "null"])
-            #expect(post.status == .forbidden, "a sandboxed page sends Origin: null")
-            let same = try await client.json(.get, "/api/connectors", headers: [.origin: "http://localhost:\(port)"])
-            #expect(same.status == .ok, "same origin")
-            let allowed = try await client.json(.get, "/api/connectors", headers: [.origin: "https://console.example.com"])
-            #expect(allowed.status == .ok)
-            #expect(allowed.headers[.accessControlAllowOrigin] == "https://console.example.com")
-            let missing = try await client.json(.get, "/api/connectors/conn_nope", headers: [.origin: "https://console.example.com"])
-            #expect(missing.status == .notFound)
-            #expect(missing.headers[.accessControlAllowOrigin] == "https://console.example.com", "errors are readable by the allowed page")
-            let preflight = try await client.json(
-                .options,
-                "/api/connectors",
-                headers: [.origin: "https://console.example.com", .accessControlRequestMethod: "POST"]
-            )
-            #expect(preflight.status == .noContent)
-            #expect(preflight.headers[.accessControlAllowHeaders]?.contains("Content-Type") == true)
-            // The realtime upgrade from a foreign page is refused before any data flows.
-            let upgrade = try await RawHTTP.exchange(
-                port: port,
-                head: "GET /api/realtime HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nOrigin: https://evil.example\r\nUpgrade: websocket\r\n"
-                    + "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                timeout: .seconds(2)
-            )
-            #expect(Self.status(upgrade) == 400, "\(upgrade)")
-            #expect(!upgrade.contains("connected"))
-        }
+        try await Self.withServer(
+            { $0.allowedOrigins = ["https://console.example.com"] },
+            { port, client in
+                let foreign = try await client.json(.get, "/api/connectors", headers: [.origin: "https://evil.example"])
+                #expect(foreign.status == .forbidden)
+                #expect(foreign.body["error_code"] == "ORIGIN_NOT_ALLOWED")
+                let post = try await client.json(.post, "/api/connectors", body: connectorBody("csrf"), headers: [.origin: "null"])
+                #expect(post.status == .forbidden, "a sandboxed page sends Origin: null")
+                let same = try await client.json(.get, "/api/connectors", headers: [.origin: "http://localhost:\(port)"])
+                #expect(same.status == .ok, "same origin")
+                let allowed = try await client.json(.get, "/api/connectors", headers: [.origin: "https://console.example.com"])
+                #expect(allowed.status == .ok)
+                #expect(allowed.headers[.accessControlAllowOrigin] == "https://console.example.com")
+                let missing = try await client.json(.get, "/api/connectors/conn_nope", headers: [.origin: "https://console.example.com"])
+                #expect(missing.status == .notFound)
+                #expect(missing.headers[.accessControlAllowOrigin] == "https://console.example.com", "errors are readable by the allowed page")
+                let preflight = try await client.json(
+                    .options,
+                    "/api/connectors",
+                    headers: [.origin: "https://console.example.com", .accessControlRequestMethod: "POST"]
+                )
+                #expect(preflight.status == .noContent)
+                #expect(preflight.headers[.accessControlAllowHeaders]?.contains("Content-Type") == true)
+                // The realtime upgrade from a foreign page is refused before any data flows.
+                let upgrade = try await RawHTTP.exchange(
+                    port: port,
+                    head: "GET /api/realtime HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nOrigin: https://evil.example\r\nUpgrade: websocket\r\n"
+                        + "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                    timeout: .seconds(2)
+                )
+                #expect(Self.status(upgrade) == 400, "\(upgrade)")
+                #expect(!upgrade.contains("connected"))
+            }
+        )
     }
 
     @Test func bodiesMustBeJSONAndOversizedOnesAreDrainedSoTheClientReadsThe413() async throws {
@@ -108,27 +114,32 @@ import Testing
     }
 
     @Test func connectionsAreLimitedAndSlowHeadersClosed() async throws {
-        try await Self.withServer({
-            $0.maxHTTPConnections = 3
-            $0.httpHeaderTimeout = .milliseconds(800)
-        }) { port, _ in
-            // Three connections that never finish their request head hold every slot...
-            var idle: [Int32] = []
-            for _ in 0..<3 { idle.append(try await RawHTTP.openIdle(port: port, partial: "GET /health HTTP/1.1\r\nHost: 12", timeout: .seconds(5))) }
-            defer { for fd in idle { close(fd) } }
-            try await Task.sleep(for: .milliseconds(100))
-            // ...so one more is refused with the error body,
-            let refused = try await RawHTTP.exchange(port: port, head: "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", timeout: .seconds(2))
-            #expect(Self.status(refused) == 503, "\(refused)")
-            #expect(refused.contains(#""error_code":"TOO_MANY_CONNECTIONS""#))
-            // until the header timeout closes them (the read ends: closed, not timed out at 5 s).
-            let started = ContinuousClock.now
-            #expect(await RawHTTP.read(idle[0]) == "")
-            #expect(ContinuousClock.now - started < .seconds(3))
-            try await Task.sleep(for: .milliseconds(200))
-            let served = try await RawHTTP.exchange(port: port, head: "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            #expect(Self.status(served) == 200, "\(served)")
-        }
+        try await Self.withServer(
+            {
+                $0.maxHTTPConnections = 3
+                $0.httpHeaderTimeout = .milliseconds(800)
+            },
+            { port, _ in
+                // Three connections that never finish their request head hold every slot...
+                var idle: [Int32] = []
+                for _ in 0..<3 {
+                    idle.append(try await RawHTTP.openIdle(port: port, partial: "GET /health HTTP/1.1\r\nHost: 12", timeout: .seconds(5)))
+                }
+                defer { for fd in idle { close(fd) } }
+                try await Task.sleep(for: .milliseconds(100))
+                // ...so one more is refused with the error body,
+                let refused = try await RawHTTP.exchange(port: port, head: "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", timeout: .seconds(2))
+                #expect(Self.status(refused) == 503, "\(refused)")
+                #expect(refused.contains(#""error_code":"TOO_MANY_CONNECTIONS""#))
+                // until the header timeout closes them (the read ends: closed, not timed out at 5 s).
+                let started = ContinuousClock.now
+                #expect(await RawHTTP.read(idle[0]) == "")
+                #expect(ContinuousClock.now - started < .seconds(3))
+                try await Task.sleep(for: .milliseconds(200))
+                let served = try await RawHTTP.exchange(port: port, head: "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                #expect(Self.status(served) == 200, "\(served)")
+            }
+        )
     }
 
     /// Collects what the server sends on one realtime connection until it closes.
@@ -150,13 +161,16 @@ import Testing
     }
 
     @Test func realtimeClientsAndTheirFiltersAreLimited() async throws {
-        try await Self.withServer({ $0.maxRealtimeClients = 1 }) { port, _ in
-            let first = try await RealtimeListener(port: port)
-            defer { first.close() }
-            let second = try await Self.realtimeSession(port: port)
-            #expect(second.first?["error_code"] == "TOO_MANY_CLIENTS", "\(second)")
-            #expect(!second.contains { $0["type"] == "connected" })
-        }
+        try await Self.withServer(
+            { $0.maxRealtimeClients = 1 },
+            { port, _ in
+                let first = try await RealtimeListener(port: port)
+                defer { first.close() }
+                let second = try await Self.realtimeSession(port: port)
+                #expect(second.first?["error_code"] == "TOO_MANY_CLIENTS", "\(second)")
+                #expect(!second.contains { $0["type"] == "connected" })
+            }
+        )
         try await Self.withServer { port, _ in
             let many = (0..<101).map { "I\($0)-USDT" }
             let tooMany = try await Self.realtimeSession(port: port, query: "?instrument=" + many.joined(separator: ","))
