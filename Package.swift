@@ -64,6 +64,14 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The fuzz target (see scripts/fuzz): built with `--sanitize fuzzer -Xswiftc -DFUZZING` it is a
+        // libFuzzer binary; built plainly it replays a corpus.
+        .executableTarget(
+            name: "tributary-fuzz",
+            dependencies: [.byName(name: "Tributary")],
+            path: "Sources/TributaryFuzz",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "TributaryTests",
             dependencies: [

@@ -81,6 +81,18 @@ import Testing
         }
     }
 
+    /// A Binance bookTicker whose update id is not a scalar used to trap on a force unwrap.
+    @Test(arguments: [#"{"b":"1","a":"2","u":{}}"#, #"{"b":"1","a":"2","u":""}"#, #"{"b":"1","a":"2","u":[1]}"#])
+    func aBinanceBookTickerWithAnOddUpdateIDIsNotTakenForOne(_ frame: String) throws {
+        let normalized = try? Normalizer(exchange: .binance).normalize(text: Array(frame.utf8))
+        if case .messages(let messages)? = normalized {
+            #expect(messages.allSatisfy { $0.channel != "bookTicker" })
+        }
+        let valid = try Normalizer(exchange: .binance).normalize(text: Array(#"{"s":"BTCUSDT","b":"1","B":"2","a":"3","A":"4","u":7}"#.utf8))
+        guard case .messages(let messages) = valid else { throw TestSetupError("not messages") }
+        #expect(messages.first?.sourceID == "binance:bookTicker:BTCUSDT:7")
+    }
+
     /// The quadratic lookup took 3.3 s for this body; with the index it is a few milliseconds
     /// (measured in the closing note, not asserted as a time here).
     @Test func largeObjectsKeepEveryMemberAndLookUpByKey() throws {

@@ -157,7 +157,7 @@ extension ConnectorDefinition {
             let url = URL(string: config.apiURL)
             let scheme = url?.scheme?.lowercased()
             if config.apiURL.contains(where: \.isWhitespace) || url == nil || scheme == nil || url?.host()?.isEmpty != false
-                || !schemes.contains(scheme!)
+                || !schemes.contains(scheme ?? "")
             {
                 reader.fail(
                     "api_url",

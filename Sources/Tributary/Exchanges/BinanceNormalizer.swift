@@ -31,16 +31,16 @@ struct BinanceNormalizer {
         )
         let id = symbol ?? "?"
         switch event {
-        case "trade", "aggTrade":
-            let key = event == "trade" ? "t" : "a"
+        case .some(let kind) where kind == "trade" || kind == "aggTrade":
+            let key = kind == "trade" ? "t" : "a"
             guard let tradeID = payload[key].text, let price = payload["p"].text, let quantity = payload["q"].text else {
-                throw NormalizationError("Binance \(event!) without \(key), p or q")
+                throw NormalizationError("Binance \(kind) without \(key), p or q")
             }
             message.messageType = .trade
             message.price = price
             message.quantity = quantity
             message.side = payload["m"]?.boolValue.map { $0 ? "sell" : "buy" }
-            message.sourceID = "binance:\(event!):\(id):\(tradeID)"
+            message.sourceID = "binance:\(kind):\(id):\(tradeID)"
             message.fields["trade_id"] = .string(tradeID)
         case "depthUpdate":
             message.messageType = .book
@@ -66,7 +66,7 @@ struct BinanceNormalizer {
             message.price = payload["c"].text
             message.quantity = payload["Q"].text
             message.fields = ["bid_price": .optional(payload["b"].text), "ask_price": .optional(payload["a"].text)]
-        case nil where payload["b"] != nil && payload["a"] != nil && payload["u"] != nil:
+        case nil where payload["b"] != nil && payload["a"] != nil && payload["u"].text != nil:
             // bookTicker has no event type and no timestamp on spot: recognized by its keys.
             message.channel = "bookTicker"
             message.messageType = .ticker
@@ -76,7 +76,7 @@ struct BinanceNormalizer {
                 "bid_price": .optional(payload["b"].text), "bid_size": .optional(payload["B"].text),
                 "ask_price": .optional(payload["a"].text), "ask_size": .optional(payload["A"].text),
             ]
-            message.sourceID = "binance:bookTicker:\(id):\(payload["u"].text!)"
+            message.sourceID = payload["u"].text.map { "binance:bookTicker:\(id):\($0)" }
         case nil where payload["lastUpdateId"] != nil:
             message.channel = "depth"
             message.messageType = .book

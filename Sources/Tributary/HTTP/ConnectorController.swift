@@ -62,7 +62,7 @@ public struct ConnectorController<Context: RequestContext>: Sendable {
 
     func perform(_ action: LifecycleAction, request: Request, context: Context) async throws -> Response {
         let connector = try await service.perform(action, on: try context.parameters.require("connector_id"))
-        let verb = ["start": "started", "stop": "stopped", "restart": "restarted"][action.rawValue]!
+        let verb = ["start": "started", "stop": "stopped", "restart": "restarted"][action.rawValue] ?? action.rawValue
         return JSONResponse.success("Connector \(verb)", data: connector.json)
     }
 

@@ -118,14 +118,12 @@ extension Request {
     func timeRange() throws -> (since: Date?, until: Date?) {
         func time(_ name: String) throws -> Date? {
             guard let text = uri.queryParameters.get(name) else { return nil }
-            let problem = "must be an ISO-8601 UTC time (2026-01-01T00:00:00Z) or epoch milliseconds, within years 0001-9999"
-            if !text.isEmpty, text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {
-                guard let milliseconds = Int64(text), let date = Timestamp.date(milliseconds: milliseconds) else {
-                    throw APIError.invalidParameter(name, problem)
-                }
-                return date
+            guard let date = Timestamp.parseParameter(text) else {
+                throw APIError.invalidParameter(
+                    name,
+                    "must be an ISO-8601 UTC time (2026-01-01T00:00:00Z) or epoch milliseconds, within years 0001-9999"
+                )
             }
-            guard let date = Timestamp.parse(text) else { throw APIError.invalidParameter(name, problem) }
             return date
         }
         let since = try time("since")

@@ -110,8 +110,9 @@ public final class Broadcaster: Sendable {
         for message in messages {
             var text: String?
             for (client, filter) in zip(clients, filters) where filter.matches(message) {
-                if text == nil { text = message.update }
-                client.enqueue(text!)
+                let update = text ?? message.update
+                text = update
+                client.enqueue(update)
             }
         }
     }

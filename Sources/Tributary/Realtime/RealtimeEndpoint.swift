@@ -161,12 +161,12 @@ public struct RealtimeEndpoint: Sendable {
     static func send(_ texts: [String], on channel: any Channel) async throws {
         guard !texts.isEmpty else { return }
         try await channel.eventLoop.flatSubmit {
-            var written: EventLoopFuture<Void>?
+            var written = channel.eventLoop.makeSucceededVoidFuture()
             for text in texts {
                 written = channel.write(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text)))
             }
             channel.flush()
-            return written!
+            return written
         }.get()
     }
 

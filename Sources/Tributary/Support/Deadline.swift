@@ -15,6 +15,8 @@ func withDeadline<Value: Sendable>(
             throw StoreError.unavailable("\(description) did not finish within \(timeout)")
         }
         defer { group.cancelAll() }
-        return try await group.next()!
+        // The first of the two tasks to finish decides; the group is never empty here.
+        guard let value = try await group.next() else { throw StoreError.unavailable("\(description) was cancelled") }
+        return value
     }
 }

@@ -68,6 +68,15 @@ public enum Timestamp {
         }
     }
 
+    /// A time as the query API takes it: ISO-8601 UTC (what `parse` reads) or epoch milliseconds,
+    /// within years 0001 to 9999; nil for anything else.
+    public static func parseParameter(_ text: String) -> Date? {
+        if !text.isEmpty, text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {
+            return Int64(text).flatMap(date(milliseconds:))
+        }
+        return parse(text)
+    }
+
     /// Milliseconds since 1970 of an RFC 3339 UTC time such as Coinbase's `2026-04-07T14:30:02.789012345Z`.
     public static func parseMilliseconds(_ text: String) -> Int64? {
         parse(text).map { microseconds($0).floorDivided(by: 1000) }

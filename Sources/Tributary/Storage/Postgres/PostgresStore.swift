@@ -165,7 +165,10 @@ public final class PostgresStore: ConnectorStore {
                     "INSERT INTO connector_status (connector_id, status) VALUES (\(connector.connectorID), 'stopped')",
                     logger: logger
                 )
-                return try await Self.fetch(connector.connectorID, on: connection, logger: logger)!
+                guard let record = try await Self.fetch(connector.connectorID, on: connection, logger: logger) else {
+                    throw StoreError.corrupt("connector \(connector.connectorID) vanished inside its insert")
+                }
+                return record
             }
         }
     }

@@ -141,7 +141,10 @@ public final class SQLiteStore: ConnectorStore {
                 "INSERT INTO connector_status (connector_id, status, updated_at) VALUES (?, 'stopped', ?)",
                 [.text(connector.connectorID), .text(now)]
             )
-            return try await Self.fetch(connector.connectorID, on: connection)!
+            guard let record = try await Self.fetch(connector.connectorID, on: connection) else {
+                throw StoreError.corrupt("connector \(connector.connectorID) vanished inside its insert")
+            }
+            return record
         }
     }
 
