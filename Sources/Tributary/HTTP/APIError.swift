@@ -20,13 +20,17 @@ public struct APIError: HTTPResponseError, Sendable {
         self.headers = headers
     }
 
+    /// At most this many field errors are listed (a body of 60,000 unknown keys gets a short answer).
+    static let maximumFieldErrors = 50
+
     public static func validation(_ errors: [FieldError]) -> APIError {
-        let fields = errors.map(\.field)
+        let shown = Array(errors.prefix(maximumFieldErrors))
+        let more = errors.count > shown.count ? " and \(errors.count - shown.count) more" : ""
         let detail =
             errors.count == 1
             ? "Invalid \(errors[0].field): \(errors[0].problem)"
-            : "Invalid fields: \(fields.joined(separator: ", "))"
-        return APIError(.badRequest, code: "VALIDATION_ERROR", detail: detail, fieldErrors: errors)
+            : "Invalid fields: \(shown.map(\.field).joined(separator: ", "))\(more)"
+        return APIError(.badRequest, code: "VALIDATION_ERROR", detail: detail, fieldErrors: shown)
     }
 
     public static func invalidParameter(_ name: String, _ problem: String) -> APIError {
