@@ -251,6 +251,15 @@ import Testing
                     #expect(response.status == .badRequest, "\(path): \(response.body)")
                     #expect(response.body["errors"]?[0]?["field"] == .string(field), "\(path): \(response.body)")
                 }
+                for (body, field) in [
+                    (connectorBody("nul\u{0}name"), "name"),
+                    (connectorBody("n", ["subscription_message": .object(["x": .number("1e5000")])]), "subscription_message"),
+                    (connectorBody("n", ["headers": .object(["X-A": .string("a\u{0}b")])]), "headers"),
+                ] {
+                    let created = try await client.json(.post, "/api/connectors", body: body)
+                    #expect(created.status == .badRequest, "\(created.body)")
+                    #expect(created.body["errors"]?.arrayValue?.contains { $0["field"] == .string(field) } == true, "\(created.body)")
+                }
                 let extreme = try await client.json(.get, "/api/instruments/BTC-USDT/history?until=253402300799999&since=253402300000000")
                 #expect(extreme.status == .ok, "\(extreme.body)")
                 let empty = try await client.json(.get, "/api/dead-letters")

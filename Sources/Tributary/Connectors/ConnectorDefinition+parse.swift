@@ -31,6 +31,11 @@ extension ConnectorDefinition {
         for key in object.keys where !bodyFields.contains(key) {
             reader.fail(key, "unknown field")
         }
+        // What no store keeps (a NUL character, a number beyond NUMERIC) is refused here, naming
+        // its field, rather than by the database.
+        for (key, value) in object where bodyFields.contains(key) {
+            if let problem = value.storageProblem { reader.fail(key, "cannot be stored: \(problem.detail)") }
+        }
 
         let name = reader.string("name").map { $0.trimmingCharacters(in: .whitespaces) }
         let connectorType = reader.enumValue("connector_type", ConnectorType.self)

@@ -82,7 +82,7 @@ public final class BatchWriter: Service {
         case .abandoned: return []
         case .refused(let error):
             guard batch.count > 1 else {
-                let pending = batch[0]
+                guard let pending = batch.first else { return [] }
                 metrics.counters(for: pending.connectorID).reject(Rejection(reason: "store_refused", detail: "\(error)"))
                 deadLetters?.append([
                     DeadLetter(
@@ -132,7 +132,7 @@ public final class BatchWriter: Service {
                 metrics: [
                     "queue_depth": .number(buffer.depth), "attempt": .number(attempt),
                     "bytes": .number(batch.reduce(0) { $0 + $1.data.utf8.count }),
-                    "oldest_wait_ms": .number(Int(Date().timeIntervalSince(batch[0].receivedAt) * 1000)),
+                    "oldest_wait_ms": .number(Int(Date().timeIntervalSince(batch.first?.receivedAt ?? Date()) * 1000)),
                 ]
             )
             do {
