@@ -42,6 +42,7 @@ struct SettingsOptions: ParsableArguments {
     @Option(help: "Close an idle HTTP connection after this many ms (HTTP_IDLE_TIMEOUT_MS, default 60000).") var httpIdleTimeoutMs: String?
     @Option(help: "A request head must arrive within this many ms (HTTP_HEADER_TIMEOUT_MS, default 10000).") var httpHeaderTimeoutMs: String?
     @Option(help: "Most connectors (MAX_CONNECTORS, default 1000).") var maxConnectors: String?
+    @Option(help: "Dead letters kept; older ones are deleted (MAX_DEAD_LETTERS, default 100000).") var maxDeadLetters: String?
 
     var overrides: [String: String] {
         let pairs: [(String, String?)] = [
@@ -52,7 +53,7 @@ struct SettingsOptions: ParsableArguments {
             ("CONNECTOR_MAX_RECONNECTS", connectorMaxReconnects), ("REST_TIMEOUT_MS", restTimeoutMs),
             ("REST_MAX_RESPONSE_BYTES", restMaxResponseBytes), ("TRIBUTARY_ALLOW_PRIVATE_TARGETS", allowPrivateTargets),
             ("TRIBUTARY_ALLOWED_ORIGINS", allowedOrigins), ("TRIBUTARY_ALLOWED_HOSTS", allowedHosts), ("MAX_REALTIME_CLIENTS", maxRealtimeClients),
-            ("MAX_CONNECTORS", maxConnectors),
+            ("MAX_CONNECTORS", maxConnectors), ("MAX_DEAD_LETTERS", maxDeadLetters),
             ("MAX_HTTP_CONNECTIONS", maxHttpConnections), ("HTTP_IDLE_TIMEOUT_MS", httpIdleTimeoutMs),
             ("HTTP_HEADER_TIMEOUT_MS", httpHeaderTimeoutMs),
         ]

@@ -173,6 +173,33 @@ import Testing
     }
 
     @Test(arguments: TestBackend.enabled)
+    func deadLettersAreStorableWhateverTheyHoldAndPrunedToTheNewest(_ backend: TestBackend) async throws {
+        try await backend.withConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let letters = (0..<30).map { index in
+                    DeadLetter(
+                        connectorID: "conn_dl",
+                        sourceID: "s\u{0}\(index)",
+                        sessionID: nil,
+                        stage: .normalize,
+                        reason: "nul_character",
+                        error: "e\u{0}",
+                        raw: index == 0 ? String(repeating: "x", count: 100_000) : "{\"i\":\(index)}",
+                        timestamp: Date(timeIntervalSince1970: 1_767_225_600 + Double(index))
+                    )
+                }
+                try await store.insertDeadLetters(letters)
+                try await store.pruneDeadLetters(keeping: 10)
+                let kept = try await store.deadLetters(connectorID: nil, after: nil, limit: 100)
+                #expect(kept.map(\.letter.raw) == (20..<30).reversed().map { "{\"i\":\($0)}" })
+                #expect(kept.allSatisfy { $0.letter.sourceID?.contains("\u{FFFD}") == true && !$0.letter.error.contains("\u{0}") })
+                #expect(letters[0].raw.hasSuffix("…[truncated]") && letters[0].raw.utf8.count < 65_600)
+            }
+        }
+    }
+
+    @Test(arguments: TestBackend.enabled)
     func aRetriedBatchFindsTheRowsItsLostAttemptCommitted(_ backend: TestBackend) async throws {
         try await backend.withConfig { config in
             try await Tributary.withStore(config, logger: Logger(label: "test")) { store in

@@ -57,6 +57,8 @@ public struct AppConfig: Sendable {
     public var httpHeaderTimeout: Duration = .seconds(10)
     /// Most realtime clients connected at once; beyond it the upgrade gets a 503.
     public var maxRealtimeClients = 256
+    /// Most dead letters kept; older ones are deleted.
+    public var maxDeadLetters = 100_000
     /// Most connectors; creating one more gets a 409.
     public var maxConnectors = 1000
 
@@ -97,6 +99,7 @@ public struct AppConfig: Sendable {
         config.httpIdleTimeout = .milliseconds(try integer(settings, "HTTP_IDLE_TIMEOUT_MS", default: 60_000, range: 100...3_600_000))
         config.httpHeaderTimeout = .milliseconds(try integer(settings, "HTTP_HEADER_TIMEOUT_MS", default: 10_000, range: 100...600_000))
         config.maxRealtimeClients = try integer(settings, "MAX_REALTIME_CLIENTS", default: 256, range: 1...100_000)
+        config.maxDeadLetters = try integer(settings, "MAX_DEAD_LETTERS", default: 100_000, range: 1...100_000_000)
         config.maxConnectors = try integer(settings, "MAX_CONNECTORS", default: 1000, range: 1...100_000)
         config.apiTokens = (settings["TRIBUTARY_API_TOKENS"] ?? "").split(separator: ",")
             .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }

@@ -53,7 +53,7 @@ public struct Pipeline: Sendable {
 
     public init(config: AppConfig, store: any ConnectorStore, secretBox: SecretBox, logger: Logger) {
         buffer = IngestBuffer(capacity: config.ingestBufferCapacity)
-        deadLetters = DeadLetterQueue(store: store, logger: logger)
+        deadLetters = DeadLetterQueue(store: store, retained: config.maxDeadLetters, logger: logger)
         metrics = PipelineMetrics()
         broadcaster = Broadcaster(queueCapacity: config.realtimeQueueCapacity)
         writer = BatchWriter(
@@ -83,7 +83,7 @@ public struct Pipeline: Sendable {
             maxClients: config.maxRealtimeClients,
             logger: logger
         )
-        exporter = MetricsExporter(pipeline: metrics, buffer: buffer, broadcaster: broadcaster, store: store)
+        exporter = MetricsExporter(pipeline: metrics, buffer: buffer, broadcaster: broadcaster, store: store, deadLetters: deadLetters)
     }
 }
 

@@ -12,6 +12,7 @@ public final class MetricsExporter: Sendable {
     let buffer: IngestBuffer
     let broadcaster: Broadcaster
     let store: any ConnectorStore
+    let deadLetters: DeadLetterQueue?
     var registry: PrometheusCollectorRegistry { pipeline.registry }
     /// What each counter last reported, by metric name and connector.
     private let reported = Mutex<[String: Int]>([:])
@@ -20,7 +21,14 @@ public final class MetricsExporter: Sendable {
         .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(10),
     ]
 
-    public init(pipeline: PipelineMetrics, buffer: IngestBuffer, broadcaster: Broadcaster, store: any ConnectorStore) {
+    public init(
+        pipeline: PipelineMetrics,
+        buffer: IngestBuffer,
+        broadcaster: Broadcaster,
+        store: any ConnectorStore,
+        deadLetters: DeadLetterQueue? = nil
+    ) {
+        self.deadLetters = deadLetters
         self.pipeline = pipeline
         self.buffer = buffer
         self.broadcaster = broadcaster
@@ -88,6 +96,7 @@ public final class MetricsExporter: Sendable {
         let totals: [(String, String, Int)] = [
             ("tributary_realtime_dropped_updates_total", "Realtime updates dropped for slow clients", broadcaster.droppedCount),
             ("tributary_ingest_dropped_total", "Messages refused by the full ingest buffer", buffer.droppedCount),
+            ("tributary_dead_letters_dropped_total", "Dead letters dropped because their queue was full", deadLetters?.droppedCount ?? 0),
             ("tributary_batch_flush_failures_total", "Batch writes that failed and were retried", pipeline.flushFailures.load(ordering: .relaxed)),
         ]
         for (name, help, value) in totals {

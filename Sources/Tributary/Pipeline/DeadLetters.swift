@@ -61,19 +61,23 @@ public struct DeadLetter: Sendable, Equatable {
 }
 
 /// Dead letters on their way to the store: producers (connectors, the batch writer) never wait;
-/// a service writes them in bulk. Bounded: past `capacity` waiting letters the oldest are
-/// dropped and counted (`tributary_dead_letters_dropped_total`), while every rejection stays
-/// counted on its connector.
+/// a service writes them in bulk. Bounded twice: past `capacity` waiting letters the oldest are
+/// dropped and counted (`tributary_dead_letters_dropped_total`), and the table keeps the newest
+/// `retained` letters (older ones are deleted after every 1,000 written), while every rejection
+/// stays counted on its connector.
 public final class DeadLetterQueue: Service {
     public static let defaultCapacity = 10_000
 
     let queue: SignalledQueue<DeadLetter>
     let store: any ConnectorStore
+    /// How many dead letters the table keeps (`MAX_DEAD_LETTERS`).
+    let retained: Int
     let logger: Logger
 
-    public init(store: any ConnectorStore, capacity: Int = DeadLetterQueue.defaultCapacity, logger: Logger) {
+    public init(store: any ConnectorStore, capacity: Int = DeadLetterQueue.defaultCapacity, retained: Int = 100_000, logger: Logger) {
         self.queue = SignalledQueue(capacity: capacity, overflow: .dropOldest)
         self.store = store
+        self.retained = retained
         self.logger = logger
     }
 
@@ -88,6 +92,7 @@ public final class DeadLetterQueue: Service {
     public func run() async throws {
         await withGracefulShutdownHandler {
             var delay = Duration.milliseconds(100)
+            var sincePrune = 0
             while true {
                 let letters = await queue.take(upTo: 500)
                 if letters.isEmpty { break }
@@ -96,6 +101,11 @@ public final class DeadLetterQueue: Service {
                     do {
                         try await store.insertDeadLetters(letters)
                         delay = .milliseconds(100)
+                        sincePrune += letters.count
+                        if sincePrune >= 1000 {
+                            sincePrune = 0
+                            try? await store.pruneDeadLetters(keeping: retained)
+                        }
                         break
                     } catch {
                         if (error as? StoreError)?.isPermanent == true || Task.isShuttingDownGracefully {

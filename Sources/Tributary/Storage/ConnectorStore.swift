@@ -52,6 +52,8 @@ public protocol ConnectorStore: Service {
     func batches(after: PageCursor?, limit: Int) async throws -> [BatchRow]
     /// Writes dead letters (records that will never be stored), in bulk.
     func insertDeadLetters(_ letters: [DeadLetter]) async throws
+    /// Deletes all but the newest `keeping` dead letters.
+    func pruneDeadLetters(keeping: Int) async throws
     /// Dead letters, newest first, of one connector or all.
     func deadLetters(connectorID: String?, after: PageCursor?, limit: Int) async throws -> [DeadLetterRecord]
     /// After a write whose outcome is unknown: nil if batch `batchID` was not committed, else the

@@ -261,6 +261,17 @@ extension QueryableStore {
         }
     }
 
+    /// Deletes all but the newest `keeping` dead letters; returns nothing (the count is not needed).
+    public func pruneDeadLetters(keeping: Int) async throws {
+        var builder = QueryBuilder(dialect)
+        let offset = builder.bind(.integer(Int64(keeping)))
+        _ = try await fetch(
+            "prune dead letters",
+            "DELETE FROM dead_letters WHERE id <= (SELECT id FROM dead_letters ORDER BY id DESC LIMIT 1 OFFSET \(offset))",
+            builder.arguments
+        )
+    }
+
     /// After a write whose outcome is unknown (the connection broke or timed out after the
     /// statement was sent): nil when batch `batchID` was not committed; else the id each message
     /// got in it (nil for one that was a duplicate then), from the ids its `websocket_batches` row lists.
