@@ -53,7 +53,7 @@ enum FuzzTargets {
 
     /// Every record either is rejected for a reason or can be stored: its JSON parses back.
     static func check(_ frame: NormalizedFrame?) {
-        guard case .messages(let messages)? = frame else { return }
+        guard let messages = frame?.marketMessages else { return }
         for message in messages where message.rejection == nil {
             let data = message.serializedJSON
             guard (try? JSONValue.parse(data)) != nil else { fatalError("stored data is not JSON: \(data)") }

@@ -93,12 +93,31 @@ public struct ConnectorContext: Sendable {
             state.setError(message)
             logger.warning("exchange reported an error", metadata: ["error_type": "exchange_error", "error": "\(message)"])
             return
-        case .messages(let messages):
+        case .messages(let messages), .partial(let messages, _):
             let now = Date()
             var accepted: [PendingMessage] = []
             accepted.reserveCapacity(messages.count)
             var rejected: [DeadLetter] = []
             defer { deadLetters?.append(rejected) }
+            if case .partial(_, let malformed) = normalized {
+                for record in malformed {
+                    let rejection = Rejection(reason: "malformed_record", detail: record.reason)
+                    counters.reject(rejection)
+                    session.logFailure("rejected a record that could not be normalized", error: rejection, logger: logger)
+                    rejected.append(
+                        DeadLetter(
+                            connectorID: connectorID,
+                            sourceID: nil,
+                            sessionID: session.sessionID,
+                            stage: .normalize,
+                            reason: rejection.reason,
+                            error: rejection.detail,
+                            raw: record.raw.serialized,
+                            timestamp: now
+                        )
+                    )
+                }
+            }
             for message in messages {
                 if let rejection = message.rejection {
                     counters.reject(rejection)

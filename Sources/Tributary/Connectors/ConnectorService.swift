@@ -130,7 +130,7 @@ public struct ConnectorService: Sendable {
             switch poll.outcome {
             case .ok:
                 let messages: [MarketMessage]
-                if case .messages(let normalized)? = poll.normalized { messages = normalized } else { messages = [] }
+                messages = poll.normalized?.marketMessages ?? []
                 result["record_count"] = .number(messages.count)
                 result["records"] = records(messages)
             case .invalid(let problem), .retry(let problem, _), .rejected(let problem):

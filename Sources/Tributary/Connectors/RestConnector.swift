@@ -160,7 +160,7 @@ struct RestConnector: Sendable {
 
     /// The `data` column: the normalized record, or for a response of many records all of them.
     static func data(_ normalized: NormalizedFrame?) -> JSONValue {
-        guard case .messages(let messages)? = normalized else { return .object(["record_count": .number(0)]) }
+        guard let messages = normalized?.marketMessages else { return .object(["record_count": .number(0)]) }
         let records = messages.map(\.record)
         if records.count == 1, var object = records[0].objectValue {
             object["record_count"] = .number(1)

@@ -183,7 +183,7 @@ struct WebSocketConnector: Sendable {
                 switch normalized {
                 case .control: continue
                 case .exchangeError(let detail): found.withLock { $0 = .failure(NormalizationError(detail)) }
-                case .messages(let messages): found.withLock { $0 = .success(messages) }
+                case .messages(let messages), .partial(let messages, _): found.withLock { $0 = .success(messages) }
                 }
                 break
             }

@@ -15,14 +15,14 @@ struct BybitNormalizer {
         switch channel {
         case "publicTrade":
             guard let trades = data.arrayValue else { throw NormalizationError("Bybit publicTrade data is not a list") }
-            var messages: [MarketMessage] = []
+            var collector = RecordCollector(capacity: trades.count)
             for trade in trades {
-                guard let id = trade["i"].text, let price = trade["p"].text, let size = trade["v"].text else {
-                    throw NormalizationError("Bybit trade without i, p or v")
-                }
-                let symbol = trade["s"]?.stringValue ?? topicSymbol
-                messages.append(
-                    MarketMessage(
+                collector.add(trade) { () throws(NormalizationError) in
+                    guard let id = trade["i"].text, let price = trade["p"].text, let size = trade["v"].text else {
+                        throw NormalizationError("Bybit trade without i, p or v")
+                    }
+                    let symbol = trade["s"]?.stringValue ?? topicSymbol
+                    return MarketMessage(
                         exchange: .bybit,
                         channel: channel,
                         messageType: .trade,
@@ -36,9 +36,9 @@ struct BybitNormalizer {
                         fields: ["trade_id": .string(id)],
                         raw: trade
                     )
-                )
+                }
             }
-            return .messages(messages)
+            return try collector.frame()
         case "tickers":
             let symbol = data["symbol"]?.stringValue ?? topicSymbol
             return .messages([

@@ -58,13 +58,14 @@ struct CoinbaseNormalizer {
         var messages: [MarketMessage] = []
         switch channel {
         case "market_trades":
+            var collector = RecordCollector()
             for trade in events.flatMap({ $0["trades"]?.arrayValue ?? [] }) {
-                guard let tradeID = trade["trade_id"].text, let price = trade["price"].text, let size = trade["size"].text else {
-                    throw NormalizationError("Coinbase trade without trade_id, price or size")
-                }
-                let symbol = trade["product_id"]?.stringValue
-                messages.append(
-                    MarketMessage(
+                collector.add(trade) { () throws(NormalizationError) in
+                    guard let tradeID = trade["trade_id"].text, let price = trade["price"].text, let size = trade["size"].text else {
+                        throw NormalizationError("Coinbase trade without trade_id, price or size")
+                    }
+                    let symbol = trade["product_id"]?.stringValue
+                    return MarketMessage(
                         exchange: .coinbase,
                         channel: channel,
                         messageType: .trade,
@@ -78,8 +79,10 @@ struct CoinbaseNormalizer {
                         fields: ["trade_id": .string(tradeID)],
                         raw: trade
                     )
-                )
+                }
             }
+            if !collector.malformed.isEmpty { return try collector.frame() }
+            messages = collector.messages
         case "ticker", "ticker_batch":
             for ticker in events.flatMap({ $0["tickers"]?.arrayValue ?? [] }) {
                 let symbol = ticker["product_id"]?.stringValue

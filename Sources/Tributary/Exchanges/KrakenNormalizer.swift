@@ -9,46 +9,46 @@ struct KrakenNormalizer {
         }
         guard let channel = frame["channel"]?.stringValue else { throw NormalizationError("Kraken frame without channel") }
         guard channel == "trade" || channel == "ticker", let records = frame["data"]?.arrayValue else { return .control(channel) }
-        var messages: [MarketMessage] = []
+        var collector = RecordCollector(capacity: records.count)
         for record in records {
-            let symbol = record["symbol"]?.stringValue
-            if channel == "trade" {
-                guard let price = record["price"].text, let quantity = record["qty"].text else {
-                    throw NormalizationError("Kraken trade without price or qty")
-                }
-                let tradeID = record["trade_id"].text
-                messages.append(
-                    MarketMessage(
-                        exchange: .kraken,
-                        channel: channel,
-                        messageType: .trade,
-                        instrument: symbol.map(Instruments.normalize),
-                        symbol: symbol,
-                        price: price,
-                        quantity: quantity,
-                        side: record["side"]?.stringValue,
-                        sourceID: tradeID.map { "kraken:trade:\(symbol ?? "?"):\($0)" },
-                        exchangeTimestampMs: record["timestamp"]?.stringValue.flatMap(Timestamp.parseMilliseconds),
-                        fields: ["trade_id": .optional(tradeID)],
-                        raw: record
-                    )
-                )
-            } else {
-                messages.append(
-                    MarketMessage(
-                        exchange: .kraken,
-                        channel: channel,
-                        messageType: .ticker,
-                        instrument: symbol.map(Instruments.normalize),
-                        symbol: symbol,
-                        price: record["last"].text,
-                        quantity: record["volume"].text,
-                        fields: ["bid_price": .optional(record["bid"].text), "ask_price": .optional(record["ask"].text)],
-                        raw: record
-                    )
-                )
-            }
+            collector.add(record) { () throws(NormalizationError) in try message(channel: channel, record: record) }
         }
-        return .messages(messages)
+        return try collector.frame()
+    }
+
+    func message(channel: String, record: JSONValue) throws(NormalizationError) -> MarketMessage {
+        let symbol = record["symbol"]?.stringValue
+        if channel == "trade" {
+            guard let price = record["price"].text, let quantity = record["qty"].text else {
+                throw NormalizationError("Kraken trade without price or qty")
+            }
+            let tradeID = record["trade_id"].text
+            return MarketMessage(
+                exchange: .kraken,
+                channel: channel,
+                messageType: .trade,
+                instrument: symbol.map(Instruments.normalize),
+                symbol: symbol,
+                price: price,
+                quantity: quantity,
+                side: record["side"]?.stringValue,
+                sourceID: tradeID.map { "kraken:trade:\(symbol ?? "?"):\($0)" },
+                exchangeTimestampMs: record["timestamp"]?.stringValue.flatMap(Timestamp.parseMilliseconds),
+                fields: ["trade_id": .optional(tradeID)],
+                raw: record
+            )
+        } else {
+            return MarketMessage(
+                exchange: .kraken,
+                channel: channel,
+                messageType: .ticker,
+                instrument: symbol.map(Instruments.normalize),
+                symbol: symbol,
+                price: record["last"].text,
+                quantity: record["volume"].text,
+                fields: ["bid_price": .optional(record["bid"].text), "ask_price": .optional(record["ask"].text)],
+                raw: record
+            )
+        }
     }
 }

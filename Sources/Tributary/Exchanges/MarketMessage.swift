@@ -105,10 +105,68 @@ extension MarketMessage {
 public enum NormalizedFrame: Sendable, Equatable {
     /// Market data: one frame may carry several records (OKX `data` arrays, batched trades).
     case messages([MarketMessage])
+    /// Market data of which some records could not be read: the good ones go on, each bad one is
+    /// counted and recorded on its own (one malformed record never costs its neighbours).
+    case partial([MarketMessage], malformed: [MalformedRecord])
     /// Subscription acks, pongs, heartbeats, notices: not data, not stored.
     case control(String)
     /// The exchange reported an error (shown as the connector's `last_error`).
     case exchangeError(String)
+}
+
+extension NormalizedFrame {
+    /// The market data of `.messages` and `.partial`, nil for anything else.
+    public var marketMessages: [MarketMessage]? {
+        switch self {
+        case .messages(let messages), .partial(let messages, _): messages
+        case .control, .exchangeError: nil
+        }
+    }
+}
+
+/// A record of a data frame that could not be normalized, with why.
+public struct MalformedRecord: Sendable, Equatable {
+    public var reason: String
+    public var raw: JSONValue
+
+    public init(reason: String, raw: JSONValue) {
+        self.reason = reason
+        self.raw = raw
+    }
+}
+
+/// Collects the records of one frame: each that normalizes is kept, each that throws becomes a
+/// `MalformedRecord`, and the frame is `.messages` or, with any malformed, `.partial`; a frame
+/// whose every record is malformed fails as a whole, as a frame that cannot be read.
+struct RecordCollector {
+    var messages: [MarketMessage] = []
+    var malformed: [MalformedRecord] = []
+
+    init(capacity: Int = 0) { messages.reserveCapacity(capacity) }
+
+    mutating func add(_ record: JSONValue, _ make: () throws(NormalizationError) -> MarketMessage) {
+        do {
+            messages.append(try make())
+        } catch {
+            malformed.append(MalformedRecord(reason: error.reason, raw: record))
+        }
+    }
+
+    /// Adds what a whole normalizer makes of `record` (for field mappings applied per record).
+    mutating func add(_ record: JSONValue, frame make: () throws(NormalizationError) -> NormalizedFrame) {
+        do {
+            let frame = try make()
+            messages += frame.marketMessages ?? []
+            if case .partial(_, let more) = frame { malformed += more }
+        } catch {
+            malformed.append(MalformedRecord(reason: error.reason, raw: record))
+        }
+    }
+
+    func frame() throws(NormalizationError) -> NormalizedFrame {
+        if messages.isEmpty, let first = malformed.first { throw NormalizationError(first.reason) }
+        return malformed.isEmpty ? .messages(messages) : .partial(messages, malformed: malformed)
+    }
 }
 
 /// Why a frame could not be normalized; counted, logged and skipped by the connector.

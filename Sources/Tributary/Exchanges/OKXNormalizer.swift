@@ -11,12 +11,12 @@ struct OKXNormalizer {
             throw NormalizationError("OKX frame without arg.channel and data")
         }
         let instID = frame["arg"]?["instId"]?.stringValue
-        var messages: [MarketMessage] = []
-        messages.reserveCapacity(records.count)
+        var collector = RecordCollector(capacity: records.count)
+        let action = frame["action"]?.stringValue
         for record in records {
-            messages.append(try message(channel: channel, instID: instID, action: frame["action"]?.stringValue, record: record))
+            collector.add(record) { () throws(NormalizationError) in try message(channel: channel, instID: instID, action: action, record: record) }
         }
-        return .messages(messages)
+        return try collector.frame()
     }
 
     func message(channel: String, instID: String?, action: String?, record: JSONValue) throws(NormalizationError) -> MarketMessage {

@@ -27,11 +27,12 @@ public struct RestNormalizer: Sendable {
             }
         }
         if let records = response.arrayValue {
-            var messages: [MarketMessage] = []
+            var collector = RecordCollector(capacity: records.count)
+            let normalizer = CustomNormalizer(fieldMapping: fieldMapping)
             for record in records {
-                if case .messages(let more) = try CustomNormalizer(fieldMapping: fieldMapping).normalize(record) { messages += more }
+                collector.add(record, frame: { () throws(NormalizationError) in try normalizer.normalize(record) })
             }
-            return .messages(messages)
+            return try collector.frame()
         }
         return try CustomNormalizer(fieldMapping: fieldMapping).normalize(response)
     }
@@ -53,61 +54,68 @@ public struct RestNormalizer: Sendable {
         } else {
             channel = records.first?["tradeId"] != nil ? "trades" : "tickers"
         }
-        var messages: [MarketMessage] = []
+        var collector = RecordCollector(capacity: records.count)
         for record in records {
-            messages.append(try OKXNormalizer().message(channel: channel, instID: query["instId"], action: nil, record: record))
+            collector.add(record) { () throws(NormalizationError) in
+                try OKXNormalizer().message(channel: channel, instID: query["instId"], action: nil, record: record)
+            }
         }
-        return .messages(messages)
+        return try collector.frame()
     }
 
     func binance(_ response: JSONValue) throws(NormalizationError) -> NormalizedFrame {
         if let code = response["code"], let message = response["msg"]?.stringValue {
             return .exchangeError("Binance error \(code.text ?? "?"): \(message)")
         }
-        let records = response.arrayValue ?? [response]
-        var messages: [MarketMessage] = []
+        guard let records = response.arrayValue else { return .messages([try binanceRecord(response)]) }
+        var collector = RecordCollector(capacity: records.count)
         for record in records {
-            guard record.objectValue != nil else { throw NormalizationError("Binance record is not an object") }
-            let symbol = record["symbol"]?.stringValue ?? query["symbol"]
-            var message = MarketMessage(
-                exchange: .binance,
-                channel: String(path.split(separator: "/").last ?? "rest"),
-                messageType: .ticker,
-                instrument: symbol.map(Instruments.normalize),
-                symbol: symbol,
-                exchangeTimestampMs: record["time"].int64 ?? record["closeTime"].int64,
-                raw: record
-            )
-            if path.hasSuffix("/trades") || path.hasSuffix("/historicalTrades") {
-                guard let id = record["id"].text, let price = record["price"].text, let quantity = record["qty"].text else {
-                    throw NormalizationError("Binance trade without id, price or qty")
-                }
-                message.channel = "trade"
-                message.messageType = .trade
-                message.price = price
-                message.quantity = quantity
-                message.side = record["isBuyerMaker"]?.boolValue.map { $0 ? "sell" : "buy" }
-                message.sourceID = "binance:trade:\(symbol ?? "?"):\(id)"
-                message.fields["trade_id"] = .string(id)
-            } else if record["bidPrice"] != nil, record["lastPrice"] == nil {
-                message.channel = "bookTicker"
-                message.price = record["bidPrice"].text
-                message.quantity = record["bidQty"].text
-                message.fields = [
-                    "bid_price": .optional(record["bidPrice"].text), "bid_size": .optional(record["bidQty"].text),
-                    "ask_price": .optional(record["askPrice"].text), "ask_size": .optional(record["askQty"].text),
-                ]
-            } else if let last = record["lastPrice"].text {
-                message.price = last
-                message.quantity = record["lastQty"].text
-                message.fields = ["bid_price": .optional(record["bidPrice"].text), "ask_price": .optional(record["askPrice"].text)]
-            } else if let price = record["price"].text {
-                message.price = price
-            } else {
-                throw NormalizationError("Binance record without price; set field_mapping")
-            }
-            messages.append(message)
+            collector.add(record) { () throws(NormalizationError) in try binanceRecord(record) }
         }
-        return .messages(messages)
+        return try collector.frame()
+    }
+
+    /// One Binance REST record: a trade, a book ticker, a 24 h ticker or a price.
+    func binanceRecord(_ record: JSONValue) throws(NormalizationError) -> MarketMessage {
+        guard record.objectValue != nil else { throw NormalizationError("Binance record is not an object") }
+        let symbol = record["symbol"]?.stringValue ?? query["symbol"]
+        var message = MarketMessage(
+            exchange: .binance,
+            channel: String(path.split(separator: "/").last ?? "rest"),
+            messageType: .ticker,
+            instrument: symbol.map(Instruments.normalize),
+            symbol: symbol,
+            exchangeTimestampMs: record["time"].int64 ?? record["closeTime"].int64,
+            raw: record
+        )
+        if path.hasSuffix("/trades") || path.hasSuffix("/historicalTrades") {
+            guard let id = record["id"].text, let price = record["price"].text, let quantity = record["qty"].text else {
+                throw NormalizationError("Binance trade without id, price or qty")
+            }
+            message.channel = "trade"
+            message.messageType = .trade
+            message.price = price
+            message.quantity = quantity
+            message.side = record["isBuyerMaker"]?.boolValue.map { $0 ? "sell" : "buy" }
+            message.sourceID = "binance:trade:\(symbol ?? "?"):\(id)"
+            message.fields["trade_id"] = .string(id)
+        } else if record["bidPrice"] != nil, record["lastPrice"] == nil {
+            message.channel = "bookTicker"
+            message.price = record["bidPrice"].text
+            message.quantity = record["bidQty"].text
+            message.fields = [
+                "bid_price": .optional(record["bidPrice"].text), "bid_size": .optional(record["bidQty"].text),
+                "ask_price": .optional(record["askPrice"].text), "ask_size": .optional(record["askQty"].text),
+            ]
+        } else if let last = record["lastPrice"].text {
+            message.price = last
+            message.quantity = record["lastQty"].text
+            message.fields = ["bid_price": .optional(record["bidPrice"].text), "ask_price": .optional(record["askPrice"].text)]
+        } else if let price = record["price"].text {
+            message.price = price
+        } else {
+            throw NormalizationError("Binance record without price; set field_mapping")
+        }
+        return message
     }
 }

@@ -21,10 +21,10 @@ extension FakeExchange {
         options.malformedEvery > 0 && sequence % options.malformedEvery == 0
     }
 
-    /// A trade record carrying a value no store keeps, by `kind` (0-4), or nil for kind 5 (the
+    /// A trade record carrying a value no store keeps, by `kind` (0-5), or nil for kind 6 (the
     /// unpaired surrogate, which only a raw frame can carry): a price whose exponent is
     /// `Int64.min`, a time past year 9999, a NUL in the instrument, a quantity beyond NUMERIC, an
-    /// extra number beyond NUMERIC. Its trade id is `h<id>`, so a stored one would show.
+    /// extra number beyond NUMERIC, no price at all. Its trade id is `h<id>`, so a stored one would show.
     static func hostileRecord(kind: Int, instrument: String, id: Int) -> JSONValue? {
         var record: JSONObject = [
             "instId": .string(instrument), "tradeId": .string("h\(id)"), "px": "100.5", "sz": "1", "side": "buy", "ts": .string(String(nowMs())),
@@ -35,6 +35,7 @@ extension FakeExchange {
         case 2: record["instId"] = .string(instrument + "\u{0}")
         case 3: record["sz"] = "1e99999"
         case 4: record["note"] = .number("1e5000")
+        case 5: record["px"] = nil
         default: return nil
         }
         return .object(record)
@@ -89,7 +90,7 @@ extension FakeExchange {
                             ])
                         )
                         guard self.options.hostileEvery > 0, id % self.options.hostileEvery == 0 else { continue }
-                        let kind = (id / self.options.hostileEvery) % 6
+                        let kind = (id / self.options.hostileEvery) % 7
                         if let record = Self.hostileRecord(kind: kind, instrument: instrument, id: id) {
                             records.append(record)
                             self.state.withLock { $0.hostileRecords += 1 }

@@ -11,8 +11,9 @@ public struct SimulatorOptions: Sendable {
     /// Send a malformed frame after every this many trades (0: never); it is not counted as a trade.
     public var malformedEvery: Int = 0
     /// OKX: after every this many trades (per instrument) add a hostile record to the frame (0:
-    /// never), cycling through values no store keeps (see `FakeExchange.hostileRecord`); every
-    /// sixth is instead a separate frame with an unpaired surrogate escape. Not counted as trades.
+    /// never), cycling through values no store keeps and a record without a price (see
+    /// `FakeExchange.hostileRecord`); every seventh is instead a separate frame with an unpaired
+    /// surrogate escape. Not counted as trades.
     public var hostileEvery: Int = 0
     /// OKX rule: close with 4004 when neither side sent anything for this long.
     public var idleTimeout: Duration = .seconds(30)
