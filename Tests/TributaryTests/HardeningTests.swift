@@ -250,38 +250,60 @@ import Testing
         options.total = 600
         options.hostileEvery = 25
         options.tradesPerFrame = 5
-        try await StreamingTests.withStartedConnector(backend, options: options) { exchange, config, client, id in
-            #expect(try await eventually { try await StreamingTests.count(config, id) == 600 })
-            let listenerCheck = try await client.json(.get, "/api/messages?connector_id=\(id)&limit=1")
-            #expect(listenerCheck.status == .ok)
-            let rows = try await StreamingTests.storedTrades(config, connector: id)
-            #expect(rows.count == 600)
-            #expect(Set(rows).count == 600, "no duplicates")
-            #expect(!rows.contains { $0.contains(":h") }, "no hostile record was stored")
-            let sent = exchange.hostileSent
-            #expect(sent.records >= 15 && sent.frames >= 2, "\(sent)")
-            #expect(
-                try await eventually {
-                    let metrics = try await client.json(.get, "/api/connectors/\(id)").body["data"]?["performance_metrics"]
-                    return metrics?["messages_rejected"] == .number(sent.records) && metrics?["messages_failed"] == .number(sent.frames)
+        let exchange = FakeExchange(options: options)
+        try await exchange.withRunning { port in
+            try await backend.withConfig { config in
+                let config = StreamingTests.fast(config)
+                try await TestServer(config: config).run { client in
+                    let listener = try await RealtimeListener(port: try #require(client.port))
+                    defer { listener.close() }
+                    let created = try await client.json(.post, "/api/connectors", body: StreamingTests.okxBody(port: port))
+                    let id = try #require(created.body["connector_id"]?.stringValue)
+                    #expect(try await client.json(.post, "/api/connectors/\(id)/start").status == .ok)
+                    try await Self.checkHostileStream(exchange, config, client, id, listener)
                 }
-            )
-            let data = try await client.json(.get, "/api/connectors/\(id)").body["data"]
-            #expect(data?["status"] == "running")
-            #expect(data?["performance_metrics"]?["messages_stored"] == .number(600))
-            #expect(
-                try await eventually { try await client.json(.get, "/api/dead-letters?limit=1000").body["data"]?.arrayValue?.count == sent.records }
-            )
-            let letters = try await client.json(.get, "/api/dead-letters?connector_id=\(id)&limit=1000").body["data"]?.arrayValue ?? []
-            let reasons = Set(letters.compactMap { $0["reason"]?.stringValue })
-            #expect(
-                reasons == [
-                    "price_not_decimal", "timestamp_out_of_range", "nul_character", "quantity_not_decimal", "number_out_of_range",
-                    "malformed_record",
-                ]
-            )
-            #expect(letters.allSatisfy { $0["stage"] == "normalize" && $0["raw"]?.stringValue?.contains("tradeId") == true })
+            }
         }
+    }
+
+    static func checkHostileStream(
+        _ exchange: FakeExchange,
+        _ config: AppConfig,
+        _ client: any TestClientProtocol,
+        _ id: String,
+        _ listener: RealtimeListener
+    ) async throws {
+        #expect(try await eventually { try await StreamingTests.count(config, id) == 600 })
+        let updates = try await listener.waitForUpdates(600)
+        #expect(updates.count == 600, "realtime went on through the hostile records")
+        #expect(Set(updates.compactMap { $0["source_id"]?.stringValue }).count == 600)
+        let rows = try await StreamingTests.storedTrades(config, connector: id)
+        #expect(rows.count == 600)
+        #expect(Set(rows).count == 600, "no duplicates")
+        #expect(!rows.contains { $0.contains(":h") }, "no hostile record was stored")
+        let sent = exchange.hostileSent
+        #expect(sent.records >= 15 && sent.frames >= 2, "\(sent)")
+        #expect(
+            try await eventually {
+                let metrics = try await client.json(.get, "/api/connectors/\(id)").body["data"]?["performance_metrics"]
+                return metrics?["messages_rejected"] == .number(sent.records) && metrics?["messages_failed"] == .number(sent.frames)
+            }
+        )
+        let data = try await client.json(.get, "/api/connectors/\(id)").body["data"]
+        #expect(data?["status"] == "running")
+        #expect(data?["performance_metrics"]?["messages_stored"] == .number(600))
+        #expect(
+            try await eventually { try await client.json(.get, "/api/dead-letters?limit=1000").body["data"]?.arrayValue?.count == sent.records }
+        )
+        let letters = try await client.json(.get, "/api/dead-letters?connector_id=\(id)&limit=1000").body["data"]?.arrayValue ?? []
+        let reasons = Set(letters.compactMap { $0["reason"]?.stringValue })
+        #expect(
+            reasons == [
+                "price_not_decimal", "timestamp_out_of_range", "nul_character", "quantity_not_decimal", "number_out_of_range",
+                "malformed_record",
+            ]
+        )
+        #expect(letters.allSatisfy { $0["stage"] == "normalize" && $0["raw"]?.stringValue?.contains("tradeId") == true })
     }
 
     @Test(arguments: TestBackend.enabled)
