@@ -459,4 +459,70 @@ import Testing
         #expect(OutboundPolicy(parsing: "10.0.0.0/33") == nil)
         #expect(OutboundPolicy(parsing: "*")?.allowsEverything == true)
     }
+
+    // MARK: the egress gate
+
+    static let loopback = OutboundPolicy(allowed: [CIDR("127.0.0.1/32"), CIDR("::1/128")].compactMap { $0 })
+
+    /// The gate decides on the address it resolved and connects to exactly that one, so a name
+    /// that a check saw as public cannot be re-pointed inward before the connection is made.
+    @Test func theEgressGateChecksTheAddressItConnectsTo() async throws {
+        let api = FakeAPI()
+        try await api.withRunning { port in
+            let closed = try await EgressGate.start(policy: OutboundPolicy(), logger: Logger(label: "gate"))
+            let auth = "Proxy-Authorization: \(closed.authorization)\r\n"
+            let refused = try await RawHTTP.exchange(port: closed.port, head: "CONNECT localhost:\(port) HTTP/1.1\r\n\(auth)\r\n")
+            #expect(refused.hasPrefix("HTTP/1.1 403"), "\(refused)")
+            #expect(refused.contains("localhost resolves to"), "\(refused)")
+            let literal = try await RawHTTP.exchange(
+                port: closed.port,
+                head: "GET http://169.254.169.254/latest/meta-data HTTP/1.1\r\nHost: 169.254.169.254\r\n\(auth)\r\n"
+            )
+            #expect(literal.hasPrefix("HTTP/1.1 403"), "\(literal)")
+            let stranger = try await RawHTTP.exchange(port: closed.port, head: "CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+            #expect(stranger.hasPrefix("HTTP/1.1 407"), "only this process may use the gate: \(stranger)")
+            await closed.close()
+
+            let open = try await EgressGate.start(policy: Self.loopback, logger: Logger(label: "gate"))
+            let answer = try await RawHTTP.exchange(
+                port: open.port,
+                head: "GET http://localhost:\(port)/api/v5/market/trades HTTP/1.1\r\nHost: localhost:\(port)\r\n"
+                    + "Proxy-Authorization: \(open.authorization)\r\nConnection: close\r\n\r\n"
+            )
+            #expect(answer.hasPrefix("HTTP/1.1 200"), "\(answer)")
+            #expect(answer.contains("242720720"))
+            #expect(api.requests("/api/v5/market/trades").count == 1)
+            await open.close()
+        }
+    }
+
+    @Test func connectorsReachHostNamesThroughTheGate() async throws {
+        var options = SimulatorOptions()
+        options.rate = 500
+        options.total = 50
+        let exchange = FakeExchange(options: options)
+        let api = FakeAPI()
+        try await exchange.withRunning { simulatorPort in
+            try await api.withRunning { apiPort in
+                try await TestBackend.sqlite.withConfig { config in
+                    var configured = StreamingTests.fast(config)
+                    configured.runtime.outbound = Self.loopback
+                    let config = configured
+                    try await TestServer(config: config).run { client in
+                        let body = connectorBody("ws-by-name", ["api_url": .string("ws://localhost:\(simulatorPort)/ws/v5/public")])
+                        let ws = try await RestConnectorTests.create(client, body)
+                        #expect(try await eventually { try await StreamingTests.count(config, ws) == 50 })
+                        let rest = try await RestConnectorTests.create(
+                            client,
+                            RestConnectorTests.body("rest-by-name", "http://localhost:\(apiPort)/api/v5/market/trades", ["exchange": "okx"]),
+                            start: false
+                        )
+                        let tested = try await client.json(.post, "/api/connectors/\(rest)/test").body["data"]
+                        #expect(tested?["ok"] == true, "\(String(describing: tested))")
+                        #expect(tested?["record_count"] == .number(2))
+                    }
+                }
+            }
+        }
+    }
 }

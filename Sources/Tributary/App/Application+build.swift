@@ -14,7 +14,10 @@ public func buildApplication(
 ) async throws -> some ApplicationProtocol {
     let secretBox = try makeSecretBox(config)
     let store = try await makeStore(config, logger: logger)
-    let pipeline = Pipeline(config: config, store: store, secretBox: secretBox, logger: logger)
+    let gate = try await EgressGate.start(policy: config.runtime.outbound, logger: logger)
+    var gated = config
+    gated.runtime.egress = gate
+    let pipeline = Pipeline(config: gated, store: store, secretBox: secretBox, logger: logger)
     let router = buildRouter(config: config, store: store, service: pipeline.service, metrics: pipeline.exporter)
     var app = Application(
         router: router,
@@ -24,7 +27,7 @@ public func buildApplication(
         ),
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "tributary"),
         // Started in this order, shut down in reverse: connectors stop, then the writer flushes, then the store closes.
-        services: [store, pipeline.compactor, pipeline.deadLetters, pipeline.writer, pipeline.supervisor],
+        services: [gate, store, pipeline.compactor, pipeline.deadLetters, pipeline.writer, pipeline.supervisor],
         onServerRunning: { channel in
             logger.notice("Tributary is listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
             await onRunning(channel.localAddress?.port ?? config.port)

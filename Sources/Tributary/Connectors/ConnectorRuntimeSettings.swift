@@ -21,6 +21,8 @@ public struct ConnectorRuntimeSettings: Sendable {
     public var restMaxRejections = 3
     /// Which addresses connectors may connect to (`TRIBUTARY_ALLOW_PRIVATE_TARGETS`).
     public var outbound = OutboundPolicy()
+    /// Connections to host names go through this gate (nil: straight, after a check by name only).
+    public var egress: EgressGate?
 
     public init() {}
 }

@@ -122,7 +122,7 @@ public struct ConnectorService: Sendable {
         case .rest:
             var settings = supervisor?.settings ?? ConnectorRuntimeSettings()
             settings.restTimeout = min(settings.restTimeout, timeout)
-            let poll = await RestConnector.poll(definition, client: .connectors, settings: settings)
+            let poll = await RestConnector.poll(definition, settings: settings)
             var result: JSONObject = [
                 "ok": .bool(poll.outcome == .ok), "connector_type": "rest", "status_code": poll.statusCode.map { .number($0) } ?? .null,
                 "response_time_ms": .number(String(format: "%.1f", poll.responseTimeMs)),
@@ -138,10 +138,10 @@ public struct ConnectorService: Sendable {
             }
             return .object(result)
         case .websocket:
-            let outbound = supervisor?.settings.outbound ?? OutboundPolicy()
+            let settings = supervisor?.settings ?? ConnectorRuntimeSettings()
             do {
                 let messages = try await withDeadline(timeout, "the WebSocket test") { [logger] in
-                    try await WebSocketConnector.probe(definition, outbound: outbound, logger: logger)
+                    try await WebSocketConnector.probe(definition, settings: settings, logger: logger)
                 }
                 return .object([
                     "ok": true, "connector_type": "websocket", "response_time_ms": elapsed(), "record_count": .number(messages.count),

@@ -110,7 +110,7 @@ public actor ConnectorSupervisor: Service {
             case .websocket:
                 task = Task { await WebSocketConnector(context: context).run() }
             case .rest:
-                task = Task { [store] in await RestConnector(context: context, store: store, client: .connectors).run() }
+                task = Task { [store] in await RestConnector(context: context, store: store).run() }
             }
         } catch {
             state.set(.error, error: "connector secrets could not be decrypted: \(error)")

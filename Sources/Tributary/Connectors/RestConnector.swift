@@ -14,7 +14,6 @@ import Synchronization
 struct RestConnector: Sendable {
     let context: ConnectorContext
     let store: any ConnectorStore
-    let client: HTTPClient
 
     /// What one poll came to.
     enum Outcome: Sendable, Equatable {
@@ -49,7 +48,7 @@ struct RestConnector: Sendable {
             let sessionID = "poll_" + UUID().uuidString.lowercased().prefix(16)
             state.setSession(String(sessionID))
             counters.polls.add(1, ordering: .relaxed)
-            let poll = await Self.poll(definition, client: client, settings: settings)
+            let poll = await Self.poll(definition, settings: settings)
             if Task.isCancelled { break }
             counters.lastResponseMicros.store(Int(poll.responseTimeMs * 1000), ordering: .relaxed)
             var wait = .milliseconds(definition.pollingInterval) - (ContinuousClock.now - started)
@@ -170,7 +169,9 @@ struct RestConnector: Sendable {
     }
 
     /// Sends one request and classifies the answer. Never throws; secrets never reach the messages.
-    static func poll(_ definition: ConnectorDefinition, client: HTTPClient, settings: ConnectorRuntimeSettings) async -> Poll {
+    /// A host name goes through the egress gate (which connects to the address it checked);
+    /// an address literal, checked here, is connected to straight.
+    static func poll(_ definition: ConnectorDefinition, settings: ConnectorRuntimeSettings) async -> Poll {
         let redact = { (text: String) in Self.redact(text, definition.secrets) }
         let request: RestRequest
         do {
@@ -183,6 +184,8 @@ struct RestConnector: Sendable {
         } catch {
             return Poll(outcome: .rejected(redact("\(error)")), responseTimeMs: 0)
         }
+        let host = URL(string: request.url)?.host() ?? ""
+        let client = settings.egress.flatMap { EgressGate.isName(host) ? $0.client : nil } ?? .connectors
         var http = HTTPClientRequest(url: request.url)
         http.method = HTTPMethod(rawValue: definition.httpMethod.rawValue)
         for (name, value) in request.signable.headers { http.headers.add(name: name, value: value) }

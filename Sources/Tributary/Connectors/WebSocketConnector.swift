@@ -107,8 +107,7 @@ struct WebSocketConnector: Sendable {
         let normalizer = Normalizer(exchange: definition.exchange, fieldMapping: definition.fieldMapping)
         let subscriptions = Self.subscriptionFrames(definition.subscriptionMessage)
         let context = self.context
-        try await settings.outbound.check(url: Self.url(definition))
-        return try await WebSocketClient.connect(url: Self.url(definition), configuration: configuration, logger: logger) { inbound, outbound, _ in
+        return try await Self.open(Self.url(definition), configuration: configuration, settings: settings, logger: logger) { inbound, outbound, _ in
             onConnected()
             for frame in subscriptions { try await outbound.write(.text(frame)) }
             context.state.set(.running)
@@ -155,8 +154,29 @@ struct WebSocketConnector: Sendable {
 
     /// What `POST /api/connectors/{id}/test` does for a WebSocket connector: connect, subscribe and
     /// wait for the first data message (acks and pongs are skipped), storing nothing.
-    static func probe(_ definition: ConnectorDefinition, outbound: OutboundPolicy, logger: Logger) async throws -> [MarketMessage] {
-        try await outbound.check(url: url(definition))
+    /// Connects to `url` once the outbound policy allows it: to an address literal directly, to a
+    /// host name through the egress gate, which connects to the address it checked.
+    static func open(
+        _ url: String,
+        configuration: WebSocketClientConfiguration,
+        settings: ConnectorRuntimeSettings,
+        logger: Logger,
+        handler: @escaping WebSocketDataHandler<WebSocketClient.Context>
+    ) async throws -> WebSocketCloseFrame? {
+        try await settings.outbound.check(url: url)
+        if let egress = settings.egress, let host = URL(string: url)?.host(), EgressGate.isName(host) {
+            let proxy = WebSocketProxySettings(
+                host: "127.0.0.1",
+                port: egress.port,
+                type: .http(connectHeaders: [.proxyAuthorization: egress.authorization]),
+                timeout: .seconds(10)
+            )
+            return try await WebSocketClient.connect(url: url, configuration: configuration, proxySettings: proxy, logger: logger, handler: handler)
+        }
+        return try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger, handler: handler)
+    }
+
+    static func probe(_ definition: ConnectorDefinition, settings: ConnectorRuntimeSettings, logger: Logger) async throws -> [MarketMessage] {
         let configuration = WebSocketClientConfiguration(
             maxFrameSize: 1 << 24,
             additionalHeaders: headers(definition.secrets.headers),
@@ -166,7 +186,7 @@ struct WebSocketConnector: Sendable {
         let normalizer = Normalizer(exchange: definition.exchange, fieldMapping: definition.fieldMapping)
         let subscriptions = subscriptionFrames(definition.subscriptionMessage)
         let found = Mutex<Result<[MarketMessage], any Error>?>(nil)
-        _ = try await WebSocketClient.connect(url: url(definition), configuration: configuration, logger: logger) { inbound, outbound, _ in
+        _ = try await open(url(definition), configuration: configuration, settings: settings, logger: logger) { inbound, outbound, _ in
             for frame in subscriptions { try await outbound.write(.text(frame)) }
             var iterator = inbound.makeAsyncIterator()
             while let message = try await iterator.nextMessage(maxSize: 1 << 24) {

@@ -93,7 +93,7 @@ final class ConnectionGuardHandler: ChannelInboundHandler, RemovableChannelHandl
             // Answer, end our side, and read and drop what the client sends for a moment: closing
             // with its request unread would reset the connection before it reads the 503.
             refused = true
-            context.writeAndFlush(wrapOutbound(ByteBuffer(string: Self.refusal)), promise: nil)
+            context.writeAndFlush(NIOAny(ByteBuffer(string: Self.refusal)), promise: nil)
             context.close(mode: .output, promise: nil)
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
             context.eventLoop.scheduleTask(in: .seconds(1)) { bound.value.close(promise: nil) }
@@ -106,8 +106,6 @@ final class ConnectionGuardHandler: ChannelInboundHandler, RemovableChannelHandl
             bound.value.close(promise: nil)
         }
     }
-
-    func wrapOutbound(_ buffer: ByteBuffer) -> NIOAny { NIOAny(buffer) }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if refused { return }

@@ -63,17 +63,30 @@ public struct OutboundPolicy: Sendable, Equatable {
 
     /// Resolves `host` and throws `OutboundRefused` if it or any address it resolves to is refused.
     public func check(host: String) async throws {
-        if allowsEverything { return }
-        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        if allowsEverything, CIDR.address(Self.bare(host)) == nil { return }
+        _ = try await checkedAddresses(of: host)
+    }
+
+    /// The addresses to connect to for `host`, in order: the literal itself, or every address the
+    /// name resolves to, once each of them passed the policy (one refused address refuses all).
+    public func checkedAddresses(of host: String) async throws -> [[UInt8]] {
+        let bare = Self.bare(host)
         if let literal = CIDR.address(bare) {
             if let problem = refusal(of: literal) { throw OutboundRefused(detail: problem) }
-            return
+            return [literal]
         }
-        let addresses = try await Self.resolve(bare)
+        var addresses: [[UInt8]] = []
+        for address in try await Self.resolve(bare) where !addresses.contains(address) { addresses.append(address) }
         guard !addresses.isEmpty else { throw OutboundRefused(detail: "\(bare) did not resolve") }
         for address in addresses {
             if let problem = refusal(of: address) { throw OutboundRefused(detail: "\(bare) resolves to \(problem)") }
         }
+        return addresses
+    }
+
+    /// A host without the brackets of an IPv6 literal.
+    static func bare(_ host: String) -> String {
+        host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
     }
 
     /// Checks the host of `url` (see `check(host:)`).
