@@ -128,6 +128,21 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Binance keepalive: protocol ping period in seconds.") var pingInterval = 20.0
     @Option(help: "Trades per OKX frame when --rate is 0.") var tradesPerFrame = 1
 
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
+        guard rate.isFinite, (0...1_000_000).contains(rate) else { throw ValidationError("--rate must be 0 to 1000000") }
+        for (name, seconds) in [("--idle-timeout", idleTimeout), ("--ping-interval", pingInterval)] where !(0.001...86_400).contains(seconds) {
+            throw ValidationError("\(name) must be 0.001 to 86400 seconds")
+        }
+        for (name, value) in [
+            ("--total", total), ("--drop-every", dropEvery), ("--malformed-every", malformedEvery), ("--hostile-every", hostileEvery),
+        ]
+        where value < 0 {
+            throw ValidationError("\(name) must not be negative")
+        }
+        guard (1...1000).contains(tradesPerFrame) else { throw ValidationError("--trades-per-frame must be 1 to 1000") }
+    }
+
     func run() async throws {
         var options = SimulatorOptions()
         options.rate = rate
