@@ -6,24 +6,37 @@ extension MarketMessage {
     /// keys, and a PostgreSQL B-tree entry cannot exceed about 2.7 kB.
     public static let maximumKeyLength = 256
 
-    /// Why this record cannot be stored, or nil when it can.
+    /// Why this record cannot be stored, or nil when it can. Runs for every record received, so it
+    /// allocates nothing on the way to "storable".
     public var rejection: Rejection? {
-        for (field, value) in [("price", price), ("quantity", quantity)] {
-            if let value, !ExactDecimal.isValid(value) {
-                return Rejection(reason: "\(field)_not_decimal", detail: "\(field) \(Rejection.quote(value)) is not a decimal within 38 digits")
-            }
-        }
+        if let price, !ExactDecimal.isValid(price) { return Self.notDecimal("price", price) }
+        if let quantity, !ExactDecimal.isValid(quantity) { return Self.notDecimal("quantity", quantity) }
         if let exchangeTimestampMs, !Timestamp.isValid(milliseconds: exchangeTimestampMs) {
             return Rejection(reason: "timestamp_out_of_range", detail: "exchange timestamp \(exchangeTimestampMs) ms is outside years 0001-9999")
         }
-        let keys = [("instrument", instrument), ("symbol", symbol), ("side", side), ("channel", channel), ("source_id", sourceID)]
-        for case (let field, let value?) in keys {
-            if value.utf8.count > Self.maximumKeyLength {
-                return Rejection(reason: "\(field)_too_long", detail: "\(field) is \(value.utf8.count) bytes, more than \(Self.maximumKeyLength)")
-            }
-            if value.utf8.contains(0) { return Rejection(reason: "nul_character", detail: "\(field) contains a NUL character") }
+        if let problem = Self.keyProblem("instrument", instrument) ?? Self.keyProblem("symbol", symbol) ?? Self.keyProblem("side", side)
+            ?? Self.keyProblem("channel", channel) ?? Self.keyProblem("source_id", sourceID)
+        {
+            return problem
         }
-        if let problem = JSONValue.object(fields).storageProblem ?? raw.storageProblem { return problem }
+        for (_, value) in fields {
+            if let problem = value.storageProblem { return problem }
+        }
+        return raw.storageProblem
+    }
+
+    static func notDecimal(_ field: String, _ value: String) -> Rejection {
+        Rejection(reason: "\(field)_not_decimal", detail: "\(field) \(Rejection.quote(value)) is not a decimal within 38 digits")
+    }
+
+    /// Why a key column's value cannot be stored: too long for an index entry, or holding a NUL.
+    static func keyProblem(_ field: String, _ value: String?) -> Rejection? {
+        guard let value else { return nil }
+        let bytes = value.utf8
+        if bytes.count > maximumKeyLength {
+            return Rejection(reason: "\(field)_too_long", detail: "\(field) is \(bytes.count) bytes, more than \(maximumKeyLength)")
+        }
+        if bytes.contains(0) { return Rejection(reason: "nul_character", detail: "\(field) contains a NUL character") }
         return nil
     }
 }
