@@ -16,7 +16,7 @@ import Testing
             let running = Task { try await store.run() }
             defer { running.cancel() }
             let pipeline = Pipeline(config: config, store: store, secretBox: try makeSecretBox(config), logger: logger)
-            let table = RouteTable<BasicRequestContext>()
+            let table = RouteTable<APIRequestContext>()
             _ = buildRouter(config: config, store: store, service: pipeline.service, metrics: pipeline.exporter, routes: table)
             let routed = Set(table.routes.map { "\($0.method.rawValue) \($0.path)" })
             #expect(routed.count > 15)

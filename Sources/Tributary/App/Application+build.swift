@@ -96,9 +96,9 @@ public func buildRouter(
     store: any ConnectorStore,
     service: ConnectorService,
     metrics: MetricsExporter? = nil,
-    routes table: RouteTable<BasicRequestContext> = RouteTable()
-) -> Router<BasicRequestContext> {
-    let router = Router()
+    routes table: RouteTable<APIRequestContext> = RouteTable()
+) -> Router<APIRequestContext> {
+    let router = Router(context: APIRequestContext.self)
     // Outermost, so it sees the status the error middleware turned errors into.
     if let metrics { router.add(middleware: MetricsMiddleware(exporter: metrics)) }
     router.add(middleware: ErrorMiddleware())

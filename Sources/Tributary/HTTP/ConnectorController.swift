@@ -34,7 +34,7 @@ public struct ConnectorController<Context: RequestContext>: Sendable {
 
     @Sendable func create(_ request: Request, context: Context) async throws -> Response {
         var request = request
-        let connector = try await service.create(try await request.jsonBody())
+        let connector = try await service.create(try await request.jsonBody(context: context))
         return JSONResponse.success(
             "Connector created",
             data: connector.json,
@@ -50,7 +50,7 @@ public struct ConnectorController<Context: RequestContext>: Sendable {
     @Sendable func update(_ request: Request, context: Context) async throws -> Response {
         var request = request
         let id = try context.parameters.require("connector_id")
-        let connector = try await service.update(id, body: try await request.jsonBody())
+        let connector = try await service.update(id, body: try await request.jsonBody(context: context))
         return JSONResponse.success("Connector updated", data: connector.json)
     }
 

@@ -6,25 +6,24 @@ import NIOCore
 extension Request {
     /// The API's body limit.
     static let maxBodySize = 1 << 20
-    /// After refusing a body as too large, at most this much more of it is read and discarded
-    /// (within `drainTime`) before the connection closes, so a client that writes its whole body
-    /// before reading (Python's urllib does) still gets the 413 instead of a stalled socket.
-    static let maxDrainSize = 64 << 20
+    /// After refusing a body as too large, the rest is read and discarded for up to this long, so
+    /// a client that writes its whole body before reading (Python's urllib does) still gets the
+    /// 413; a body that has not ended by then has its connection closed (nginx's lingering close).
     static let drainTime: Duration = .seconds(2)
 
     /// The body as JSON: 415 unless sent as JSON, 413 over 1 MiB (after a bounded drain of the
     /// rest), 400 when malformed.
-    mutating func jsonBody() async throws -> JSONValue {
+    mutating func jsonBody(context: some RequestContext) async throws -> JSONValue {
         // A browser can send text/plain or a form cross-origin without asking first; JSON it cannot.
         guard Self.isJSON(headers[.contentType]) else {
             throw APIError(.unsupportedMediaType, code: "UNSUPPORTED_MEDIA_TYPE", detail: "Send the body as JSON with Content-Type: application/json")
         }
         var buffer = ByteBuffer()
         var tooLarge = headers[.contentLength].flatMap(Int.init).map { $0 > Self.maxBodySize } ?? false
-        // One pass: collect up to the limit; past it, read and drop up to `maxDrainSize` within `drainTime`.
+        // One pass: collect up to the limit; past it, read and drop the rest within `drainTime`.
         // (A client that stops sending altogether is left to the connection's idle timeout.)
         let deadline = ContinuousClock.now + Self.drainTime
-        var drained = 0
+        var ended = true
         for try await part in body {
             if !tooLarge, buffer.readableBytes + part.readableBytes <= Self.maxBodySize {
                 var part = part
@@ -32,10 +31,13 @@ extension Request {
                 continue
             }
             tooLarge = true
-            drained += part.readableBytes
-            if drained > Self.maxDrainSize || ContinuousClock.now > deadline { break }
+            if ContinuousClock.now > deadline {
+                ended = false
+                break
+            }
         }
         if tooLarge {
+            if !ended, let connection = context as? any ConnectionContext { connection.channel.close(promise: nil) }
             throw APIError(
                 .contentTooLarge,
                 code: "PAYLOAD_TOO_LARGE",

@@ -76,6 +76,23 @@ enum RawHTTP {
         }
     }
 
+    /// Sends `bytes` on an open socket (on a dispatch thread); false if the peer is gone.
+    static func write(_ fd: Int32, _ bytes: [UInt8]) async -> Bool {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                var sent = 0
+                while sent < bytes.count {
+                    let written = bytes.withUnsafeBytes { raw in
+                        Glibc.send(fd, raw.baseAddress.map { $0 + sent }, raw.count - sent, Int32(MSG_NOSIGNAL))
+                    }
+                    guard written > 0 else { break }
+                    sent += written
+                }
+                continuation.resume(returning: sent == bytes.count)
+            }
+        }
+    }
+
     static func read(_ fd: Int32) async -> String {
         await withCheckedContinuation { continuation in
             DispatchQueue.global().async { continuation.resume(returning: readAll(fd)) }
