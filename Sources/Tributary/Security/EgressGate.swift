@@ -90,11 +90,22 @@ final class EgressRequestHandler: ChannelInboundHandler, RemovableChannelHandler
     let logger: Logger
     var head = ByteBuffer()
     var started = false
+    /// A client that has not sent its request head within 10 s is closed.
+    var headTimeout: Scheduled<Void>?
 
     init(policy: OutboundPolicy, authorization: String, logger: Logger) {
         self.policy = policy
         self.authorization = authorization
         self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        headTimeout = context.eventLoop.scheduleTask(in: .seconds(10)) { channel.close(promise: nil) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        headTimeout?.cancel()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -106,10 +117,14 @@ final class EgressRequestHandler: ChannelInboundHandler, RemovableChannelHandler
         }
         head.writeBuffer(&bytes)
         guard let end = head.readableBytesView.firstRange(of: Array("\r\n\r\n".utf8)) else {
-            if head.readableBytes > Self.maximumHeadBytes { refuse(context, status: "431 Request Header Fields Too Large", "head too large") }
+            if head.readableBytes > Self.maximumHeadBytes {
+                started = true
+                refuse(context, status: "431 Request Header Fields Too Large", "head too large")
+            }
             return
         }
         started = true
+        headTimeout?.cancel()
         let headLength = end.upperBound - head.readerIndex
         let text = String(decoding: head.readableBytesView.prefix(headLength), as: UTF8.self)
         head.moveReaderIndex(forwardBy: headLength)
