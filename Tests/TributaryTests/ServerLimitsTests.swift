@@ -61,8 +61,18 @@ import Testing
                 #expect(foreign.body["error_code"] == "ORIGIN_NOT_ALLOWED")
                 let post = try await client.json(.post, "/api/connectors", body: connectorBody("csrf"), headers: [.origin: "null"])
                 #expect(post.status == .forbidden, "a sandboxed page sends Origin: null")
-                let same = try await client.json(.get, "/api/connectors", headers: [.origin: "http://localhost:\(port)"])
-                #expect(same.status == .ok, "same origin")
+                // As a browser sends them: Host with the port, Origin of the page.
+                func status(host: String, origin: String) async throws -> Int? {
+                    Self.status(
+                        try await RawHTTP.exchange(
+                            port: port,
+                            head: "GET /api/connectors HTTP/1.1\r\nHost: \(host)\r\nOrigin: \(origin)\r\nConnection: close\r\n\r\n"
+                        )
+                    )
+                }
+                #expect(try await status(host: "localhost:\(port)", origin: "http://localhost:\(port)") == 200, "same origin")
+                #expect(try await status(host: "localhost", origin: "http://localhost:3000") == 403, "another port is another origin")
+                #expect(try await status(host: "localhost", origin: "http://localhost") == 200, "default ports on both sides")
                 let allowed = try await client.json(.get, "/api/connectors", headers: [.origin: "https://console.example.com"])
                 #expect(allowed.status == .ok)
                 #expect(allowed.headers[.accessControlAllowOrigin] == "https://console.example.com")

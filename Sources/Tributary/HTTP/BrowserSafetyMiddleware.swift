@@ -84,7 +84,9 @@ public struct BrowserSafetyMiddleware<Context: RequestContext>: RouterMiddleware
         // Only browsers are held to origins, and browsers send http(s) origins or "null";
         // other clients may send what they like (a WebSocket client library sends ws://host).
         if let origin = request.headers[.origin], Self.isBrowserOrigin(origin) {
-            let sameOrigin = BrowserPolicy.hostAndPort(ofOrigin: origin).map { $0.host == host && $0.port == (port ?? $0.port) } ?? false
+            // A Host without a port means the scheme's default, the same default the origin got.
+            let defaultPort = origin.lowercased().hasPrefix("https://") ? "443" : "80"
+            let sameOrigin = BrowserPolicy.hostAndPort(ofOrigin: origin).map { $0.host == host && $0.port == (port ?? defaultPort) } ?? false
             if !sameOrigin {
                 guard policy.allowedOrigins.contains("*") || policy.allowedOrigins.contains(origin.lowercased()) else {
                     throw APIError(
