@@ -147,6 +147,49 @@ import Testing
         }
     }
 
+    /// A connection that delivered data and dropped is followed at once, not after the backoff of
+    /// failed attempts (5 s here, so a backed-off reconnect cannot pass for an immediate one on a
+    /// loaded machine); no trade is stored twice. How fast "at once" is, is measured in the README.
+    @Test func aHealthyConnectionThatDropsIsResumedAtOnce() async throws {
+        var options = SimulatorOptions()
+        options.rate = 1000
+        options.total = 600
+        options.dropEvery = 150
+        try await Self.withStartedConnector(
+            .sqlite,
+            options: options,
+            configure: {
+                $0.runtime.backoff = Backoff(base: .seconds(5))
+                $0.runtime.immediateReconnectInterval = .milliseconds(50)
+            }
+        ) { exchange, config, _, id in
+            #expect(try await eventually { try await Self.count(config, id) == 600 })
+            let rows = try await Self.storedTrades(config, connector: id)
+            #expect(Set(rows).count == 600)
+            let gaps = exchange.reconnectGaps
+            #expect(gaps.count >= 3, "\(gaps)")
+            #expect(gaps.allSatisfy { $0 < .seconds(2) }, "drop → subscribed again: \(gaps)")
+        }
+    }
+
+    /// OKX closes a connection whose client sent nothing for 30 s even while data flows to it:
+    /// text pings go out at least every `maxSendSilence` whatever the traffic.
+    @Test func okxGetsPingsUnderSteadyDataToo() async throws {
+        var options = SimulatorOptions()
+        options.rate = 100
+        options.idleTimeout = .milliseconds(1500)
+        try await Self.withStartedConnector(.sqlite, options: options, configure: { $0.runtime.maxSendSilence = .milliseconds(500) }) {
+            exchange,
+            config,
+            _,
+            id in
+            #expect(try await eventually { try await Self.count(config, id) > 20 })
+            try await Task.sleep(for: .seconds(4))
+            #expect(exchange.connectionCount == 1, "the exchange never closed the connection for client silence")
+            #expect(exchange.pingsAnswered >= 4)
+        }
+    }
+
     @Test func okxIdleRuleIsMetWithTextPings() async throws {
         var options = SimulatorOptions()
         options.rate = 100

@@ -7,6 +7,12 @@ public struct ConnectorRuntimeSettings: Sendable {
     public var stableAfter: Duration = .seconds(60)
     /// OKX drops connections idle for 30 s: send a text `ping` after this much silence.
     public var keepaliveAfter: Duration = .seconds(20)
+    /// Exchanges with text pings get one at least this often whatever the traffic: OKX closes a
+    /// connection whose client has sent nothing for 30 s, and Bybit asks for a ping every 20 s.
+    public var maxSendSilence: Duration = .seconds(20)
+    /// A connection that delivered data is followed by an immediate reconnect at most this often;
+    /// more often than that, reconnects back off as failures do.
+    public var immediateReconnectInterval: Duration = .seconds(1)
     /// After a keepalive ping, no data and no pong for this long means the connection is dead.
     public var deadAfter: Duration = .seconds(10)
     /// Protocol ping period for exchanges that use protocol pings (no pong before the next ping: dead).

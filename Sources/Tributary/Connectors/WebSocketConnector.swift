@@ -54,10 +54,12 @@ struct WebSocketConnector: Sendable {
         let state = context.state
         let logger = context.logger
         var attempt = 0
+        var lastImmediate: ContinuousClock.Instant?
         while !Task.isCancelled {
             let sessionID = "ws_" + UUID().uuidString.lowercased().prefix(16)
             state.setSession(String(sessionID))
             let connectedAt = Mutex<ContinuousClock.Instant?>(nil)
+            let receivedBefore = state.counters.received.load(ordering: .relaxed)
             var sessionLogger = logger
             sessionLogger[metadataKey: "session_id"] = "\(sessionID)"
             let failure: String
@@ -73,7 +75,12 @@ struct WebSocketConnector: Sendable {
             }
             // On shutdown the WebSocket library closes the connection itself; that is no reason to reconnect.
             if Task.isCancelled || Task.isShuttingDownGracefully { break }
-            if let since = connectedAt.withLock({ $0 }), ContinuousClock.now - since >= settings.stableAfter { attempt = 0 }
+            // A connection that subscribed and delivered data was healthy: the next one follows at
+            // once (at most once per `immediateReconnectInterval`). Backoff is for attempts that fail.
+            let delivered = state.counters.received.load(ordering: .relaxed) > receivedBefore
+            let stable = connectedAt.withLock({ $0 }).map { ContinuousClock.now - $0 >= settings.stableAfter } ?? false
+            if delivered || stable { attempt = 0 }
+            let immediate = delivered && (lastImmediate.map { ContinuousClock.now - $0 >= settings.immediateReconnectInterval } ?? true)
             attempt += 1
             if attempt > settings.maxReconnectAttempts {
                 state.set(.error, error: "gave up after \(settings.maxReconnectAttempts) reconnect attempts; last: \(failure)")
@@ -82,7 +89,8 @@ struct WebSocketConnector: Sendable {
             }
             state.set(.reconnecting, error: failure)
             state.counters.reconnects.add(1, ordering: .relaxed)
-            let delay = settings.backoff.delay(attempt: attempt)
+            let delay = immediate ? .zero : settings.backoff.delay(attempt: attempt)
+            if immediate { lastImmediate = .now }
             sessionLogger.warning(
                 "connection lost; reconnecting",
                 metadata: ["error_type": "disconnect", "error": "\(failure)", "attempt": "\(attempt)", "delay": "\(delay)"]
@@ -127,16 +135,21 @@ struct WebSocketConnector: Sendable {
                 }
                 if case .text(let ping) = keepalive {
                     group.addTask {
-                        let step = min(settings.keepaliveAfter, settings.deadAfter) / 4
+                        let step = min(settings.keepaliveAfter, settings.deadAfter, settings.maxSendSilence) / 4
                         var pingedAt: Int64 = 0
+                        var sentAt = Self.nowNanos()
                         while true {
                             try await Task.sleep(for: step)
+                            let now = Self.nowNanos()
                             let last = lastReceived.nanos.load(ordering: .relaxed)
-                            let idle = Duration.nanoseconds(Self.nowNanos() - last)
+                            let idle = Duration.nanoseconds(now - last)
                             if idle >= settings.keepaliveAfter + settings.deadAfter { throw DeadConnection(silence: idle) }
-                            if idle >= settings.keepaliveAfter, pingedAt < last {
+                            // A ping when the exchange went quiet (to tell a dead connection), and at
+                            // least every `maxSendSilence` whatever the traffic (the exchange's own rule).
+                            if (idle >= settings.keepaliveAfter && pingedAt < last) || .nanoseconds(now - sentAt) >= settings.maxSendSilence {
                                 try await outbound.write(.text(ping))
-                                pingedAt = Self.nowNanos()
+                                pingedAt = now
+                                sentAt = now
                             }
                         }
                     }
@@ -152,8 +165,6 @@ struct WebSocketConnector: Sendable {
         }
     }
 
-    /// What `POST /api/connectors/{id}/test` does for a WebSocket connector: connect, subscribe and
-    /// wait for the first data message (acks and pongs are skipped), storing nothing.
     /// Connects to `url` once the outbound policy allows it: to an address literal directly, to a
     /// host name through the egress gate, which connects to the address it checked.
     static func open(
@@ -176,6 +187,8 @@ struct WebSocketConnector: Sendable {
         return try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger, handler: handler)
     }
 
+    /// What `POST /api/connectors/{id}/test` does for a WebSocket connector: connect, subscribe and
+    /// wait for the first data message (acks and pongs are skipped), storing nothing.
     static func probe(_ definition: ConnectorDefinition, settings: ConnectorRuntimeSettings, logger: Logger) async throws -> [MarketMessage] {
         let configuration = WebSocketClientConfiguration(
             maxFrameSize: 1 << 24,

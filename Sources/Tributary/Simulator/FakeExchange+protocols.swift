@@ -63,6 +63,10 @@ extension FakeExchange {
                         let instrument = arg["instId"]?.stringValue ?? ""
                         if arg["channel"] == "trades", self.options.instruments.contains(instrument) {
                             connection.subscribed.withLock { $0.append(instrument) }
+                            self.reconnects.withLock { state in
+                                if let drop = state.lastDrop { state.gaps.append(.now - drop) }
+                                state.lastDrop = nil
+                            }
                             try await outbound.write(
                                 .text(JSONValue.object(["event": "subscribe", "arg": arg, "connId": .string(connID)]).serialized)
                             )
@@ -104,15 +108,17 @@ extension FakeExchange {
                     let frame: JSONValue = .object(["arg": .object(["channel": "trades", "instId": .string(batch[0].0)]), "data": .array(records)])
                     try await outbound.write(.text(frame.serialized))
                     for text in separateFrames { try await outbound.write(.text(text)) }
-                    connection.touch()
                     if self.malformed(after: batch[batch.count - 1].1) {
                         try await outbound.write(.text(#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"tradeId":"#))
                     }
                 }
-                if dropped { throw Dropped() }
+                if dropped {
+                    self.reconnects.withLock { $0.lastDrop = .now }
+                    throw Dropped()
+                }
             }
             group.addTask {
-                // OKX closes connections that stay silent in both directions.
+                // OKX closes a connection whose client has sent nothing for 30 s, however much data flows to it.
                 while true {
                     try await Task.sleep(for: self.options.idleTimeout / 10)
                     if ContinuousClock.now - connection.lastActivity.withLock({ $0 }) >= self.options.idleTimeout { throw IdleClosed() }

@@ -27,6 +27,13 @@ public final class FakeExchange: Sendable {
 
     /// Trades sent so far, over all connections.
     public var sentCount: Int { state.withLock { $0.sent } }
+    /// When the last connection was dropped on purpose, and for each drop how long until the
+    /// client had subscribed again (OKX): what a drop costs at the exchange.
+    let reconnects = Mutex<(lastDrop: ContinuousClock.Instant?, gaps: [Duration])>((nil, []))
+
+    /// Time from each simulated drop to the next subscription.
+    public var reconnectGaps: [Duration] { reconnects.withLock { $0.gaps } }
+
     /// Hostile records sent inside trade frames, and hostile frames sent on their own (`hostileEvery`).
     public var hostileSent: (records: Int, frames: Int) { state.withLock { ($0.hostileRecords, $0.hostileFrames) } }
     /// Connections accepted so far.

@@ -15,7 +15,7 @@ public struct SimulatorOptions: Sendable {
     /// `FakeExchange.hostileRecord`); every seventh is instead a separate frame with an unpaired
     /// surrogate escape. Not counted as trades.
     public var hostileEvery: Int = 0
-    /// OKX rule: close with 4004 when neither side sent anything for this long.
+    /// OKX rule: close with 4004 when the client has sent nothing for this long (data sent to it does not count).
     public var idleTimeout: Duration = .seconds(30)
     /// Binance rule: protocol ping period (no pong before the next ping closes the connection).
     public var pingInterval: Duration = .seconds(20)
