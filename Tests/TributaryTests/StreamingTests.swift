@@ -155,14 +155,11 @@ import Testing
         options.rate = 1000
         options.total = 600
         options.dropEvery = 150
-        try await Self.withStartedConnector(
-            .sqlite,
-            options: options,
-            configure: {
-                $0.runtime.backoff = Backoff(base: .seconds(5))
-                $0.runtime.immediateReconnectInterval = .milliseconds(50)
-            }
-        ) { exchange, config, _, id in
+        let configure: @Sendable (inout AppConfig) -> Void = {
+            $0.runtime.backoff = Backoff(base: .seconds(5))
+            $0.runtime.immediateReconnectInterval = .milliseconds(50)
+        }
+        try await Self.withStartedConnector(.sqlite, options: options, configure: configure) { exchange, config, _, id in
             #expect(try await eventually { try await Self.count(config, id) == 600 })
             let rows = try await Self.storedTrades(config, connector: id)
             #expect(Set(rows).count == 600)
@@ -178,11 +175,8 @@ import Testing
         var options = SimulatorOptions()
         options.rate = 100
         options.idleTimeout = .milliseconds(1500)
-        try await Self.withStartedConnector(.sqlite, options: options, configure: { $0.runtime.maxSendSilence = .milliseconds(500) }) {
-            exchange,
-            config,
-            _,
-            id in
+        let configure: @Sendable (inout AppConfig) -> Void = { $0.runtime.maxSendSilence = .milliseconds(500) }
+        try await Self.withStartedConnector(.sqlite, options: options, configure: configure) { exchange, config, _, id in
             #expect(try await eventually { try await Self.count(config, id) > 20 })
             try await Task.sleep(for: .seconds(4))
             #expect(exchange.connectionCount == 1, "the exchange never closed the connection for client silence")
