@@ -242,6 +242,42 @@ import Testing
         }
     }
 
+    /// A Bearer-protected endpoint that answers an account balance, not market data: every
+    /// answer is stored with its raw response, and the connector is not in error for it.
+    @Test(arguments: TestBackend.enabled)
+    func everyAnsweredPollIsStoredEvenWithoutMarketData(_ backend: TestBackend) async throws {
+        let api = FakeAPI()
+        try await api.withRunning { port in
+            try await backend.withConfig { config in
+                let config = Self.fast(config)
+                try await TestServer(config: config).run { client in
+                    let body = Self.body(
+                        "balance",
+                        "http://127.0.0.1:\(port)/bearer/account",
+                        ["auth_type": "bearer", "bearer_token": .string(FakeAPI.bearerToken)]
+                    )
+                    let id = try await Self.create(client, body)
+                    #expect(try await eventually { try await Self.rows(config, id).count >= 3 })
+                    try await client.json(.post, "/api/connectors/\(id)/stop")
+                    let rows = try await Self.rows(config, id)
+                    #expect(rows.allSatisfy { $0["record_count"] == .number(0) && $0["extraction_error"]?.stringValue != nil }, "\(rows)")
+                    let raw = try await RawDatabase.strings(
+                        config,
+                        "SELECT CAST(raw_response AS TEXT) FROM api_connector_data WHERE connector_id = '\(id)' LIMIT 1"
+                    )
+                    #expect(raw.first??.contains("balances") == true)
+                    let data = try await Self.connector(client, id)
+                    #expect(data["last_error"] == .null, "not a connector error: \(data)")
+                    #expect((data["performance_metrics"]?["poll_extraction_failures"]?.int64 ?? 0) >= 3)
+                    #expect(data["performance_metrics"]?["messages_failed"] == .number(0))
+                    let tested = try await client.json(.post, "/api/connectors/\(id)/test").body["data"]
+                    #expect(tested?["ok"] == true)
+                    #expect(tested?["extraction_error"]?.stringValue?.contains("no market data") == true)
+                }
+            }
+        }
+    }
+
     @Test func aRefusedConnectionFailsAtOnce() async throws {
         try await TestBackend.sqlite.withConfig { config in
             try await TestServer(config: Self.fast(config)).run { client in

@@ -49,6 +49,7 @@ public final class ConnectorRuntimeState: Sendable {
             metrics["polls"] = .number(counters.polls.load(ordering: .relaxed))
             metrics["poll_successes"] = .number(counters.pollSuccesses.load(ordering: .relaxed))
             metrics["poll_failures"] = .number(counters.pollFailures.load(ordering: .relaxed))
+            metrics["poll_extraction_failures"] = .number(counters.extractionFailures.load(ordering: .relaxed))
             metrics["last_response_time_ms"] = .number(String(format: "%.1f", Double(counters.lastResponseMicros.load(ordering: .relaxed)) / 1000))
         }
         return StatusUpdate(connectorID: connectorID, status: status, lastError: lastError, performanceMetrics: .object(metrics))

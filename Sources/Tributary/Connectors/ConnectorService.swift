@@ -133,6 +133,7 @@ public struct ConnectorService: Sendable {
                 messages = poll.normalized?.marketMessages ?? []
                 result["record_count"] = .number(messages.count)
                 result["records"] = records(messages)
+                if let problem = poll.extractionProblem { result["extraction_error"] = .string(problem) }
             case .invalid(let problem), .retry(let problem, _), .rejected(let problem):
                 result["error"] = .string(problem)
             }

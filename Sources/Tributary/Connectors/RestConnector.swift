@@ -33,6 +33,13 @@ struct RestConnector: Sendable {
         var responseTimeMs: Double
         var body: JSONValue?
         var normalized: NormalizedFrame?
+        /// Why no market data could be read from an answered poll (best effort: the row is kept).
+        var extractionProblem: String?
+        /// An error the API reported inside a 2xx JSON body (OKX `code` ≠ 0).
+        var apiError: String?
+
+        /// Whether the poll gets an `api_connector_data` row: every 2xx answer with a JSON body.
+        var isAnswered: Bool { (200..<300).contains(statusCode ?? 0) && body != nil }
     }
 
     func run() async {
@@ -62,19 +69,10 @@ struct RestConnector: Sendable {
                 state.set(.running)
                 var session = IngestSession(sessionID: String(sessionID))
                 if let normalized = poll.normalized { context.accept(normalized, session: &session) }
-                unwritten.append(
-                    APIDataRow(
-                        connectorID: context.connectorID,
-                        data: Self.storable(Self.data(poll.normalized)),
-                        rawResponse: Self.storable(poll.body ?? .null),
-                        statusCode: poll.statusCode ?? 0,
-                        responseTimeMs: poll.responseTimeMs,
-                        sourceID: String(sessionID),
-                        sessionID: String(sessionID),
-                        timestamp: Date()
-                    )
-                )
-                unwritten = await write(unwritten, logger: logger)
+                if let problem = poll.extractionProblem {
+                    counters.extractionFailures.add(1, ordering: .relaxed)
+                    session.logFailure("poll answered without market data to extract", error: NormalizationError(problem), logger: logger)
+                }
             case .invalid(let problem):
                 counters.pollFailures.add(1, ordering: .relaxed)
                 counters.failed.add(1, ordering: .relaxed)
@@ -108,6 +106,22 @@ struct RestConnector: Sendable {
                 state.set(.reconnecting, error: problem)
                 wait = settings.backoff.delay(attempt: rejections)
                 logger.warning("poll refused; retrying", metadata: ["error_type": "rejected", "error": "\(problem)"])
+            }
+            // Every answered poll is kept, whatever could be read from it.
+            if poll.isAnswered {
+                unwritten.append(
+                    APIDataRow(
+                        connectorID: context.connectorID,
+                        data: Self.storable(Self.data(poll)),
+                        rawResponse: Self.storable(poll.body ?? .null),
+                        statusCode: poll.statusCode ?? 0,
+                        responseTimeMs: poll.responseTimeMs,
+                        sourceID: String(sessionID),
+                        sessionID: String(sessionID),
+                        timestamp: Date()
+                    )
+                )
+                unwritten = await write(unwritten, logger: logger)
             }
             if wait > .zero { try? await Task.sleep(for: wait) }
         }
@@ -157,9 +171,15 @@ struct RestConnector: Sendable {
         return []
     }
 
-    /// The `data` column: the normalized record, or for a response of many records all of them.
-    static func data(_ normalized: NormalizedFrame?) -> JSONValue {
-        guard let messages = normalized?.marketMessages else { return .object(["record_count": .number(0)]) }
+    /// The `data` column: the normalized record, or for a response of many records all of them;
+    /// with nothing extracted, `record_count` 0 and why (`extraction_error` or `api_error`).
+    static func data(_ poll: Poll) -> JSONValue {
+        guard let messages = poll.normalized?.marketMessages else {
+            var object: JSONObject = ["record_count": .number(0)]
+            if let problem = poll.extractionProblem { object["extraction_error"] = .string(problem) }
+            if let error = poll.apiError { object["api_error"] = .string(error) }
+            return .object(object)
+        }
         let records = messages.map(\.record)
         if records.count == 1, var object = records[0].objectValue {
             object["record_count"] = .number(1)
@@ -226,11 +246,13 @@ struct RestConnector: Sendable {
                     .normalize(body)
                 if case .exchangeError(let message) = normalized {
                     poll.outcome = .invalid(redact(message))
+                    poll.apiError = redact(message)
                 } else {
                     poll.normalized = normalized
                 }
             } catch {
-                poll.outcome = .invalid("could not normalize the response: \(error.reason)")
+                // Not market data (an account balance, a custom endpoint): the answer is kept all the same.
+                poll.extractionProblem = "no market data extracted: \(error.reason); set field_mapping to extract some"
             }
         case 408, 429, 500...599:
             poll.outcome = .retry("HTTP \(status): \(excerpt)", after: Self.retryAfter(headers.first(name: "Retry-After"), now: Date()))

@@ -289,7 +289,7 @@ enum OpenAPIDocument {
             "TestResult": object(
                 [
                     "ok": ["type": "boolean"], "connector_type": string, "status_code": nullable("integer"), "response_time_ms": ["type": "number"],
-                    "record_count": integer, "records": ["type": "array"], "error": string,
+                    "record_count": integer, "records": ["type": "array"], "error": string, "extraction_error": string,
                 ],
                 required: ["ok", "connector_type"]
             ),

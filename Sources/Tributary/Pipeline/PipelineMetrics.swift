@@ -17,6 +17,8 @@ public final class ConnectorCounters: Sendable {
     public let polls = Atomic<Int>(0)
     public let pollSuccesses = Atomic<Int>(0)
     public let pollFailures = Atomic<Int>(0)
+    /// Answered polls from which no market data could be extracted (the answer is stored anyway).
+    public let extractionFailures = Atomic<Int>(0)
     public let lastResponseMicros = Atomic<Int>(0)
     /// Milliseconds since 1970 of the last message received.
     public let lastMessageMs = Atomic<Int64>(0)

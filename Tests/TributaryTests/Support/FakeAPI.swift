@@ -88,6 +88,10 @@ final class FakeAPI: Sendable {
             guard request.headers[.authorization] == "Bearer \(Self.bearerToken)" else { return Self.json(#"{"error":"bad token"}"#, .unauthorized) }
             return Self.json(#"{"symbol":"SOL-USDT","price":"150.5"}"#)
         }
+        router.get("/bearer/account") { request, _ in
+            guard request.headers[.authorization] == "Bearer \(Self.bearerToken)" else { return Self.json(#"{"error":"bad token"}"#, .unauthorized) }
+            return Self.json(#"{"balances":[{"asset":"BTC","free":"1.5","locked":"0"}],"updateTime":1767225600000}"#)
+        }
         router.get("/limited") { _, _ in
             let call = self.state.withLock { state in
                 state.limitedCalls += 1
