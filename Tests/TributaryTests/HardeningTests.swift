@@ -525,4 +525,21 @@ import Testing
             }
         }
     }
+
+    /// A call that ignores cancellation (as a database call caught by a server shutdown was seen
+    /// to) still ends the caller's wait at the deadline.
+    @Test func aDeadlineHoldsAgainstAnOperationThatIgnoresCancellation() async throws {
+        let started = ContinuousClock.now
+        await #expect(throws: StoreError.self) {
+            try await withDeadline(.milliseconds(200), "a stuck call") {
+                // Blocks a dispatch thread for 3 s, deaf to cancellation.
+                await withCheckedContinuation { continuation in
+                    DispatchQueue.global().asyncAfter(deadline: .now() + 3) { continuation.resume() }
+                }
+                return 1
+            }
+        }
+        #expect(ContinuousClock.now - started < .seconds(2))
+        #expect(try await withDeadline(.seconds(5), "a quick call") { 42 } == 42)
+    }
 }

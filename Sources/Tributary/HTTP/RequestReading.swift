@@ -9,7 +9,7 @@ extension Request {
     /// After refusing a body as too large, the rest is read and discarded for up to this long, so
     /// a client that writes its whole body before reading (Python's urllib does) still gets the
     /// 413; a body that has not ended by then has its connection closed (nginx's lingering close).
-    static let drainTime: Duration = .seconds(2)
+    static let drainTime: Duration = .seconds(10)
 
     /// The body as JSON: 415 unless sent as JSON, 413 over 1 MiB (after a bounded drain of the
     /// rest), 400 when malformed.

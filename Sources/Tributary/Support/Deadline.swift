@@ -1,22 +1,56 @@
+import Synchronization
+
 /// Runs `operation`, failing with `StoreError.unavailable` if it has not finished within `timeout`.
 ///
 /// PostgresNIO waits for a connection for as long as its circuit breaker allows (about a minute) when
 /// the database is down; the API must answer 503 within `DB_POOL_TIMEOUT` instead.
+///
+/// The deadline holds even when `operation` ignores cancellation: it runs in a task of its own,
+/// which is cancelled and let go at the deadline, instead of in a task group, which would wait
+/// for it. (A database call caught by a server shutting down has been seen to hang for good; in a
+/// group it took the batch writer, and with it all ingest, along.) A write let go this way may
+/// still commit later; the batch writer's retry finds that out by its `batch_id`.
 func withDeadline<Value: Sendable>(
     _ timeout: Duration,
     _ what: @autoclosure () -> String,
     _ operation: @escaping @Sendable () async throws -> Value
 ) async throws -> Value {
     let description = what()
-    return try await withThrowingTaskGroup(of: Value.self) { group in
-        group.addTask { try await operation() }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            throw StoreError.unavailable("\(description) did not finish within \(timeout)")
+    let race = DeadlineRace<Value>()
+    return try await withTaskCancellationHandler {
+        try await withCheckedThrowingContinuation { continuation in
+            race.waiter.withLock { $0 = continuation }
+            let work = Task {
+                let result: Result<Value, any Error>
+                do { result = .success(try await operation()) } catch { result = .failure(error) }
+                if race.finish(result) { race.tasks.withLock { $0.timer }?.cancel() }
+            }
+            let timer = Task {
+                try? await Task.sleep(for: timeout)
+                guard !Task.isCancelled else { return }
+                if race.finish(.failure(StoreError.unavailable("\(description) did not finish within \(timeout)"))) { work.cancel() }
+            }
+            race.tasks.withLock { $0 = (work, timer) }
         }
-        defer { group.cancelAll() }
-        // The first of the two tasks to finish decides; the group is never empty here.
-        guard let value = try await group.next() else { throw StoreError.unavailable("\(description) was cancelled") }
-        return value
+    } onCancel: {
+        // The timer stays: if the operation ignores cancellation, the deadline still ends the wait.
+        race.tasks.withLock { $0.work }?.cancel()
+    }
+}
+
+/// The state an operation and its timer race over: the caller's continuation, resumed once.
+final class DeadlineRace<Value: Sendable>: Sendable {
+    let waiter = Mutex<CheckedContinuation<Value, any Error>?>(nil)
+    let tasks = Mutex<(work: Task<Void, Never>?, timer: Task<Void, Never>?)>((nil, nil))
+
+    /// Resumes the caller with `result` unless it was resumed already; true if this call did.
+    func finish(_ result: Result<Value, any Error>) -> Bool {
+        let continuation = waiter.withLock { waiter in
+            let continuation = waiter
+            waiter = nil
+            return continuation
+        }
+        continuation?.resume(with: result)
+        return continuation != nil
     }
 }
