@@ -38,9 +38,8 @@ public struct ConnectorService: Sendable {
     /// name is checked on every connection instead, since what it resolves to can change).
     func checkTarget(_ definition: ConnectorDefinition) throws {
         let policy = supervisor?.settings.outbound ?? OutboundPolicy()
-        guard var host = URL(string: definition.apiURL)?.host() else { return }
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        if let address = CIDR.address(host), let problem = policy.refusal(of: address) {
+        guard let host = URL(string: definition.apiURL)?.host() else { return }
+        if let address = CIDR.address(OutboundPolicy.bare(host)), let problem = policy.refusal(of: address) {
             throw ConnectorError.invalid([FieldError(field: "api_url", problem: "must not point at \(problem)")])
         }
     }

@@ -53,14 +53,16 @@ public struct RealtimeEndpoint: Sendable {
     public func handle(_ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter, request: Request, channel: any Channel) async throws {
         // The upgrade router can only answer a bare 400, so limits are told on the socket instead.
         let filter = Self.filter(from: request)
-        if let (detail, code) = broadcaster.clientCount >= maxClients
-            ? ("The server has \(maxClients) realtime clients, its most (MAX_REALTIME_CLIENTS); try again later", "TOO_MANY_CLIENTS")
-            : filter.valueCount > Self.maxFilterValues
-                ? ("At most \(Self.maxFilterValues) filter values per client", "TOO_MANY_FILTERS") : nil
-        {
+        func refuse(_ detail: String, _ code: String, _ closeCode: WebSocketErrorCode) async throws {
             try await outbound.write(.text(JSONValue.object(["type": "error", "detail": .string(detail), "error_code": .string(code)]).serialized))
-            try await outbound.close(code == "TOO_MANY_CLIENTS" ? .unknown(1013) : .policyViolation, reason: code)
-            return
+            try await outbound.close(closeCode, reason: code)
+        }
+        if broadcaster.clientCount >= maxClients {
+            let detail = "The server has \(maxClients) realtime clients, its most (MAX_REALTIME_CLIENTS); try again later"
+            return try await refuse(detail, "TOO_MANY_CLIENTS", .unknown(1013))
+        }
+        if filter.valueCount > Self.maxFilterValues {
+            return try await refuse("At most \(Self.maxFilterValues) filter values per client", "TOO_MANY_FILTERS", .policyViolation)
         }
         let client = broadcaster.register(filter: filter)
         defer { broadcaster.unregister(client) }

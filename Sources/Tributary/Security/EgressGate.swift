@@ -22,8 +22,6 @@ public final class EgressGate: Service {
     public let client: HTTPClient
     /// `Basic <base64>` of this process's credentials.
     let authorization: String
-    let username = "tributary"
-    let password: String
     let channel: any Channel
 
     /// Binds the gate on an ephemeral port of 127.0.0.1.
@@ -50,7 +48,6 @@ public final class EgressGate: Service {
         self.policy = policy
         self.channel = channel
         self.port = channel.localAddress?.port ?? 0
-        self.password = password
         self.authorization = authorization
         var configuration = HTTPClient.Configuration.singletonConfiguration
         configuration.connectionPool.retryConnectionEstablishment = false
@@ -58,9 +55,6 @@ public final class EgressGate: Service {
         configuration.proxy = .server(host: "127.0.0.1", port: port, authorization: .basic(username: "tributary", password: password))
         self.client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }
-
-    /// The headers a WebSocket client sends with its CONNECT.
-    public var connectHeaders: [(String, String)] { [("Proxy-Authorization", authorization)] }
 
     /// True when `host` is a name (resolved by the gate), false for an address literal.
     public static func isName(_ host: String) -> Bool { CIDR.address(OutboundPolicy.bare(host)) == nil }

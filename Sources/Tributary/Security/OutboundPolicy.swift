@@ -63,7 +63,7 @@ public struct OutboundPolicy: Sendable, Equatable {
 
     /// Resolves `host` and throws `OutboundRefused` if it or any address it resolves to is refused.
     public func check(host: String) async throws {
-        if allowsEverything, CIDR.address(Self.bare(host)) == nil { return }
+        if allowsEverything { return }
         _ = try await checkedAddresses(of: host)
     }
 
