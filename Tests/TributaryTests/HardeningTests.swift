@@ -167,9 +167,9 @@ import Testing
                     logger: Logger(label: "test")
                 )
                 let batch = (0..<100).map { Self.pending($0, poisoned: $0 == 37 || $0 == 80) }
-                await writer.write(batch, ticket: 0)
+                await writer.write(IngestBatch(messages: batch), ticket: 0)
                 // The next batch is published too: the publisher was not left waiting.
-                await writer.write((100..<110).map { Self.pending($0) }, ticket: 1)
+                await writer.write(IngestBatch(messages: (100..<110).map { Self.pending($0) }), ticket: 1)
 
                 let updates = await client.next() ?? []
                 #expect(updates.count == 108)

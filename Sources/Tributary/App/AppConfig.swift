@@ -37,6 +37,14 @@ public struct AppConfig: Sendable {
     public var insecureNoAuth = false
     /// Accepted messages waiting for the writer, at most; beyond it new messages are refused and counted.
     public var ingestBufferCapacity = 500_000
+    /// When accepted messages go to the durable spool (`SPOOL_MODE`), where it lives, its size
+    /// limit, its fsync policy, and how many messages wait in memory before it takes over.
+    public var spoolMode: SpoolMode = .overflow
+    /// `nil`: `<data directory>/spool`.
+    public var spoolDirectory: String?
+    public var spoolMaxBytes = 1 << 30
+    public var spoolFsync: SpoolFsync = .batch
+    public var spoolMemoryMessages = 50_000
     /// Updates queued per realtime client before the oldest are dropped.
     public var realtimeQueueCapacity = 50_000
     public var realtimePingInterval: Duration = .seconds(30)
@@ -80,6 +88,27 @@ public struct AppConfig: Sendable {
         config.poolTimeout = try seconds(settings, "DB_POOL_TIMEOUT", default: .seconds(10))
         config.batchMaxMessages = try integer(settings, "BATCH_MAX_MESSAGES", default: 50, range: 1...100_000)
         config.batchMaxInterval = .milliseconds(try integer(settings, "BATCH_MAX_INTERVAL_MS", default: 5000, range: 1...3_600_000))
+        if let mode = settings["SPOOL_MODE"] {
+            guard let parsed = SpoolMode(rawValue: mode.lowercased()) else {
+                throw ConfigError("SPOOL_MODE must be overflow, always or off; got \"\(mode)\"")
+            }
+            config.spoolMode = parsed
+        }
+        config.spoolDirectory = settings["SPOOL_DIR"]
+        config.spoolMaxBytes = try integer(settings, "SPOOL_MAX_BYTES", default: 1 << 30, range: (1 << 20)...(1 << 50))
+        config.spoolMemoryMessages = try integer(settings, "SPOOL_MEMORY_MESSAGES", default: 50_000, range: 0...10_000_000)
+        config.ingestBufferCapacity = try integer(settings, "INGEST_BUFFER_CAPACITY", default: 500_000, range: 1...10_000_000)
+        if let policy = settings["SPOOL_FSYNC"]?.lowercased() {
+            switch policy {
+            case "batch": config.spoolFsync = .batch
+            case "off": config.spoolFsync = .off
+            default:
+                guard let milliseconds = Int(policy), (1...60_000).contains(milliseconds) else {
+                    throw ConfigError("SPOOL_FSYNC must be batch, off, or an interval in milliseconds from 1 to 60000; got \"\(policy)\"")
+                }
+                config.spoolFsync = .interval(.milliseconds(milliseconds))
+            }
+        }
         config.runtime.maxReconnectAttempts = try integer(settings, "CONNECTOR_MAX_RECONNECTS", default: 10, range: 0...1_000_000)
         config.runtime.restTimeout = .milliseconds(try integer(settings, "REST_TIMEOUT_MS", default: 10_000, range: 100...600_000))
         config.runtime.restMaxResponseBytes = try integer(settings, "REST_MAX_RESPONSE_BYTES", default: 8 << 20, range: 1024...(1 << 30))

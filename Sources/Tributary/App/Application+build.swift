@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import HummingbirdWebSocket
 import Logging
@@ -17,7 +18,8 @@ public func buildApplication(
     let gate = try await EgressGate.start(policy: config.runtime.outbound, logger: logger)
     var gated = config
     gated.runtime.egress = gate
-    let pipeline = Pipeline(config: gated, store: store, secretBox: secretBox, logger: logger)
+    let spool = try makeSpool(config, logger: logger)
+    let pipeline = Pipeline(config: gated, store: store, secretBox: secretBox, spool: spool, logger: logger)
     let router = buildRouter(config: config, store: store, service: pipeline.service, metrics: pipeline.exporter)
     var app = Application(
         router: router,
@@ -27,7 +29,7 @@ public func buildApplication(
         ),
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "tributary"),
         // Started in this order, shut down in reverse: connectors stop, then the writer flushes, then the store closes.
-        services: [gate, store, pipeline.compactor, pipeline.deadLetters, pipeline.writer, pipeline.supervisor],
+        services: [gate, store, pipeline.compactor, pipeline.deadLetters, SpoolSyncService(spool: spool), pipeline.writer, pipeline.supervisor],
         onServerRunning: { channel in
             logger.notice("Tributary is listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
             await onRunning(channel.localAddress?.port ?? config.port)
@@ -54,8 +56,13 @@ public struct Pipeline: Sendable {
     public let realtime: RealtimeEndpoint
     public let exporter: MetricsExporter
 
-    public init(config: AppConfig, store: any ConnectorStore, secretBox: SecretBox, logger: Logger) {
-        buffer = IngestBuffer(capacity: config.ingestBufferCapacity)
+    public init(config: AppConfig, store: any ConnectorStore, secretBox: SecretBox, spool: Spool? = nil, logger: Logger) {
+        buffer = IngestBuffer(
+            capacity: config.ingestBufferCapacity,
+            spool: spool,
+            mode: config.spoolMode,
+            memoryMessages: config.spoolMemoryMessages
+        )
         deadLetters = DeadLetterQueue(store: store, retained: config.maxDeadLetters, logger: logger)
         metrics = PipelineMetrics()
         broadcaster = Broadcaster(queueCapacity: config.realtimeQueueCapacity)
@@ -152,6 +159,17 @@ public func makeStore(_ config: AppConfig, logger: Logger) async throws -> any C
             logger: logger
         )
     }
+}
+
+/// The durable spool of the ingest buffer (nil with `SPOOL_MODE=off`); recovers what an earlier run left.
+public func makeSpool(_ config: AppConfig, logger: Logger) throws -> Spool? {
+    guard config.spoolMode != .off else { return nil }
+    return try Spool(
+        directory: config.spoolDirectory ?? (config.dataDirectory as NSString).appendingPathComponent("spool"),
+        maxBytes: config.spoolMaxBytes,
+        fsync: config.spoolFsync,
+        logger: logger
+    )
 }
 
 /// The secret box for the configured key; in embedded mode the key lives in the data directory.

@@ -155,6 +155,23 @@ public struct ConnectorContext: Sendable {
     }
 }
 
+extension ConnectorContext {
+    /// Back-pressure: while the spool is at its size limit, reads nothing more (the exchange sees
+    /// its socket stall), with why in the connector's `last_error`. Checks every 50 ms, calling
+    /// `tick` each time (the keepalive must not take the pause for a dead connection).
+    func pauseWhileSpoolFull(tick: () -> Void = {}) async {
+        guard !buffer.hasRoom else { return }
+        state.setError("paused: the spool is full (SPOOL_MAX_BYTES); reading resumes as the database catches up")
+        logger.warning("spool full: the connector stopped reading until the database catches up", metadata: ["error_type": "backpressure"])
+        let started = ContinuousClock.now
+        while !buffer.hasRoom, !Task.isCancelled {
+            tick()
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        logger.notice("spool has room again: reading resumes", metadata: ["paused_ms": "\((ContinuousClock.now - started).inMilliseconds)"])
+    }
+}
+
 /// Per-connection ingest state: the session id, the fallback sequence and log rate limiting.
 struct IngestSession {
     let sessionID: String

@@ -51,6 +51,7 @@ struct RestConnector: Sendable {
         var rejections = 0
         var unwritten: [APIDataRow] = []
         while !Task.isCancelled {
+            await context.pauseWhileSpoolFull()
             let started = ContinuousClock.now
             let sessionID = "poll_" + UUID().uuidString.lowercased().prefix(16)
             state.setSession(String(sessionID))

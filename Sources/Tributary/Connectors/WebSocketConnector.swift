@@ -131,6 +131,9 @@ struct WebSocketConnector: Sendable {
                         case .text(var text): text.withUTF8 { context.ingest($0, normalizer: normalizer, session: &session) }
                         case .binary(let buffer): context.ingest(buffer.readableBytesView, normalizer: normalizer, session: &session)
                         }
+                        if !context.buffer.hasRoom {
+                            await context.pauseWhileSpoolFull { lastReceived.nanos.store(Self.nowNanos(), ordering: .relaxed) }
+                        }
                     }
                 }
                 if case .text(let ping) = keepalive {

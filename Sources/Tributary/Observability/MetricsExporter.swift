@@ -93,12 +93,38 @@ public final class MetricsExporter: Sendable {
             ("tributary_db_operations_in_flight", "Database calls holding or waiting for a connection", store.operationsInFlight),
         ]
         for (name, help, value) in gauges { registry.makeGauge(descriptor: Self.descriptor(name, help)).set(to: Double(value)) }
-        let totals: [(String, String, Int)] = [
-            ("tributary_realtime_dropped_updates_total", "Realtime updates dropped for slow clients", broadcaster.droppedCount),
-            ("tributary_ingest_dropped_total", "Messages refused by the full ingest buffer", buffer.droppedCount),
-            ("tributary_dead_letters_dropped_total", "Dead letters dropped because their queue was full", deadLetters?.droppedCount ?? 0),
-            ("tributary_batch_flush_failures_total", "Batch writes that failed and were retried", pipeline.flushFailures.load(ordering: .relaxed)),
-        ]
+        var spoolTotals: [(String, String, Int)] = []
+        if let spool = buffer.spool {
+            let snapshot = spool.snapshot
+            let age = snapshot.oldestMicros.map { max(0, Date().timeIntervalSince1970 - Double($0) / 1_000_000) } ?? 0
+            let spoolGauges: [(String, String, Double)] = [
+                ("tributary_spool_bytes", "Bytes in spool segment files", Double(snapshot.bytes)),
+                ("tributary_spool_records", "Spooled messages not yet in the database", Double(snapshot.records)),
+                ("tributary_spool_unread_records", "Spooled messages the writer has not taken yet", Double(snapshot.unread)),
+                ("tributary_spool_oldest_age_seconds", "Age of the oldest spooled message not yet in the database", age),
+                ("tributary_spool_segments", "Spool segment files", Double(snapshot.segments)),
+            ]
+            for (name, help, value) in spoolGauges { registry.makeGauge(descriptor: Self.descriptor(name, help)).set(to: value) }
+            spoolTotals = [
+                (
+                    "tributary_spool_corrupt_segments_total", "Damaged spool segments found (cut at the damage, a copy in corrupt/)",
+                    snapshot.corruptSegments
+                ),
+                ("tributary_spool_truncated_bytes_total", "Bytes cut from damaged or torn spool segments", snapshot.truncatedBytes),
+                ("tributary_spool_recovered_records_total", "Spooled messages found at start and replayed", snapshot.recoveredRecords),
+                ("tributary_spool_write_failures_total", "Spool writes the disk refused (the messages stayed in memory)", snapshot.writeFailures),
+            ]
+        }
+        let totals: [(String, String, Int)] =
+            [
+                ("tributary_realtime_dropped_updates_total", "Realtime updates dropped for slow clients", broadcaster.droppedCount),
+                ("tributary_ingest_dropped_total", "Messages refused by the full ingest buffer", buffer.droppedCount),
+                ("tributary_dead_letters_dropped_total", "Dead letters dropped because their queue was full", deadLetters?.droppedCount ?? 0),
+                (
+                    "tributary_batch_flush_failures_total", "Batch writes that failed and were retried",
+                    pipeline.flushFailures.load(ordering: .relaxed)
+                ),
+            ] + spoolTotals
         for (name, help, value) in totals {
             let delta = reported.withLock { reported in
                 defer { reported[name] = value }

@@ -53,6 +53,8 @@ public final class BatchWriter: Service {
                         await writes.next()
                         inFlight -= 1
                     }
+                    // Shutting down without a database: what is left stays in the spool for the next start.
+                    if Task.isShuttingDownGracefully, buffer.spool != nil, !buffer.databaseAvailable { break }
                     let batch = await buffer.take(upTo: maxBatch)
                     if batch.isEmpty { break }
                     let current = ticket
@@ -64,20 +66,31 @@ public final class BatchWriter: Service {
         } onGracefulShutdown: {
             self.buffer.close()
         }
-        logger.info("batch writer stopped; every accepted message was written")
+        if let spool = buffer.spool, spool.snapshot.records > 0 {
+            await spool.sync()
+            logger.notice(
+                "batch writer stopped; messages the database did not take are kept in the spool for the next start",
+                metadata: ["records": "\(spool.snapshot.records)", "spool": "\(spool.directory)"]
+            )
+        } else {
+            logger.info("batch writer stopped; every accepted message was written")
+        }
     }
 
-    /// Writes one batch and hands what was stored to the broadcaster, in ticket order.
-    func write(_ batch: [PendingMessage], ticket: Int) async {
-        publisher.publish(await commit(batch), ticket: ticket)
+    /// Writes one batch, hands what was stored to the broadcaster in ticket order, and releases
+    /// its spool records, unless it was abandoned at shutdown (then they are replayed at start).
+    func write(_ batch: IngestBatch, ticket: Int) async {
+        let spill = SpillOnce(buffer: buffer, unspooled: batch.unspooled)
+        publisher.publish(await commit(batch.messages, spill: spill), ticket: ticket)
+        if let holds = spill.holds(adding: batch.holds) { buffer.release(holds) }
     }
 
     /// Writes `batch`, retrying transient failures. When the database refuses the data itself
     /// (`StoreError.isPermanent`), retrying cannot help: the batch is split in halves and each
     /// written on its own, down to the single rows that are refused, which become dead letters.
     /// So a poisoned row costs about 2·log2(n) extra writes and never holds up the rows around it.
-    func commit(_ batch: [PendingMessage]) async -> [StoredMessage] {
-        switch await attempt(batch) {
+    func commit(_ batch: [PendingMessage], spill: SpillOnce) async -> [StoredMessage] {
+        switch await attempt(batch, spill: spill) {
         case .stored(let stored): return stored
         case .abandoned: return []
         case .refused(let error):
@@ -102,7 +115,7 @@ public final class BatchWriter: Service {
                 return []
             }
             let middle = batch.count / 2
-            return await commit(Array(batch[..<middle])) + commit(Array(batch[middle...]))
+            return await commit(Array(batch[..<middle]), spill: spill) + commit(Array(batch[middle...]), spill: spill)
         }
     }
 
@@ -117,7 +130,7 @@ public final class BatchWriter: Service {
     /// Writes one batch in one transaction, retrying transient failures with backoff. A retry
     /// first asks whether the previous attempt committed after all (its `batch_id` is kept), so
     /// a write whose answer was lost is neither written twice nor reported as duplicates.
-    func attempt(_ batch: [PendingMessage]) async -> Attempt {
+    func attempt(_ batch: [PendingMessage], spill: SpillOnce) async -> Attempt {
         var delay = Duration.milliseconds(100)
         var attempt = 0
         let shutdownDeadline = ContinuousClock.now + .seconds(30)
@@ -156,6 +169,7 @@ public final class BatchWriter: Service {
                     }
                 }
                 metrics.recordFlush(outcomes: outcomes, latency: elapsed)
+                buffer.setDatabaseAvailable(true)
                 return .stored(stored)
             } catch let error as StoreError where error.isPermanent {
                 metrics.recordFlushFailure()
@@ -166,6 +180,9 @@ public final class BatchWriter: Service {
                 return .refused(error)
             } catch {
                 metrics.recordFlushFailure()
+                // From now on (until a write succeeds) new messages get a spool copy, and so does this batch.
+                buffer.setDatabaseAvailable(false)
+                let spooled = spill.spill()
                 logger.warning(
                     "batch write failed; retrying",
                     metadata: [
@@ -173,16 +190,57 @@ public final class BatchWriter: Service {
                         "retry_in_ms": "\(delay.inMilliseconds)",
                     ]
                 )
-                if Task.isShuttingDownGracefully, ContinuousClock.now > shutdownDeadline {
-                    logger.error(
-                        "shutting down with unwritten messages",
-                        metadata: ["messages": "\(batch.count)", "error_type": "\(type(of: error))"]
-                    )
+                if Task.isShuttingDownGracefully, spooled || ContinuousClock.now > shutdownDeadline {
+                    if spooled {
+                        logger.notice("shutting down without a database; the batch stays in the spool", metadata: ["messages": "\(batch.count)"])
+                    } else {
+                        logger.error(
+                            "shutting down with unwritten messages",
+                            metadata: ["messages": "\(batch.count)", "error_type": "\(type(of: error))"]
+                        )
+                    }
+                    spill.abandon()
                     return .abandoned
                 }
                 try? await Task.sleep(for: delay)
                 delay = min(delay * 2, maxRetryDelay)
             }
+        }
+    }
+}
+
+/// A batch's spool copy: made once, on the first failed write of any part of the batch, of the
+/// messages that had none; and whether the batch was abandoned (its records then stay).
+final class SpillOnce: Sendable {
+    let buffer: IngestBuffer
+    let unspooled: [PendingMessage]
+    private let state = Mutex<(spilled: Bool, holds: [Int: Int], abandoned: Bool)>((false, [:], false))
+
+    init(buffer: IngestBuffer, unspooled: [PendingMessage]) {
+        self.buffer = buffer
+        self.unspooled = unspooled
+    }
+
+    /// Makes the copy if not made yet; true when every message of the batch now has one.
+    func spill() -> Bool {
+        guard buffer.spool != nil else { return false }
+        return state.withLock { state in
+            if !state.spilled {
+                state.spilled = true
+                if unspooled.isEmpty { return true }
+                state.holds = buffer.spill(unspooled)
+                if state.holds.isEmpty { state.spilled = false }
+            }
+            return state.spilled
+        }
+    }
+
+    func abandon() { state.withLock { $0.abandoned = true } }
+
+    /// The records to release with the batch, nil when it was abandoned.
+    func holds(adding holds: [Int: Int]) -> [Int: Int]? {
+        state.withLock { state in
+            state.abandoned ? nil : state.holds.merging(holds, uniquingKeysWith: +)
         }
     }
 }

@@ -1,26 +1,223 @@
-/// The bounded queue between connectors and the batch writer.
+import DequeModule
+import Synchronization
+
+/// When accepted messages are written to the spool before the database has them.
+public enum SpoolMode: String, Sendable, CaseIterable {
+    /// Once the memory buffer holds `SPOOL_MEMORY_MESSAGES`, or while the database is unavailable.
+    case overflow
+    /// Every message, as it is accepted (the memory buffer keeps a copy for the writer).
+    case always
+    /// Never: memory only; when it is full new messages are refused and counted as dropped.
+    case off
+}
+
+/// What the writer takes from the buffer: messages in the order they were accepted, and the
+/// spool records that hold them (segment → records), to release once they are in the database.
+public struct IngestBatch: Sendable {
+    public var messages: [PendingMessage]
+    var holds: [Int: Int] = [:]
+    /// The messages that have no copy in the spool (to spill there if the database fails).
+    var unspooled: [PendingMessage] = []
+
+    public var isEmpty: Bool { messages.isEmpty }
+    public var count: Int { messages.count }
+}
+
+/// The queue between connectors and the batch writer: memory first, then the durable spool.
 ///
-/// Connectors append without ever waiting (reading frames never waits on the database); the single
-/// writer takes everything pending whenever it is free. When full, new messages are refused and
-/// counted as dropped, and the connector logs it: nothing is lost silently.
+/// Connectors append without waiting on the database. Up to `memoryMessages` messages wait in
+/// memory; beyond that (or while the database is unavailable, or always in `SpoolMode.always`)
+/// they go to the spool on disk, and once anything waits in the spool every new message follows
+/// it there, so the writer takes them in the order they came. When the spool reaches its size
+/// limit, `hasRoom` turns false and connectors stop reading their sockets until it drains; what
+/// a connector already read still goes into memory, up to `capacity`, beyond which messages are
+/// refused and counted as dropped. Without a spool (`SpoolMode.off`) memory is the only tier.
 public final class IngestBuffer: Sendable {
-    let queue: SignalledQueue<PendingMessage>
+    struct Entry {
+        let message: PendingMessage
+        /// The spool segment holding a copy, if any.
+        var segment: Int?
+    }
 
-    public init(capacity: Int) { queue = SignalledQueue(capacity: capacity, overflow: .refuseNew) }
+    struct State {
+        var memory = Deque<Entry>()
+        var waiter: CheckedContinuation<Void, Never>?
+        var closed = false
+        var dropped = 0
+        var databaseAvailable = true
+    }
 
-    public var capacity: Int { queue.capacity }
+    /// Messages held in memory at most (the last resort when the spool is full or failing).
+    public let capacity: Int
+    /// Messages held only in memory before new ones go to the spool.
+    public let memoryMessages: Int
+    public let mode: SpoolMode
+    public let spool: Spool?
+    private let state = Mutex(State())
 
-    /// Appends what fits; returns how many messages were refused because the buffer is full (or closed).
+    /// A memory-only buffer (no spool).
+    public convenience init(capacity: Int) {
+        self.init(capacity: capacity, spool: nil, mode: .off, memoryMessages: capacity)
+    }
+
+    public init(capacity: Int, spool: Spool?, mode: SpoolMode, memoryMessages: Int) {
+        self.capacity = capacity
+        self.spool = mode == .off ? nil : spool
+        self.mode = spool == nil ? .off : mode
+        self.memoryMessages = min(memoryMessages, capacity)
+    }
+
+    /// Appends `messages` (memory or spool, see the type); returns how many were refused because
+    /// memory is full and the spool cannot take them (or the buffer is closed).
     @discardableResult
-    public func append(contentsOf messages: [PendingMessage]) -> Int { queue.append(contentsOf: messages) }
+    public func append(contentsOf messages: [PendingMessage]) -> Int {
+        guard !messages.isEmpty else { return 0 }
+        let (waiter, refused) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Int) in
+            guard !state.closed else {
+                state.dropped += messages.count
+                return (nil, messages.count)
+            }
+            let refused = place(messages, in: &state)
+            state.dropped += refused
+            let waiter = state.waiter
+            state.waiter = nil
+            return (waiter, refused)
+        }
+        waiter?.resume()
+        return refused
+    }
 
-    public var depth: Int { queue.count }
-    public var droppedCount: Int { queue.droppedCount }
+    /// Memory while there is room and nothing waits in the spool (with a spool copy when the mode
+    /// or an unavailable database asks for one); else the spool; else memory up to `capacity`.
+    private func place(_ messages: [PendingMessage], in state: inout State) -> Int {
+        guard let spool else { return keepInMemory(messages, segment: nil, in: &state) }
+        if state.memory.count < memoryMessages, spool.unread == 0 {
+            var segment: Int?
+            if mode == .always || !state.databaseAvailable {
+                segment = try? spool.append(messages, heldInMemory: true)
+                if segment == nil { spool.countWriteFailure() }
+            }
+            for message in messages { state.memory.append(Entry(message: message, segment: segment)) }
+            return 0
+        }
+        if !spool.isFull {
+            do {
+                _ = try spool.append(messages, heldInMemory: false)
+                return 0
+            } catch {
+                spool.countWriteFailure()
+            }
+        }
+        return keepInMemory(messages, segment: nil, in: &state)
+    }
 
-    /// Waits until something is pending, then takes up to `limit` messages; `[]` once closed and
-    /// drained, or when the task is cancelled.
-    public func take(upTo limit: Int) async -> [PendingMessage] { await queue.take(upTo: limit) }
+    private func keepInMemory(_ messages: [PendingMessage], segment: Int?, in state: inout State) -> Int {
+        let room = max(0, capacity - state.memory.count)
+        for message in messages.prefix(room) { state.memory.append(Entry(message: message, segment: segment)) }
+        return max(0, messages.count - room)
+    }
 
-    /// Stops waiting: `take` drains what is left and then returns `[]`.
-    public func close() { queue.close() }
+    /// Messages waiting: in memory, and in the spool not yet taken.
+    public var depth: Int { state.withLock { $0.memory.count } + (spool?.unread ?? 0) }
+    public var droppedCount: Int { state.withLock { $0.dropped } }
+
+    /// False while the spool is at its size limit: connectors pause reading until it is true again.
+    public var hasRoom: Bool { !(spool?.isFull ?? false) }
+
+    /// Waits until something is pending, then takes up to `limit` messages, memory first, then
+    /// the spool; an empty batch once closed and drained, or when the task is cancelled.
+    public func take(upTo limit: Int) async -> IngestBatch {
+        while true {
+            let fromMemory: IngestBatch? = state.withLock { state in
+                if !state.memory.isEmpty {
+                    let count = min(limit, state.memory.count)
+                    var batch = IngestBatch(messages: [])
+                    batch.messages.reserveCapacity(count)
+                    for entry in state.memory.prefix(count) {
+                        batch.messages.append(entry.message)
+                        if let segment = entry.segment {
+                            batch.holds[segment, default: 0] += 1
+                        } else {
+                            batch.unspooled.append(entry.message)
+                        }
+                    }
+                    state.memory.removeFirst(count)
+                    return batch
+                }
+                return nil
+            }
+            if let fromMemory { return fromMemory }
+            if let spool, spool.unread > 0 {
+                let records = spool.read(limit: limit)
+                if !records.isEmpty {
+                    var batch = IngestBatch(messages: records.map(\.message))
+                    for record in records { batch.holds[record.segment, default: 0] += 1 }
+                    return batch
+                }
+                continue
+            }
+            if state.withLock({ $0.closed }) || Task.isCancelled { return IngestBatch(messages: []) }
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let resumeNow = state.withLock { state in
+                        if !state.memory.isEmpty || state.closed || Task.isCancelled || (spool?.unread ?? 0) > 0 { return true }
+                        state.waiter = continuation
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
+                }
+            } onCancel: {
+                let waiter = state.withLock { state in
+                    let waiter = state.waiter
+                    state.waiter = nil
+                    return waiter
+                }
+                waiter?.resume()
+            }
+        }
+    }
+
+    /// The writer's view of the database. When it becomes unavailable, every message held only in
+    /// memory gets a spool copy, and new messages get one as they come, until it is back.
+    public func setDatabaseAvailable(_ available: Bool) {
+        state.withLock { state in
+            guard state.databaseAvailable != available else { return }
+            state.databaseAvailable = available
+            guard !available, let spool else { return }
+            let unspooled = state.memory.indices.filter { state.memory[$0].segment == nil }
+            guard !unspooled.isEmpty else { return }
+            guard let segment = try? spool.append(unspooled.map { state.memory[$0].message }, heldInMemory: true) else {
+                spool.countWriteFailure()
+                return
+            }
+            for index in unspooled { state.memory[index].segment = segment }
+        }
+    }
+
+    public var databaseAvailable: Bool { state.withLock { $0.databaseAvailable } }
+
+    /// Writes a spool copy of messages the writer holds (a batch whose write failed); returns the
+    /// records that now hold them, to release with the batch. Empty without a spool or on failure.
+    func spill(_ messages: [PendingMessage]) -> [Int: Int] {
+        guard let spool, !messages.isEmpty else { return [:] }
+        guard let segment = try? spool.append(messages, heldInMemory: true) else {
+            spool.countWriteFailure()
+            return [:]
+        }
+        return [segment: messages.count]
+    }
+
+    /// The messages of `holds` are in the database (or dead letters): their spool records can go.
+    func release(_ holds: [Int: Int]) { spool?.release(holds) }
+
+    /// No more messages are accepted; `take` drains what is left and then returns empty batches.
+    public func close() {
+        let waiter = state.withLock { state in
+            state.closed = true
+            let waiter = state.waiter
+            state.waiter = nil
+            return waiter
+        }
+        waiter?.resume()
+    }
 }

@@ -25,6 +25,16 @@ public final class PendingMessage: Sendable {
         self.message = message
     }
 
+    /// A message read back from the spool: `data` as it was serialized when it was received.
+    init(connectorID: String, sessionID: String, sourceID: String, message: MarketMessage, receivedAt: Date, data: String) {
+        self.connectorID = connectorID
+        self.sessionID = sessionID
+        self.sourceID = sourceID
+        self.receivedAt = receivedAt
+        self.data = data
+        self.message = message
+    }
+
     /// `(connector_id, source_id)`: what the unique index makes idempotent.
     public struct Identity: Hashable, Sendable {
         public var connectorID: String

@@ -1,0 +1,197 @@
+import Foundation
+
+/// One accepted message as the spool keeps it: the payload of a spool record.
+///
+/// Layout (little-endian): kind `1`, flags, `received_at` in microseconds (Int64), then
+/// connector id, session id, source id and the stored `data` JSON, each as a UInt32 length and
+/// its UTF-8 bytes. The message columns are read back from `data`, which is stored verbatim.
+enum SpoolRecord {
+    static let kindMessage: UInt8 = 1
+    /// Flag: when written, the message was also held in memory (a copy for crash recovery), so a
+    /// live reader skips it; recovery at start replays it.
+    static let flagHeldInMemory: UInt8 = 1
+
+    static func encode(_ message: PendingMessage, flags: UInt8, into output: inout [UInt8]) {
+        output.append(kindMessage)
+        output.append(flags)
+        appendInteger(UInt64(bitPattern: Timestamp.microseconds(message.receivedAt)), to: &output)
+        appendString(message.connectorID, to: &output)
+        appendString(message.sessionID, to: &output)
+        appendString(message.sourceID, to: &output)
+        appendString(message.data, to: &output)
+    }
+
+    /// The flags byte and received time of a payload, without decoding the rest.
+    static func header(_ payload: UnsafeRawBufferPointer) -> (flags: UInt8, receivedAtMicros: Int64)? {
+        guard payload.count >= 10, payload[0] == kindMessage else { return nil }
+        var micros: UInt64 = 0
+        for index in 0..<8 { micros |= UInt64(payload[2 + index]) << (8 * index) }
+        return (payload[1], Int64(bitPattern: micros))
+    }
+
+    /// The message of a payload; throws when the payload is not one `encode` wrote.
+    static func decode(_ payload: UnsafeRawBufferPointer) throws(SpoolCorruption) -> PendingMessage {
+        var reader = ByteReader(bytes: payload, index: 0)
+        guard try reader.byte() == kindMessage else { throw SpoolCorruption("unknown record kind") }
+        _ = try reader.byte()
+        let micros = Int64(bitPattern: try reader.integer())
+        let connectorID = try reader.string()
+        let sessionID = try reader.string()
+        let sourceID = try reader.string()
+        let data = try reader.string()
+        guard reader.index == payload.count else { throw SpoolCorruption("record longer than its fields") }
+        let message = try marketMessage(data: data)
+        return PendingMessage(
+            connectorID: connectorID,
+            sessionID: sessionID,
+            sourceID: sourceID,
+            message: message,
+            receivedAt: Date(timeIntervalSince1970: Double(micros) / 1_000_000),
+            data: data
+        )
+    }
+
+    /// The message whose `serializedJSON` is `data`.
+    static func marketMessage(data: String) throws(SpoolCorruption) -> MarketMessage {
+        let object: JSONObject
+        do {
+            guard let parsed = try JSONValue.parse(data).objectValue else { throw SpoolCorruption("data is not an object") }
+            object = parsed
+        } catch let error as SpoolCorruption {
+            throw error
+        } catch {
+            throw SpoolCorruption("data is not JSON: \(error)")
+        }
+        guard let exchange = object["exchange"]?.stringValue.flatMap(Exchange.init(rawValue:)),
+            let channel = object["channel"]?.stringValue,
+            let type = object["message_type"]?.stringValue.flatMap(MessageType.init(rawValue:))
+        else { throw SpoolCorruption("data lacks exchange, channel or message_type") }
+        var fields = JSONObject()
+        for (key, value) in object where !Self.members.contains(key) { fields[key] = value }
+        var exchangeTime: Int64?
+        if case .number(let text) = object["exchange_timestamp_ms"] { exchangeTime = Int64(text) }
+        return MarketMessage(
+            exchange: exchange,
+            channel: channel,
+            messageType: type,
+            instrument: object["instrument"]?.stringValue,
+            symbol: object["symbol"]?.stringValue,
+            price: object["price"]?.stringValue,
+            quantity: object["quantity"]?.stringValue,
+            side: object["side"]?.stringValue,
+            exchangeTimestampMs: exchangeTime,
+            fields: fields,
+            raw: .null
+        )
+    }
+
+    /// The members `MarketMessage.writeMembers` writes, and `raw`: everything that is not `fields`.
+    static let members: Set<String> = [
+        "exchange", "channel", "message_type", "instrument", "symbol", "price", "quantity", "side", "exchange_timestamp_ms", "raw",
+    ]
+
+    static func appendInteger(_ value: UInt64, to output: inout [UInt8]) {
+        for index in 0..<8 { output.append(UInt8(truncatingIfNeeded: value >> (8 * index))) }
+    }
+
+    static func appendUInt32(_ value: UInt32, to output: inout [UInt8]) {
+        for index in 0..<4 { output.append(UInt8(truncatingIfNeeded: value >> (8 * index))) }
+    }
+
+    static func appendString(_ text: String, to output: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { bytes in
+            appendUInt32(UInt32(truncatingIfNeeded: bytes.count), to: &output)
+            output.append(contentsOf: bytes)
+        }
+    }
+
+    struct ByteReader {
+        let bytes: UnsafeRawBufferPointer
+        var index: Int
+
+        mutating func byte() throws(SpoolCorruption) -> UInt8 {
+            guard index < bytes.count else { throw SpoolCorruption("record ends early") }
+            defer { index += 1 }
+            return bytes[index]
+        }
+
+        mutating func uint32() throws(SpoolCorruption) -> UInt32 {
+            guard bytes.count - index >= 4 else { throw SpoolCorruption("record ends early") }
+            var value: UInt32 = 0
+            for offset in 0..<4 { value |= UInt32(bytes[index + offset]) << (8 * offset) }
+            index += 4
+            return value
+        }
+
+        mutating func integer() throws(SpoolCorruption) -> UInt64 {
+            guard bytes.count - index >= 8 else { throw SpoolCorruption("record ends early") }
+            var value: UInt64 = 0
+            for offset in 0..<8 { value |= UInt64(bytes[index + offset]) << (8 * offset) }
+            index += 8
+            return value
+        }
+
+        mutating func string() throws(SpoolCorruption) -> String {
+            let length = Int(try uint32())
+            guard bytes.count - index >= length else { throw SpoolCorruption("string longer than its record") }
+            defer { index += length }
+            return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[index..<(index + length)]), as: UTF8.self)
+        }
+    }
+}
+
+/// A spool file or record that is not what Tributary wrote (a torn write, a damaged disk).
+struct SpoolCorruption: Error, CustomStringConvertible {
+    var description: String
+
+    init(_ description: String) { self.description = description }
+}
+
+/// CRC-32C (Castagnoli), the checksum of every spool record, slicing by 8 bytes.
+enum CRC32C {
+    static let tables: [[UInt32]] = {
+        var tables = [[UInt32]](repeating: [UInt32](repeating: 0, count: 256), count: 8)
+        for byte in 0..<256 {
+            var crc = UInt32(byte)
+            for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1 }
+            tables[0][byte] = crc
+        }
+        for byte in 0..<256 {
+            for table in 1..<8 {
+                let previous = tables[table - 1][byte]
+                tables[table][byte] = (previous >> 8) ^ tables[0][Int(previous & 0xFF)]
+            }
+        }
+        return tables
+    }()
+
+    static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        tables.withUnsafeBufferPointer { tables in
+            let t0 = tables[0]
+            let t1 = tables[1]
+            let t2 = tables[2]
+            let t3 = tables[3]
+            let t4 = tables[4]
+            let t5 = tables[5]
+            let t6 = tables[6]
+            let t7 = tables[7]
+            var index = 0
+            let count = bytes.count
+            while count - index >= 8 {
+                let low =
+                    crc ^ (UInt32(bytes[index]) | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2]) << 16 | UInt32(bytes[index + 3]) << 24)
+                crc =
+                    t7[Int(low & 0xFF)] ^ t6[Int((low >> 8) & 0xFF)] ^ t5[Int((low >> 16) & 0xFF)] ^ t4[Int(low >> 24)]
+                    ^ t3[Int(bytes[index + 4])] ^ t2[Int(bytes[index + 5])] ^ t1[Int(bytes[index + 6])] ^ t0[Int(bytes[index + 7])]
+                index += 8
+            }
+            while index < count {
+                crc = (crc >> 8) ^ t0[Int((crc ^ UInt32(bytes[index])) & 0xFF)]
+                index += 1
+            }
+        }
+        return crc ^ 0xFFFF_FFFF
+    }
+}

@@ -1,0 +1,218 @@
+import Foundation
+import Logging
+import Testing
+
+@testable import Tributary
+
+/// The durable spool on a real directory: records round-trip, survive the process (a new `Spool`
+/// on the same files), are cut at a torn tail or damage instead of failing the start, and their
+/// segments go once released. And the ingest buffer in front of it keeps the order of arrival.
+@Suite struct SpoolTests {
+    static func directory() -> String {
+        let path = NSTemporaryDirectory() + "tributary-spool-" + UUID().uuidString
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    static func message(_ index: Int, connector: String = "conn_spool") -> PendingMessage {
+        let message = MarketMessage(
+            exchange: .okx,
+            channel: "trades",
+            messageType: .trade,
+            instrument: "BTC-USDT",
+            symbol: "BTC-USDT",
+            price: "100.\(index)",
+            quantity: "0.00000001",
+            side: index % 2 == 0 ? "buy" : "sell",
+            sourceID: "okx:trades:BTC-USDT:\(index)",
+            exchangeTimestampMs: 1_767_225_600_000 + Int64(index),
+            fields: ["trade_id": .string("\(index)"), "note": .string("quote \" and \u{1} and ü")],
+            raw: ["tradeId": .string("\(index)")]
+        )
+        return PendingMessage(
+            connectorID: connector,
+            sessionID: "ws_spool",
+            sourceID: message.sourceID ?? "",
+            message: message,
+            receivedAt: Date(timeIntervalSince1970: 1_767_225_600.123456),
+            data: message.serializedJSON
+        )
+    }
+
+    static func spool(_ directory: String, maxBytes: Int = 1 << 30, segmentBytes: Int = 64 << 20) throws -> Spool {
+        try Spool(directory: directory, maxBytes: maxBytes, segmentBytes: segmentBytes, fsync: .batch, logger: Logger(label: "test"))
+    }
+
+    static func segments(_ directory: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".seg") }.sorted()
+    }
+
+    @Test func recordsRoundTripExactly() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let spool = try Self.spool(directory)
+        let written = (0..<5).map { Self.message($0) }
+        _ = try spool.append(written, heldInMemory: false)
+        #expect(spool.unread == 5)
+        let read = spool.read(limit: 100)
+        #expect(spool.unread == 0)
+        #expect(read.count == 5)
+        for (original, copy) in zip(written, read.map(\.message)) {
+            #expect(copy.connectorID == original.connectorID)
+            #expect(copy.sessionID == original.sessionID)
+            #expect(copy.sourceID == original.sourceID)
+            #expect(copy.data == original.data)
+            #expect(Timestamp.microseconds(copy.receivedAt) == Timestamp.microseconds(original.receivedAt))
+            #expect(copy.message.price == original.message.price)
+            #expect(copy.message.quantity == original.message.quantity)
+            #expect(copy.message.side == original.message.side)
+            #expect(copy.message.exchangeTimestampMs == original.message.exchangeTimestampMs)
+            #expect(copy.message.fields == original.message.fields)
+            #expect(StoredMessage(id: 1, pending: copy).update == StoredMessage(id: 1, pending: original).update)
+        }
+        #expect(spool.read(limit: 100).isEmpty)
+    }
+
+    @Test func aLiveReaderSkipsCopiesHeldInMemoryButARestartReplaysEverything() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        do {
+            let spool = try Self.spool(directory)
+            _ = try spool.append([Self.message(0), Self.message(1)], heldInMemory: true)
+            _ = try spool.append([Self.message(2)], heldInMemory: false)
+            #expect(spool.read(limit: 10).map(\.message.sourceID) == ["okx:trades:BTC-USDT:2"])
+            // Nothing released: as if the process died before the database had any of them.
+        }
+        let restarted = try Self.spool(directory)
+        #expect(restarted.snapshot.recoveredRecords == 3)
+        #expect(restarted.read(limit: 10).map(\.message.sourceID) == (0..<3).map { "okx:trades:BTC-USDT:\($0)" })
+    }
+
+    @Test func aTornTailIsCutAndTheStartGoesOn() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        do {
+            let spool = try Self.spool(directory)
+            _ = try spool.append((0..<3).map { Self.message($0) }, heldInMemory: false)
+        }
+        let segment = (directory as NSString).appendingPathComponent(try #require(Self.segments(directory).last))
+        let intact = try #require(FileManager.default.attributesOfItem(atPath: segment)[.size] as? Int)
+        // Half a record: a length that promises more than follows (a crash mid-append).
+        let handle = try #require(FileHandle(forWritingAtPath: segment))
+        handle.seekToEndOfFile()
+        handle.write(Data([200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9]))
+        try handle.close()
+
+        let restarted = try Self.spool(directory)
+        #expect(restarted.snapshot.recoveredRecords == 3)
+        #expect(restarted.snapshot.truncatedBytes == 11)
+        #expect(restarted.snapshot.corruptSegments == 0, "a torn tail is what a crash leaves, not damage")
+        #expect(try FileManager.default.attributesOfItem(atPath: segment)[.size] as? Int == intact)
+        #expect(restarted.read(limit: 10).count == 3)
+    }
+
+    @Test func aDamagedSegmentKeepsItsGoodRecordsAndACopyGoesToCorrupt() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        do {
+            // Small segments: each append after the first starts a new one.
+            let spool = try Self.spool(directory, segmentBytes: 4096)
+            for batch in 0..<3 { _ = try spool.append((0..<10).map { Self.message(batch * 10 + $0) }, heldInMemory: false) }
+        }
+        let names = Self.segments(directory)
+        #expect(names.count >= 3)
+        // Flip one byte in the middle of the first segment's fourth record or so.
+        let first = (directory as NSString).appendingPathComponent(names[0])
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: first))
+        let middle = bytes.count / 2
+        bytes[middle] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: first))
+
+        let restarted = try Self.spool(directory, segmentBytes: 4096)
+        let snapshot = restarted.snapshot
+        #expect(snapshot.corruptSegments == 1)
+        #expect(snapshot.truncatedBytes > 0)
+        #expect(snapshot.recoveredRecords > 20 && snapshot.recoveredRecords < 30)
+        let corrupt = (directory as NSString).appendingPathComponent("corrupt")
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: corrupt)) ?? []).count == 1)
+        let replayed = restarted.read(limit: 100).map(\.message.sourceID)
+        #expect(replayed.count == snapshot.recoveredRecords)
+        #expect(replayed.suffix(20) == (10..<30).map { "okx:trades:BTC-USDT:\($0)" }, "the undamaged segments are whole")
+    }
+
+    @Test func releasedSegmentsAreDeletedAndTheSizeLimitIsReported() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let spool = try Self.spool(directory, maxBytes: 6000, segmentBytes: 4096)
+        var holds: [Int: Int] = [:]
+        for batch in 0..<3 {
+            let segment = try spool.append((0..<10).map { Self.message(batch * 10 + $0) }, heldInMemory: false)
+            holds[segment, default: 0] += 10
+        }
+        #expect(spool.isFull)
+        #expect(Self.segments(directory).count == 3)
+        let read = spool.read(limit: 100)
+        #expect(read.count == 30)
+        spool.release(holds)
+        #expect(Self.segments(directory).count == 1, "all but the segment being written are gone")
+        #expect(!spool.isFull)
+        #expect(spool.snapshot.records == 0)
+    }
+
+    @Test func theBufferKeepsArrivalOrderAcrossMemoryAndSpool() async throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let spool = try Self.spool(directory)
+        let buffer = IngestBuffer(capacity: 100, spool: spool, mode: .overflow, memoryMessages: 3)
+        for index in 0..<10 { #expect(buffer.append(contentsOf: [Self.message(index)]) == 0) }
+        #expect(spool.unread == 7, "beyond 3 in memory, messages go to the spool")
+        var taken: [String] = []
+        var holds: [Int: Int] = [:]
+        while taken.count < 10 {
+            let batch = await buffer.take(upTo: 4)
+            taken += batch.messages.map(\.sourceID)
+            holds.merge(batch.holds, uniquingKeysWith: +)
+        }
+        #expect(taken == (0..<10).map { "okx:trades:BTC-USDT:\($0)" })
+        #expect(holds.values.reduce(0, +) == 7)
+        buffer.release(holds)
+        #expect(spool.snapshot.records == 0)
+        // Drained: memory again, with no spool copy.
+        buffer.append(contentsOf: [Self.message(10)])
+        #expect(spool.unread == 0)
+        #expect(await buffer.take(upTo: 10).unspooled.count == 1)
+    }
+
+    @Test func whileTheDatabaseIsDownEveryMessageHasASpoolCopy() async throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let spool = try Self.spool(directory)
+        let buffer = IngestBuffer(capacity: 100, spool: spool, mode: .overflow, memoryMessages: 50)
+        buffer.append(contentsOf: [Self.message(0), Self.message(1)])
+        #expect(spool.snapshot.records == 0, "the database is up: memory only")
+        buffer.setDatabaseAvailable(false)
+        #expect(spool.snapshot.records == 2, "what was held only in memory got a copy")
+        buffer.append(contentsOf: [Self.message(2)])
+        #expect(spool.snapshot.records == 3)
+        let batch = await buffer.take(upTo: 10)
+        #expect(batch.messages.count == 3)
+        #expect(batch.unspooled.isEmpty)
+        #expect(batch.holds.values.reduce(0, +) == 3)
+        // A crash now: a new process replays all three.
+        let restarted = try Self.spool(directory)
+        #expect(restarted.read(limit: 10).count == 3)
+    }
+
+    @Test func alwaysModeCopiesEveryMessage() async throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let spool = try Self.spool(directory)
+        let buffer = IngestBuffer(capacity: 100, spool: spool, mode: .always, memoryMessages: 50)
+        buffer.append(contentsOf: [Self.message(0), Self.message(1)])
+        #expect(spool.snapshot.records == 2)
+        #expect(spool.unread == 0, "the writer takes them from memory")
+        let batch = await buffer.take(upTo: 10)
+        buffer.release(batch.holds)
+        #expect(spool.snapshot.records == 0)
+    }
+}
