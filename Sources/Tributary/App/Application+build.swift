@@ -19,8 +19,9 @@ public func buildApplication(
     var gated = config
     gated.runtime.egress = gate
     let spool = try makeSpool(config, logger: logger)
-    let pipeline = Pipeline(config: gated, store: store, secretBox: secretBox, spool: spool, logger: logger)
-    let router = buildRouter(config: config, store: store, service: pipeline.service, metrics: pipeline.exporter)
+    let migrator = DatabaseMigrator(store: store, logger: logger)
+    let pipeline = Pipeline(config: gated, store: store, secretBox: secretBox, spool: spool, migrator: migrator, logger: logger)
+    let router = buildRouter(config: config, store: store, service: pipeline.service, metrics: pipeline.exporter, migrator: migrator)
     var app = Application(
         router: router,
         server: ConnectionLimits(maxConnections: config.maxHTTPConnections, headerTimeout: config.httpHeaderTimeout).server(
@@ -29,17 +30,17 @@ public func buildApplication(
         ),
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "tributary"),
         // Started in this order, shut down in reverse: connectors stop, then the writer flushes, then the store closes.
-        services: [gate, store, pipeline.compactor, pipeline.deadLetters, SpoolSyncService(spool: spool), pipeline.writer, pipeline.supervisor],
+        // The server listens at once; the migrator brings the schema up to date (waiting for the database if need be).
+        services: [
+            gate, store, migrator, pipeline.compactor, pipeline.deadLetters, SpoolSyncService(spool: spool), pipeline.writer, pipeline.supervisor,
+        ],
         onServerRunning: { channel in
             logger.notice("Tributary is listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
-            await onRunning(channel.localAddress?.port ?? config.port)
+            // Callers (demo, bench) use the API next: they hear of the port once the schema is current.
+            if await migrator.waitUntilDone() { await onRunning(channel.localAddress?.port ?? config.port) }
         },
         logger: logger
     )
-    app.beforeServerStarts {
-        try await store.migrate()
-        logger.info("database ready", metadata: ["database": "\(config.description)"])
-    }
     return app
 }
 
@@ -56,7 +57,14 @@ public struct Pipeline: Sendable {
     public let realtime: RealtimeEndpoint
     public let exporter: MetricsExporter
 
-    public init(config: AppConfig, store: any ConnectorStore, secretBox: SecretBox, spool: Spool? = nil, logger: Logger) {
+    public init(
+        config: AppConfig,
+        store: any ConnectorStore,
+        secretBox: SecretBox,
+        spool: Spool? = nil,
+        migrator: DatabaseMigrator? = nil,
+        logger: Logger
+    ) {
         buffer = IngestBuffer(
             capacity: config.ingestBufferCapacity,
             spool: spool,
@@ -73,6 +81,7 @@ public struct Pipeline: Sendable {
             metrics: metrics,
             maxRetryDelay: config.batchMaxInterval,
             deadLetters: deadLetters,
+            migrator: migrator,
             logger: logger
         )
         compactor = CandleCompactor(store: store, logger: logger)
@@ -103,6 +112,7 @@ public func buildRouter(
     store: any ConnectorStore,
     service: ConnectorService,
     metrics: MetricsExporter? = nil,
+    migrator: DatabaseMigrator? = nil,
     routes table: RouteTable<APIRequestContext> = RouteTable()
 ) -> Router<APIRequestContext> {
     let router = Router(context: APIRequestContext.self)
@@ -113,6 +123,7 @@ public func buildRouter(
     router.add(middleware: TextInputMiddleware())
     let open = router.group()
     let api = router.group().add(middleware: AuthMiddleware(verifier: APITokenVerifier(tokens: config.apiTokens)))
+    if let migrator { api.add(middleware: SchemaReadyMiddleware(migrator: migrator)) }
     HealthController(store: store).addRoutes(to: table, in: open)
     if let metrics { table.add(.get, "/metrics", in: open) { _, _ in metrics.response() } }
     let document = OpenAPIDocument.document.serialized

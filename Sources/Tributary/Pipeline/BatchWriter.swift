@@ -20,6 +20,8 @@ public final class BatchWriter: Service {
     let publisher: OrderedPublisher
     /// Where refused messages go; nil keeps them only in the log and the counters.
     let deadLetters: DeadLetterQueue?
+    /// Writes wait until it has brought the schema up to date; nil when the caller migrated.
+    let migrator: DatabaseMigrator?
 
     public init(
         buffer: IngestBuffer,
@@ -29,9 +31,11 @@ public final class BatchWriter: Service {
         maxBatch: Int = 10_000,
         maxRetryDelay: Duration = .seconds(5),
         deadLetters: DeadLetterQueue? = nil,
+        migrator: DatabaseMigrator? = nil,
         logger: Logger
     ) {
         self.deadLetters = deadLetters
+        self.migrator = migrator
         self.buffer = buffer
         self.store = store
         self.broadcaster = broadcaster
@@ -45,6 +49,11 @@ public final class BatchWriter: Service {
     public func run() async throws {
         let slots = max(1, store.concurrentBatchWrites)
         await withGracefulShutdownHandler {
+            if let migrator, !migrator.isDone {
+                // No database yet: what arrives meanwhile goes to the spool.
+                buffer.setDatabaseAvailable(false)
+                guard await migrator.waitUntilDone() else { return }
+            }
             await withTaskGroup(of: Void.self) { writes in
                 var inFlight = 0
                 var ticket = 0

@@ -59,10 +59,15 @@ extension FakeExchange {
                         try await outbound.write(.text(#"{"event":"error","code":"60012","msg":"Invalid request","connId":"\#(connID)"}"#))
                         continue
                     }
+                    // Every instrument of the request at once: trades start with the first subscription.
+                    let accepted = args.compactMap { arg -> String? in
+                        guard arg["channel"] == "trades", let instrument = arg["instId"]?.stringValue else { return nil }
+                        return self.options.instruments.contains(instrument) ? instrument : nil
+                    }
+                    connection.subscribed.withLock { $0 += accepted }
                     for arg in args {
                         let instrument = arg["instId"]?.stringValue ?? ""
                         if arg["channel"] == "trades", self.options.instruments.contains(instrument) {
-                            connection.subscribed.withLock { $0.append(instrument) }
                             self.reconnects.withLock { state in
                                 if let drop = state.lastDrop { state.gaps.append(.now - drop) }
                                 state.lastDrop = nil

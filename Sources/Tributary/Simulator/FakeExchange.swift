@@ -53,8 +53,20 @@ public final class FakeExchange: Sendable {
             let streams = (context.request.uri.queryParameters.get("streams") ?? "").split(separator: "/").map(String.init)
             try await self.serveBinance(inbound, outbound, streams: streams, combined: true)
         }
+        // What was sent, for fault runs that check the stored trades against it.
+        let http = Router()
+        http.get("/stats") { _, _ in
+            let (sent, next, connections) = self.state.withLock { ($0.sent, $0.nextTradeID, $0.connections) }
+            let stats: JSONValue = .object([
+                "sent": .number(sent),
+                "connections": .number(connections),
+                "trades_per_instrument": .object(JSONObject(next.sorted { $0.key < $1.key }.map { ($0.key, JSONValue.number($0.value - 1)) })),
+                "reconnect_gaps_ms": .array(self.reconnectGaps.map { .number(String($0.inMilliseconds)) }),
+            ])
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: stats.serialized)))
+        }
         return Application(
-            router: Router(),
+            router: http,
             server: .http1WebSocketUpgrade(
                 webSocketRouter: router,
                 configuration: .init(maxFrameSize: 1 << 20, autoPing: .enabled(timePeriod: options.pingInterval))

@@ -26,9 +26,21 @@ struct TestServer {
     }
 
     /// Builds the application from `config` and runs `body` with a client connected through a real socket.
-    func run<Value: Sendable>(_ body: @Sendable @escaping (any TestClientProtocol) async throws -> Value) async throws -> Value {
+    /// With `waitForReady`, `body` starts once `/ready` answers 200 (the schema is migrated).
+    func run<Value: Sendable>(
+        waitForReady: Bool = true,
+        _ body: @Sendable @escaping (any TestClientProtocol) async throws -> Value
+    ) async throws -> Value {
         let app = try await buildApplication(config, logger: logger)
-        return try await app.test(.live, body)
+        return try await app.test(.live) { client in
+            if waitForReady {
+                let deadline = ContinuousClock.now + .seconds(30)
+                while try await client.execute(uri: "/ready", method: .get).status != .ok, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+            }
+            return try await body(client)
+        }
     }
 }
 
