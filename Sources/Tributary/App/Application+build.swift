@@ -37,7 +37,9 @@ public func buildApplication(
         onServerRunning: { channel in
             logger.notice("Tributary is listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
             // Callers (demo, bench) use the API next: they hear of the port once the schema is current.
-            if await migrator.waitUntilDone() { await onRunning(channel.localAddress?.port ?? config.port) }
+            // Not awaited here: the server must not wait on the database to be up.
+            let port = channel.localAddress?.port ?? config.port
+            Task { if await migrator.waitUntilDone() { await onRunning(port) } }
         },
         logger: logger
     )
