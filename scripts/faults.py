@@ -385,7 +385,7 @@ def scenario_stalled_client():
 
 
 # kill -9 loses what was only in memory: messages received since the last write started (in
-# `SPOOL_MODE=overflow`, the default, while the database keeps up) — at 2,000 msg/s a few write
+# `SPOOL_MODE=spill`, the default, while the database keeps up) — at 2,000 msg/s a few write
 # round trips, so the bound checked here is 1 s of stream.
 KILL_BOUND = 2000
 

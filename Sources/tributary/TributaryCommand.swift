@@ -43,6 +43,12 @@ struct SettingsOptions: ParsableArguments {
     @Option(help: "A request head must arrive within this many ms (HTTP_HEADER_TIMEOUT_MS, default 10000).") var httpHeaderTimeoutMs: String?
     @Option(help: "Most connectors (MAX_CONNECTORS, default 1000).") var maxConnectors: String?
     @Option(help: "Dead letters kept; older ones are deleted (MAX_DEAD_LETTERS, default 100000).") var maxDeadLetters: String?
+    @Option(help: "When messages go to the durable spool: spill, always or off (SPOOL_MODE, default spill).") var spoolMode: String?
+    @Option(help: "Spool fsync: batch, interval_ms, off, or an interval in ms (SPOOL_FSYNC, default batch).") var spoolFsync: String?
+    @Option(help: "Spool size limit in bytes; connectors pause beyond it (SPOOL_MAX_BYTES, default 1073741824).") var spoolMaxBytes: String?
+    @Option(help: "Messages held in memory before the spool takes over (SPOOL_MEMORY_MESSAGES, default 50000).") var spoolMemoryMessages: String?
+    @Option(help: "Spool fsync period for SPOOL_FSYNC=interval_ms (SPOOL_FSYNC_INTERVAL_MS, default 100).") var spoolFsyncIntervalMs: String?
+    @Option(help: "Most messages held in memory in all (INGEST_BUFFER_CAPACITY, default 500000).") var ingestBufferCapacity: String?
 
     var overrides: [String: String] {
         let pairs: [(String, String?)] = [
@@ -55,7 +61,9 @@ struct SettingsOptions: ParsableArguments {
             ("TRIBUTARY_ALLOWED_ORIGINS", allowedOrigins), ("TRIBUTARY_ALLOWED_HOSTS", allowedHosts), ("MAX_REALTIME_CLIENTS", maxRealtimeClients),
             ("MAX_CONNECTORS", maxConnectors), ("MAX_DEAD_LETTERS", maxDeadLetters),
             ("MAX_HTTP_CONNECTIONS", maxHttpConnections), ("HTTP_IDLE_TIMEOUT_MS", httpIdleTimeoutMs),
-            ("HTTP_HEADER_TIMEOUT_MS", httpHeaderTimeoutMs),
+            ("HTTP_HEADER_TIMEOUT_MS", httpHeaderTimeoutMs), ("SPOOL_MODE", spoolMode), ("SPOOL_FSYNC", spoolFsync),
+            ("SPOOL_MAX_BYTES", spoolMaxBytes), ("SPOOL_MEMORY_MESSAGES", spoolMemoryMessages), ("SPOOL_FSYNC_INTERVAL_MS", spoolFsyncIntervalMs),
+            ("INGEST_BUFFER_CAPACITY", ingestBufferCapacity),
         ]
         return pairs.reduce(into: [:]) { result, pair in if let value = pair.1 { result[pair.0] = value } }
     }
@@ -177,12 +185,11 @@ struct Bench: AsyncParsableCommand {
             var config = try settings.load()
             config.host = "127.0.0.1"
             config.port = 0
-            if case .sqlite = config.database {
-                let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-bench-\(UUID().uuidString)").path
-                config.dataDirectory = directory
-                config.database = .sqlite(path: directory + "/tributary.sqlite")
-            }
-            defer { if case .sqlite = config.database { try? FileManager.default.removeItem(atPath: config.dataDirectory) } }
+            // A temporary data directory (the spool lives there; SQLite too).
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-bench-\(UUID().uuidString)").path
+            config.dataDirectory = directory
+            if case .sqlite = config.database { config.database = .sqlite(path: directory + "/tributary.sqlite") }
+            defer { try? FileManager.default.removeItem(atPath: directory) }
             var benchmark = IngestBenchmark(config: config)
             benchmark.messages = messages
             benchmark.tradesPerFrame = tradesPerFrame

@@ -59,6 +59,10 @@ import Testing
         (["BATCH_MAX_MESSAGES": "0"], "BATCH_MAX_MESSAGES must be an integer"),
         (["LOG_LEVEL": "loud"], "LOG_LEVEL must be one of"),
         (["LOG_FORMAT": "xml"], "LOG_FORMAT must be text or json"),
+        (["SPOOL_MODE": "sometimes"], "SPOOL_MODE must be spill, always or off"),
+        (["SPOOL_FSYNC": "never"], "SPOOL_FSYNC must be batch, interval_ms"),
+        (["SPOOL_FSYNC": "0"], "SPOOL_FSYNC must be batch, interval_ms"),
+        (["SPOOL_MAX_BYTES": "1000"], "SPOOL_MAX_BYTES must be an integer"),
     ])
     func invalidSettingsFailWithAClearMessage(_ environment: [String: String], _ message: String) {
         #expect {
@@ -66,6 +70,17 @@ import Testing
         } throws: { error in
             (error as? ConfigError)?.message.contains(message) == true
         }
+    }
+
+    @Test func spoolSettings() throws {
+        let defaults = try AppConfig.load(environment: [:])
+        #expect(defaults.spoolMode == .spill && defaults.spoolFsync == .batch && defaults.spoolMaxBytes == 1 << 30)
+        let set = try AppConfig.load(environment: [
+            "SPOOL_MODE": "always", "SPOOL_FSYNC": "interval_ms", "SPOOL_FSYNC_INTERVAL_MS": "250", "SPOOL_MAX_BYTES": "2097152",
+        ])
+        #expect(set.spoolMode == .always && set.spoolFsync == .interval(.milliseconds(250)) && set.spoolMaxBytes == 2_097_152)
+        #expect(try AppConfig.load(environment: ["SPOOL_FSYNC": "40"]).spoolFsync == .interval(.milliseconds(40)))
+        #expect(try AppConfig.load(environment: ["SPOOL_MODE": "OFF"]).spoolMode == .off)
     }
 
     @Test func errorsNeverEchoThePassword() {

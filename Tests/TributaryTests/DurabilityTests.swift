@@ -38,4 +38,82 @@ import Testing
             try await TestBackend.dropDatabase(settings.database, admin: admin)
         }
     }
+
+    /// Runs a batch writer over `buffer` until `done` holds (or 20 s pass), then stops it.
+    static func runWriter(_ writer: BatchWriter, until done: @escaping @Sendable () async throws -> Bool) async throws {
+        let task = Task { try await writer.run() }
+        let deadline = ContinuousClock.now + .seconds(20)
+        while try await !done(), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        task.cancel()
+        try await task.value
+    }
+
+    @Test(arguments: TestBackend.enabled)
+    func batchMaxMessagesCapsEveryBatch(_ backend: TestBackend) async throws {
+        try await backend.withConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let buffer = IngestBuffer(capacity: 1000)
+                buffer.append(contentsOf: (0..<30).map { HardeningTests.pending($0) })
+                let writer = BatchWriter(
+                    buffer: buffer,
+                    store: store,
+                    broadcaster: Broadcaster(),
+                    metrics: PipelineMetrics(),
+                    maxBatch: 7,
+                    logger: Logger(label: "test")
+                )
+                try await Self.runWriter(writer) { try await store.messageCounts(connectorID: "conn_bisect").rows == 30 }
+                let batches = try await store.batches(after: nil, limit: 100)
+                #expect(batches.map(\.messageCount).reduce(0, +) == 30)
+                #expect(batches.allSatisfy { $0.messageCount <= 7 }, "\(batches.map(\.messageCount))")
+                #expect(batches.count >= 5)
+            }
+        }
+    }
+
+    /// Every write slot busy with a slow write (a trigger sleeps 600 ms per batch): a message that
+    /// arrives then still has its write started within `BATCH_MAX_INTERVAL_MS` (150 ms here).
+    @Test func batchMaxIntervalBoundsTheWaitForAWriteToStart() async throws {
+        guard TestBackend.enabled.contains(.postgres) else { return }
+        try await TestBackend.postgres.withConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                _ = try await RawDatabase.strings(
+                    config,
+                    "CREATE FUNCTION slow_batch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.6); RETURN NEW; END $$"
+                )
+                _ = try await RawDatabase.strings(
+                    config,
+                    "CREATE TRIGGER slow_batch BEFORE INSERT ON websocket_batches FOR EACH ROW EXECUTE FUNCTION slow_batch()"
+                )
+                let buffer = IngestBuffer(capacity: 1000)
+                let writer = BatchWriter(
+                    buffer: buffer,
+                    store: store,
+                    broadcaster: Broadcaster(),
+                    metrics: PipelineMetrics(),
+                    maxBatch: 1,
+                    maxWait: .milliseconds(150),
+                    logger: Logger(label: "test")
+                )
+                let feeder = Task {
+                    // Two fill both slots (PostgreSQL writes two batches at once); the third waits.
+                    for index in 0..<3 {
+                        buffer.append(contentsOf: [HardeningTests.pending(index)])
+                        try await Task.sleep(for: .milliseconds(30))
+                    }
+                }
+                try await Self.runWriter(writer) { try await store.messageCounts(connectorID: "conn_bisect").rows == 3 }
+                try await feeder.value
+                let waits = try await store.batches(after: nil, limit: 10).compactMap { batch -> Int? in
+                    if case .number(let text) = batch.metrics["oldest_wait_ms"] { return Int(text) }
+                    return nil
+                }
+                #expect(waits.count == 3)
+                // Without the bound the third waits for a slot: about 540 ms.
+                #expect(waits.allSatisfy { $0 < 400 }, "waits before the write started: \(waits) ms")
+            }
+        }
+    }
 }

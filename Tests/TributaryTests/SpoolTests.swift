@@ -163,7 +163,7 @@ import Testing
         let directory = Self.directory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let spool = try Self.spool(directory)
-        let buffer = IngestBuffer(capacity: 100, spool: spool, mode: .overflow, memoryMessages: 3)
+        let buffer = IngestBuffer(capacity: 100, spool: spool, mode: .spill, memoryMessages: 3)
         for index in 0..<10 { #expect(buffer.append(contentsOf: [Self.message(index)]) == 0) }
         #expect(spool.unread == 7, "beyond 3 in memory, messages go to the spool")
         var taken: [String] = []
@@ -187,7 +187,7 @@ import Testing
         let directory = Self.directory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let spool = try Self.spool(directory)
-        let buffer = IngestBuffer(capacity: 100, spool: spool, mode: .overflow, memoryMessages: 50)
+        let buffer = IngestBuffer(capacity: 100, spool: spool, mode: .spill, memoryMessages: 50)
         buffer.append(contentsOf: [Self.message(0), Self.message(1)])
         #expect(spool.snapshot.records == 0, "the database is up: memory only")
         buffer.setDatabaseAvailable(false)

@@ -37,11 +37,10 @@ public struct AppConfig: Sendable {
     public var insecureNoAuth = false
     /// Accepted messages waiting for the writer, at most; beyond it new messages are refused and counted.
     public var ingestBufferCapacity = 500_000
-    /// When accepted messages go to the durable spool (`SPOOL_MODE`), where it lives, its size
-    /// limit, its fsync policy, and how many messages wait in memory before it takes over.
-    public var spoolMode: SpoolMode = .overflow
-    /// `nil`: `<data directory>/spool`.
-    public var spoolDirectory: String?
+    /// When accepted messages go to the durable spool (`SPOOL_MODE`; it lives in
+    /// `<data directory>/spool`), its size limit, its fsync policy, and how many messages wait in
+    /// memory before it takes over.
+    public var spoolMode: SpoolMode = .spill
     public var spoolMaxBytes = 1 << 30
     public var spoolFsync: SpoolFsync = .batch
     public var spoolMemoryMessages = 50_000
@@ -90,21 +89,24 @@ public struct AppConfig: Sendable {
         config.batchMaxInterval = .milliseconds(try integer(settings, "BATCH_MAX_INTERVAL_MS", default: 5000, range: 1...3_600_000))
         if let mode = settings["SPOOL_MODE"] {
             guard let parsed = SpoolMode(rawValue: mode.lowercased()) else {
-                throw ConfigError("SPOOL_MODE must be overflow, always or off; got \"\(mode)\"")
+                throw ConfigError("SPOOL_MODE must be spill, always or off; got \"\(mode)\"")
             }
             config.spoolMode = parsed
         }
-        config.spoolDirectory = settings["SPOOL_DIR"]
         config.spoolMaxBytes = try integer(settings, "SPOOL_MAX_BYTES", default: 1 << 30, range: (1 << 20)...(1 << 50))
         config.spoolMemoryMessages = try integer(settings, "SPOOL_MEMORY_MESSAGES", default: 50_000, range: 0...10_000_000)
         config.ingestBufferCapacity = try integer(settings, "INGEST_BUFFER_CAPACITY", default: 500_000, range: 1...10_000_000)
+        let fsyncInterval = try integer(settings, "SPOOL_FSYNC_INTERVAL_MS", default: 100, range: 1...60_000)
         if let policy = settings["SPOOL_FSYNC"]?.lowercased() {
             switch policy {
             case "batch": config.spoolFsync = .batch
             case "off": config.spoolFsync = .off
+            case "interval_ms": config.spoolFsync = .interval(.milliseconds(fsyncInterval))
             default:
                 guard let milliseconds = Int(policy), (1...60_000).contains(milliseconds) else {
-                    throw ConfigError("SPOOL_FSYNC must be batch, off, or an interval in milliseconds from 1 to 60000; got \"\(policy)\"")
+                    throw ConfigError(
+                        "SPOOL_FSYNC must be batch, interval_ms (every SPOOL_FSYNC_INTERVAL_MS), off, or milliseconds from 1 to 60000; got \"\(policy)\""
+                    )
                 }
                 config.spoolFsync = .interval(.milliseconds(milliseconds))
             }
@@ -214,6 +216,7 @@ extension AppConfig: CustomStringConvertible {
             case .sqlite(let path): "sqlite \(path)"
             case .postgres(let settings): "postgres \(settings.redactedDescription)"
             }
-        return "host=\(host) port=\(port) database=\(database) pool=\(poolMinimum)...\(poolMaximum) api_tokens=\(apiTokens.count)"
+        return
+            "host=\(host) port=\(port) database=\(database) pool=\(poolMinimum)...\(poolMaximum) api_tokens=\(apiTokens.count) spool=\(spoolMode.rawValue) fsync=\(spoolFsync)"
     }
 }

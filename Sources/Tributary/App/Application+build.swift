@@ -81,6 +81,8 @@ public struct Pipeline: Sendable {
             store: store,
             broadcaster: broadcaster,
             metrics: metrics,
+            maxBatch: config.batchMaxMessages,
+            maxWait: config.batchMaxInterval,
             maxRetryDelay: config.batchMaxInterval,
             deadLetters: deadLetters,
             migrator: migrator,
@@ -178,7 +180,7 @@ public func makeStore(_ config: AppConfig, logger: Logger) async throws -> any C
 public func makeSpool(_ config: AppConfig, logger: Logger) throws -> Spool? {
     guard config.spoolMode != .off else { return nil }
     return try Spool(
-        directory: config.spoolDirectory ?? (config.dataDirectory as NSString).appendingPathComponent("spool"),
+        directory: (config.dataDirectory as NSString).appendingPathComponent("spool"),
         maxBytes: config.spoolMaxBytes,
         fsync: config.spoolFsync,
         logger: logger

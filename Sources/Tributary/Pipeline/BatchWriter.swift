@@ -14,7 +14,11 @@ public final class BatchWriter: Service {
     let store: any ConnectorStore
     let broadcaster: Broadcaster
     let metrics: PipelineMetrics
+    /// The most messages in one batch (`BATCH_MAX_MESSAGES`).
     let maxBatch: Int
+    /// The longest a message waits for its write to start (`BATCH_MAX_INTERVAL_MS`): past it, a
+    /// write starts even when every slot is busy (up to twice the slots).
+    let maxWait: Duration
     let maxRetryDelay: Duration
     let logger: Logger
     let publisher: OrderedPublisher
@@ -29,6 +33,7 @@ public final class BatchWriter: Service {
         broadcaster: Broadcaster,
         metrics: PipelineMetrics,
         maxBatch: Int = 10_000,
+        maxWait: Duration = .seconds(5),
         maxRetryDelay: Duration = .seconds(5),
         deadLetters: DeadLetterQueue? = nil,
         migrator: DatabaseMigrator? = nil,
@@ -41,6 +46,7 @@ public final class BatchWriter: Service {
         self.broadcaster = broadcaster
         self.metrics = metrics
         self.maxBatch = maxBatch
+        self.maxWait = maxWait
         self.maxRetryDelay = maxRetryDelay
         self.logger = logger
         self.publisher = OrderedPublisher(broadcaster: broadcaster)
@@ -54,13 +60,34 @@ public final class BatchWriter: Service {
                 buffer.setDatabaseAvailable(false)
                 guard await migrator.waitUntilDone() else { return }
             }
-            await withTaskGroup(of: Void.self) { writes in
+            await withTaskGroup(of: WriterEvent.self) { writes in
                 var inFlight = 0
                 var ticket = 0
+                var ticking = false
                 while true {
-                    if inFlight == slots {
-                        await writes.next()
-                        inFlight -= 1
+                    // Wait for a free slot, but no longer than until the oldest waiting message has
+                    // waited `maxWait`: then one more write starts, up to twice the slots.
+                    waiting: while inFlight >= slots {
+                        if inFlight < slots * 2 {
+                            // Checked again at least every 100 ms: a message may arrive meanwhile.
+                            var left = maxWait
+                            if let oldest = buffer.oldestWaiting {
+                                left = maxWait - .milliseconds(Int64(Date().timeIntervalSince(oldest) * 1000))
+                                if left <= .zero { break waiting }
+                            }
+                            if !ticking {
+                                ticking = true
+                                writes.addTask { [left] in
+                                    try? await Task.sleep(for: min(left, .milliseconds(100)))
+                                    return .tick
+                                }
+                            }
+                        }
+                        switch await writes.next() {
+                        case .wrote: inFlight -= 1
+                        case .tick: ticking = false
+                        case nil: break waiting
+                        }
                     }
                     // Shutting down without a database: what is left stays in the spool for the next start.
                     if Task.isShuttingDownGracefully, buffer.spool != nil, !buffer.databaseAvailable { break }
@@ -69,13 +96,16 @@ public final class BatchWriter: Service {
                     let current = ticket
                     ticket += 1
                     inFlight += 1
-                    writes.addTask { await self.write(batch, ticket: current) }
+                    writes.addTask {
+                        await self.write(batch, ticket: current)
+                        return .wrote
+                    }
                 }
             }
         } onGracefulShutdown: {
             self.buffer.close()
         }
-        if let spool = buffer.spool, spool.snapshot.records > 0 {
+        if let spool = buffer.spool, !spool.closeIfDrained() {
             await spool.sync()
             logger.notice(
                 "batch writer stopped; messages the database did not take are kept in the spool for the next start",
@@ -216,6 +246,11 @@ public final class BatchWriter: Service {
             }
         }
     }
+}
+
+enum WriterEvent: Sendable {
+    case wrote
+    case tick
 }
 
 /// A batch's spool copy: made once, on the first failed write of any part of the batch, of the

@@ -1,10 +1,11 @@
 import DequeModule
+import Foundation
 import Synchronization
 
 /// When accepted messages are written to the spool before the database has them.
 public enum SpoolMode: String, Sendable, CaseIterable {
-    /// Once the memory buffer holds `SPOOL_MEMORY_MESSAGES`, or while the database is unavailable.
-    case overflow
+    /// Once the memory buffer holds `SPOOL_MEMORY_MESSAGES`, or while the database is unavailable (the default).
+    case spill
     /// Every message, as it is accepted (the memory buffer keeps a copy for the writer).
     case always
     /// Never: memory only; when it is full new messages are refused and counted as dropped.
@@ -115,6 +116,14 @@ public final class IngestBuffer: Sendable {
         let room = max(0, capacity - state.memory.count)
         for message in messages.prefix(room) { state.memory.append(Entry(message: message, segment: segment)) }
         return max(0, messages.count - room)
+    }
+
+    /// When the longest-waiting message was received: the first in memory, else the oldest spool
+    /// record not yet in the database (which may already be in a write: an early answer is safe).
+    var oldestWaiting: Date? {
+        if let head = state.withLock({ $0.memory.first?.message.receivedAt }) { return head }
+        guard let spool, spool.unread > 0, let micros = spool.snapshot.oldestMicros else { return nil }
+        return Date(timeIntervalSince1970: Double(micros) / 1_000_000)
     }
 
     /// Messages waiting: in memory, and in the spool not yet taken.

@@ -429,6 +429,23 @@ public final class Spool: Sendable {
         for index in deletable { unlink(Self.path(directory, index)) }
     }
 
+    /// At a clean stop: when every record is in the database, the spool's files go too, so the
+    /// next start has nothing to replay. Otherwise they stay, to be replayed then.
+    func closeIfDrained() -> Bool {
+        let removed = writer.withLock { state -> [Int]? in
+            guard state.segments.values.allSatisfy({ $0.held == 0 }) else { return nil }
+            if state.fd >= 0 { close(state.fd) }
+            state.fd = -1
+            let indexes = Array(state.segments.keys)
+            state.segments = [:]
+            state.totalBytes = 0
+            return indexes
+        }
+        guard let removed else { return false }
+        for index in removed { unlink(Self.path(directory, index)) }
+        return true
+    }
+
     // MARK: State
 
     /// Bytes in segment files, records not yet in the database, and the oldest one's receive time.
