@@ -22,8 +22,8 @@ struct SettingsOptions: ParsableArguments {
     @Option(help: "Minimum pooled PostgreSQL connections (DB_POOL_MIN, default 5).") var dbPoolMin: String?
     @Option(help: "Maximum pooled PostgreSQL connections (DB_POOL_MAX, default 20).") var dbPoolMax: String?
     @Option(help: "Seconds a database call may take before the API answers 503 (DB_POOL_TIMEOUT, default 10).") var dbPoolTimeout: String?
-    @Option(help: "Flush a batch at this many messages (BATCH_MAX_MESSAGES, default 50).") var batchMaxMessages: String?
-    @Option(help: "Flush a batch after this many milliseconds (BATCH_MAX_INTERVAL_MS, default 5000).") var batchMaxIntervalMs: String?
+    @Option(help: "Most messages in one batch (BATCH_MAX_MESSAGES, default 10000).") var batchMaxMessages: String?
+    @Option(help: "Longest a message waits for its write to start, in ms (BATCH_MAX_INTERVAL_MS, default 5000).") var batchMaxIntervalMs: String?
     @Option(help: "Comma-separated API bearer tokens (TRIBUTARY_API_TOKENS).") var apiTokens: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical (LOG_LEVEL, default info).") var logLevel: String?
     @Option(help: "text or json (LOG_FORMAT, default text).") var logFormat: String?
@@ -167,7 +167,7 @@ struct Simulate: AsyncParsableCommand {
 }
 
 struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks that print figures.", subcommands: [Ingest.self, Query.self])
+    static let configuration = CommandConfiguration(abstract: "Benchmarks that print figures.", subcommands: [Ingest.self, Query.self, Soak.self])
 
     struct Ingest: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -197,6 +197,47 @@ struct Bench: AsyncParsableCommand {
             benchmark.latencySeconds = latencySeconds
             print("bench ingest: \(config.description)")
             try await benchmark.run { print($0) }
+        }
+    }
+
+    struct Soak: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "A long run at a steady rate with database restarts: memory, file descriptors and spool size over time.",
+            discussion:
+                "PostgreSQL with --database-url or DATABASE_URL, restarted by --restart-command (e.g. \"pg_ctl -D DIR restart -m fast\"); else SQLite in a temporary directory."
+        )
+
+        @OptionGroup var settings: SettingsOptions
+        @Option(help: "Minutes to run.") var minutes = 10.0
+        @Option(help: "Trades per second.") var rate = 5000.0
+        @Option(help: "Seconds between database restarts.") var restartEvery = 120.0
+        @Option(help: "Shell command that restarts the database.") var restartCommand: String?
+        @Option(help: "Seconds between samples.") var sampleEvery = 10.0
+
+        func validate() throws {
+            guard minutes.isFinite, (0.1...1440).contains(minutes) else { throw ValidationError("--minutes must be 0.1 to 1440") }
+            guard rate.isFinite, (1...1_000_000).contains(rate) else { throw ValidationError("--rate must be 1 to 1000000") }
+            for (name, seconds) in [("--restart-every", restartEvery), ("--sample-every", sampleEvery)] where !(1...86_400).contains(seconds) {
+                throw ValidationError("\(name) must be 1 to 86400 seconds")
+            }
+        }
+
+        func run() async throws {
+            var config = try settings.load()
+            config.host = "127.0.0.1"
+            config.port = 0
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-soak-\(UUID().uuidString)").path
+            config.dataDirectory = directory
+            if case .sqlite = config.database { config.database = .sqlite(path: directory + "/tributary.sqlite") }
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            var soak = SoakBenchmark(config: config)
+            soak.duration = .milliseconds(Int(minutes * 60_000))
+            soak.rate = rate
+            soak.restartEvery = .milliseconds(Int(restartEvery * 1000))
+            soak.restartCommand = restartCommand
+            soak.sampleEvery = .milliseconds(Int(sampleEvery * 1000))
+            print("bench soak: \(config.description) rate=\(rate)/s minutes=\(minutes) restart_every=\(restartEvery)s")
+            try await soak.run { print($0) }
         }
     }
 

@@ -12,7 +12,7 @@ import Testing
         #expect(config.port == 8000)
         #expect(config.database == .sqlite(path: "data/tributary.sqlite") || config.database == .sqlite(path: "./data/tributary.sqlite"))
         #expect(config.poolMinimum == 5 && config.poolMaximum == 20 && config.poolTimeout == .seconds(10))
-        #expect(config.batchMaxMessages == 50 && config.batchMaxInterval == .milliseconds(5000))
+        #expect(config.batchMaxMessages == 10_000 && config.batchMaxInterval == .milliseconds(5000))
         #expect(config.encryptionKey == nil)
     }
 
