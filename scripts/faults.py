@@ -134,7 +134,7 @@ class Server:
             return {}
         figures = {}
         for line in text.splitlines():
-            if line.startswith("tributary_spool_"):
+            if line.startswith("tributary_spool_") or line.startswith("tributary_connector_messages_received_total"):
                 name, _, value = line.rpartition(" ")
                 figures[name] = float(value)
         return figures
@@ -384,6 +384,42 @@ def scenario_stalled_client():
            **result, ingest_s=took)
 
 
+def scenario_spool_full():
+    """The spool at its limit during an outage: connectors stop reading, nothing is dropped."""
+    database, total = "faults_full", 30_000
+    create_database(database)
+    simulator = Simulator("full", 2000, total)
+    server = Server("full", database, {"SPOOL_MAX_BYTES": str(1 << 20)})
+    server.start()
+    connector = start_connector(server, simulator)
+    time.sleep(3)
+    pg("stop")
+    paused = wait_until(lambda: server.spool().get("tributary_spool_bytes", 0) >= 1 << 20, 20)
+    # Paused, the connector reads nothing more. (The exchange feels it once the kernel's socket
+    # buffers are full: up to tcp_rmem's maximum, 32 MiB here, so only after a long outage.)
+    def received():
+        return sum(v for k, v in server.spool().items() if k.startswith("tributary_connector_messages_received_total"))
+    time.sleep(1)
+    received_when_full = received()
+    time.sleep(5)
+    stalled = int(received() - received_when_full)
+    peak = int(server.spool().get("tributary_spool_bytes", 0))
+    pg("restart")
+    status = None
+    wait_until(lambda: http(server.port, "GET", f"/api/connectors/{connector}")[0] == 200, 30)
+    status = http(server.port, "GET", f"/api/connectors/{connector}")[1] or {}
+    last_error = ((status.get("data") or {}).get("last_error") or "")
+    settle(database, connector, simulator, total, 90)
+    time.sleep(1)
+    result = figures(database, connector, simulator)
+    dropped = ((status.get("data") or {}).get("performance_metrics") or {}).get("messages_dropped")
+    server.signal(signal.SIGTERM)
+    simulator.stop()
+    report("spool full (1 MiB) during an outage", paused and result["missing"] == 0 and result["sent"] == total
+           and "spool is full" in last_error and received_when_full > 0 and stalled == 0 and dropped == 0,
+           **result, spool_bytes=peak, received_when_full=int(received_when_full), received_in_5s_while_full=stalled, dropped=dropped, last_error=repr(last_error[:40]))
+
+
 # kill -9 loses what was only in memory: messages received since the last write started (in
 # `SPOOL_MODE=spill`, the default, while the database keeps up) — at 2,000 msg/s a few write
 # round trips, so the bound checked here is 1 s of stream.
@@ -396,6 +432,7 @@ SCENARIOS = {
     "kill-outage": scenario_kill_during_outage,
     "drops": scenario_drops,
     "stalled": scenario_stalled_client,
+    "spool-full": scenario_spool_full,
 }
 
 if __name__ == "__main__":

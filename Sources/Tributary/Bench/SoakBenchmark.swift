@@ -3,6 +3,10 @@ import Logging
 import NIOPosix
 import ServiceLifecycle
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// `tributary bench soak`: the fake exchange streams at a steady rate into one OKX connector for
 /// a long run while the database is restarted now and then (a shell command the caller gives);
 /// prints resident memory, open file descriptors and the spool's bytes on disk over time, then
@@ -142,18 +146,18 @@ public struct SoakBenchmark: Sendable {
         }
     }
 
+    /// Runs `command` with `/bin/sh -c` and waits for it (posix_spawn and waitpid: Foundation's
+    /// `Process` was seen never to notice its child's exit here).
     static func shell(_ command: String) -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", command]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        do {
-            try process.run()
-            process.waitUntilExit()
-            return process.terminationStatus
-        } catch {
-            return -1
+        var pid: pid_t = 0
+        let arguments = ["/bin/sh", "-c", command]
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        guard posix_spawn(&pid, "/bin/sh", nil, nil, &argv, environ) == 0 else { return -1 }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            guard errno == EINTR else { return -1 }
         }
+        return (status >> 8) & 0xFF
     }
 }

@@ -163,6 +163,8 @@ public final class IngestBuffer: Sendable {
                     for record in records { batch.holds[record.segment, default: 0] += 1 }
                     return batch
                 }
+                // Only skipped or damaged records: the count catches up once the reader reaches the end.
+                try? await Task.sleep(for: .milliseconds(5))
                 continue
             }
             if state.withLock({ $0.closed }) || Task.isCancelled { return IngestBatch(messages: []) }

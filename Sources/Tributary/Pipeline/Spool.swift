@@ -93,7 +93,9 @@ public final class Spool: Sendable {
     public init(directory: String, maxBytes: Int, segmentBytes: Int = 64 << 20, fsync: SpoolFsync, logger: Logger) throws {
         self.directory = directory
         self.maxBytes = maxBytes
-        self.segmentBytes = max(segmentBytes, 4096)
+        // At most an eighth of the limit: the segment being written is only deleted once full and
+        // released, so it must never be what keeps the spool at its limit.
+        self.segmentBytes = max(4096, min(segmentBytes, maxBytes / 8))
         self.fsyncPolicy = fsync
         self.logger = logger
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
