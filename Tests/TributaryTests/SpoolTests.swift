@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 import Testing
 
 @testable import Tributary
@@ -214,5 +215,43 @@ import Testing
         let batch = await buffer.take(upTo: 10)
         buffer.release(batch.holds)
         #expect(spool.snapshot.records == 0)
+    }
+
+    @Test func whileTheDatabaseIsDownUpdatesGoOutAtOnceMarkedNotPersistedAndOnlyOnce() async throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let broadcaster = Broadcaster()
+        let client = broadcaster.register(filter: RealtimeFilter())
+        let spool = try Self.spool(directory)
+        let buffer = IngestBuffer(
+            capacity: 100,
+            spool: spool,
+            mode: .spill,
+            memoryMessages: 50,
+            announce: { broadcaster.publish($0.map { StoredMessage(id: nil, pending: $0) }) }
+        )
+        buffer.append(contentsOf: [Self.message(0)])
+        buffer.setDatabaseAvailable(false)
+        buffer.append(contentsOf: [Self.message(1)])
+        let early = await client.next() ?? []
+        #expect(early.count == 2, "the waiting message and the new one, without waiting for the database")
+        for update in early {
+            let data = try #require(try JSONValue.parse(update)["data"])
+            #expect(data["persisted"] == .bool(false))
+            #expect(data["id"] == .null)
+        }
+        // Back: stored, but not sent again; a replay after a crash does not send them either.
+        let restarted = try Self.spool(directory)
+        #expect(restarted.read(limit: 10).allSatisfy { $0.message.announced.load(ordering: .relaxed) })
+        let batch = await buffer.take(upTo: 10)
+        let publisher = OrderedPublisher(broadcaster: broadcaster)
+        publisher.publish(batch.messages.enumerated().map { StoredMessage(id: Int64($0.offset + 1), pending: $0.element) }, ticket: 0)
+        buffer.setDatabaseAvailable(true)
+        buffer.append(contentsOf: [Self.message(2)])
+        publisher.publish([StoredMessage(id: 3, pending: Self.message(2))], ticket: 1)
+        let later = await client.next() ?? []
+        #expect(later.count == 1)
+        #expect(later.first?.contains(#""id":3"#) == true)
+        #expect(later.first?.contains("persisted") == false, "a stored message is just an update, as before")
     }
 }

@@ -67,15 +67,16 @@ public struct Pipeline: Sendable {
         migrator: DatabaseMigrator? = nil,
         logger: Logger
     ) {
+        deadLetters = DeadLetterQueue(store: store, retained: config.maxDeadLetters, logger: logger)
+        metrics = PipelineMetrics()
+        broadcaster = Broadcaster(queueCapacity: config.realtimeQueueCapacity)
         buffer = IngestBuffer(
             capacity: config.ingestBufferCapacity,
             spool: spool,
             mode: config.spoolMode,
-            memoryMessages: config.spoolMemoryMessages
+            memoryMessages: config.spoolMemoryMessages,
+            announce: { [broadcaster] messages in broadcaster.publish(messages.map { StoredMessage(id: nil, pending: $0) }) }
         )
-        deadLetters = DeadLetterQueue(store: store, retained: config.maxDeadLetters, logger: logger)
-        metrics = PipelineMetrics()
-        broadcaster = Broadcaster(queueCapacity: config.realtimeQueueCapacity)
         writer = BatchWriter(
             buffer: buffer,
             store: store,

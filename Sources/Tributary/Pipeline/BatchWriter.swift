@@ -119,7 +119,7 @@ public final class BatchWriter: Service {
     /// Writes one batch, hands what was stored to the broadcaster in ticket order, and releases
     /// its spool records, unless it was abandoned at shutdown (then they are replayed at start).
     func write(_ batch: IngestBatch, ticket: Int) async {
-        let spill = SpillOnce(buffer: buffer, unspooled: batch.unspooled)
+        let spill = SpillOnce(buffer: buffer, batch: batch.messages, unspooled: batch.unspooled)
         publisher.publish(await commit(batch.messages, spill: spill), ticket: ticket)
         if let holds = spill.holds(adding: batch.holds) { buffer.release(holds) }
     }
@@ -257,23 +257,25 @@ enum WriterEvent: Sendable {
 /// messages that had none; and whether the batch was abandoned (its records then stay).
 final class SpillOnce: Sendable {
     let buffer: IngestBuffer
+    let batch: [PendingMessage]
     let unspooled: [PendingMessage]
     private let state = Mutex<(spilled: Bool, holds: [Int: Int], abandoned: Bool)>((false, [:], false))
 
-    init(buffer: IngestBuffer, unspooled: [PendingMessage]) {
+    init(buffer: IngestBuffer, batch: [PendingMessage], unspooled: [PendingMessage]) {
         self.buffer = buffer
+        self.batch = batch
         self.unspooled = unspooled
     }
 
-    /// Makes the copy if not made yet; true when every message of the batch now has one.
+    /// Makes the copy if not made yet (and sends the batch to realtime clients as not persisted);
+    /// true when every message of the batch now has one.
     func spill() -> Bool {
         guard buffer.spool != nil else { return false }
         return state.withLock { state in
             if !state.spilled {
                 state.spilled = true
-                if unspooled.isEmpty { return true }
-                state.holds = buffer.spill(unspooled)
-                if state.holds.isEmpty { state.spilled = false }
+                state.holds = buffer.spill(unspooled, announcing: batch)
+                if state.holds.isEmpty, !unspooled.isEmpty { state.spilled = false }
             }
             return state.spilled
         }
@@ -297,9 +299,11 @@ final class OrderedPublisher: Sendable {
 
     init(broadcaster: Broadcaster) { self.broadcaster = broadcaster }
 
+    /// Messages already sent before they were stored (`PendingMessage.announced`) are not sent again.
     func publish(_ messages: [StoredMessage], ticket: Int) {
+        let fresh = messages.filter { !$0.pending.announced.load(ordering: .relaxed) }
         state.withLock { state in
-            state.ready[ticket] = messages
+            state.ready[ticket] = fresh
             while let batch = state.ready.removeValue(forKey: state.next) {
                 broadcaster.publish(batch)
                 state.next += 1

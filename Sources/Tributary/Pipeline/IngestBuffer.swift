@@ -54,6 +54,9 @@ public final class IngestBuffer: Sendable {
     public let memoryMessages: Int
     public let mode: SpoolMode
     public let spool: Spool?
+    /// Sends messages to realtime clients before they are stored (set while the database is
+    /// unavailable, so clients keep receiving updates, marked `"persisted": false`).
+    let announce: @Sendable ([PendingMessage]) -> Void
     private let state = Mutex(State())
 
     /// A memory-only buffer (no spool).
@@ -61,7 +64,14 @@ public final class IngestBuffer: Sendable {
         self.init(capacity: capacity, spool: nil, mode: .off, memoryMessages: capacity)
     }
 
-    public init(capacity: Int, spool: Spool?, mode: SpoolMode, memoryMessages: Int) {
+    public init(
+        capacity: Int,
+        spool: Spool?,
+        mode: SpoolMode,
+        memoryMessages: Int,
+        announce: @escaping @Sendable ([PendingMessage]) -> Void = { _ in }
+    ) {
+        self.announce = announce
         self.capacity = capacity
         self.spool = mode == .off ? nil : spool
         self.mode = spool == nil ? .off : mode
@@ -73,18 +83,21 @@ public final class IngestBuffer: Sendable {
     @discardableResult
     public func append(contentsOf messages: [PendingMessage]) -> Int {
         guard !messages.isEmpty else { return 0 }
-        let (waiter, refused) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Int) in
+        let (waiter, refused, announced) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Int, [PendingMessage]) in
             guard !state.closed else {
                 state.dropped += messages.count
-                return (nil, messages.count)
+                return (nil, messages.count, [])
             }
+            // Marked before the spool copy is written, so a replay does not send them again.
+            let announced = state.databaseAvailable || spool == nil ? [] : Self.markAnnounced(messages)
             let refused = place(messages, in: &state)
             state.dropped += refused
             let waiter = state.waiter
             state.waiter = nil
-            return (waiter, refused)
+            return (waiter, refused, announced)
         }
         waiter?.resume()
+        if !announced.isEmpty { announce(announced) }
         return refused
     }
 
@@ -191,26 +204,39 @@ public final class IngestBuffer: Sendable {
     /// The writer's view of the database. When it becomes unavailable, every message held only in
     /// memory gets a spool copy, and new messages get one as they come, until it is back.
     public func setDatabaseAvailable(_ available: Bool) {
-        state.withLock { state in
-            guard state.databaseAvailable != available else { return }
+        let announced = state.withLock { state -> [PendingMessage] in
+            guard state.databaseAvailable != available else { return [] }
             state.databaseAvailable = available
-            guard !available, let spool else { return }
+            guard !available, let spool else { return [] }
+            // What waits in memory goes to realtime clients now, not once the database is back.
+            let announced = Self.markAnnounced(state.memory.map(\.message))
             let unspooled = state.memory.indices.filter { state.memory[$0].segment == nil }
-            guard !unspooled.isEmpty else { return }
+            guard !unspooled.isEmpty else { return announced }
             guard let segment = try? spool.append(unspooled.map { state.memory[$0].message }, heldInMemory: true) else {
                 spool.countWriteFailure()
-                return
+                return announced
             }
             for index in unspooled { state.memory[index].segment = segment }
+            return announced
         }
+        if !announced.isEmpty { announce(announced) }
+    }
+
+    /// Marks as announced the messages not announced yet, and returns those.
+    static func markAnnounced(_ messages: [PendingMessage]) -> [PendingMessage] {
+        messages.filter { !$0.announced.exchange(true, ordering: .relaxed) }
     }
 
     public var databaseAvailable: Bool { state.withLock { $0.databaseAvailable } }
 
     /// Writes a spool copy of messages the writer holds (a batch whose write failed); returns the
     /// records that now hold them, to release with the batch. Empty without a spool or on failure.
-    func spill(_ messages: [PendingMessage]) -> [Int: Int] {
-        guard let spool, !messages.isEmpty else { return [:] }
+    func spill(_ messages: [PendingMessage], announcing batch: [PendingMessage]) -> [Int: Int] {
+        guard let spool else { return [:] }
+        // The failed batch's messages go to realtime clients now (the database may be away long).
+        let announced = Self.markAnnounced(batch)
+        if !announced.isEmpty { announce(announced) }
+        guard !messages.isEmpty else { return [:] }
         guard let segment = try? spool.append(messages, heldInMemory: true) else {
             spool.countWriteFailure()
             return [:]

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// A normalized message accepted from a connector and waiting to be written. A class, as it is
 /// handed from buffer to batch to store to broadcaster: one retain per hand-over instead of a
@@ -12,6 +13,9 @@ public final class PendingMessage: Sendable {
     public let receivedAt: Date
     /// `message.json` serialized once, on the connector's task rather than the writer's.
     public let data: String
+    /// Already sent to realtime clients before it was stored (`"persisted": false`, while the
+    /// database was unavailable): not sent again once it is.
+    let announced = Atomic<Bool>(false)
 
     public init(connectorID: String, sessionID: String, sourceID: String, message: MarketMessage, receivedAt: Date) {
         self.connectorID = connectorID
@@ -26,7 +30,8 @@ public final class PendingMessage: Sendable {
     }
 
     /// A message read back from the spool: `data` as it was serialized when it was received.
-    init(connectorID: String, sessionID: String, sourceID: String, message: MarketMessage, receivedAt: Date, data: String) {
+    init(connectorID: String, sessionID: String, sourceID: String, message: MarketMessage, receivedAt: Date, data: String, announced: Bool = false) {
+        self.announced.store(announced, ordering: .relaxed)
         self.connectorID = connectorID
         self.sessionID = sessionID
         self.sourceID = sourceID
@@ -44,12 +49,14 @@ public final class PendingMessage: Sendable {
     public var identity: Identity { Identity(connectorID: connectorID, sourceID: sourceID) }
 }
 
-/// A message as committed: its database id and metadata, what the realtime API broadcasts.
+/// A message as committed (its database id and metadata) or, while the database is unavailable,
+/// as received (`id` nil): what the realtime API broadcasts.
 public struct StoredMessage: Sendable {
-    public var id: Int64
+    /// nil: not stored yet; the update says `"id":null,"persisted":false`.
+    public var id: Int64?
     public var pending: PendingMessage
 
-    public init(id: Int64, pending: PendingMessage) {
+    public init(id: Int64?, pending: PendingMessage) {
         self.id = id
         self.pending = pending
     }
@@ -58,7 +65,7 @@ public struct StoredMessage: Sendable {
     public var update: String {
         let message = pending.message
         var data = JSONObjectWriter(after: #"{"type":"data_update","data":"#, overrides: message.fields)
-        data.number("id", String(id))
+        if let id { data.number("id", String(id)) } else { data.string("id", nil) }
         data.string("connector_id", pending.connectorID)
         data.string("exchange", message.exchange.rawValue)
         data.string("instrument", message.instrument)
@@ -71,6 +78,7 @@ public struct StoredMessage: Sendable {
         data.string("session_id", pending.sessionID)
         data.string("exchange_timestamp", message.exchangeTimestampMs.map { Timestamp.format(Date(timeIntervalSince1970: Double($0) / 1000)) })
         data.string("timestamp", Timestamp.format(pending.receivedAt))
+        if id == nil { data.bool("persisted", false) }
         return data.finish(suffix: "}")
     }
 }

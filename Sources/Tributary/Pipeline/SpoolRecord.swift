@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// One accepted message as the spool keeps it: the payload of a spool record.
 ///
@@ -10,10 +11,12 @@ enum SpoolRecord {
     /// Flag: when written, the message was also held in memory (a copy for crash recovery), so a
     /// live reader skips it; recovery at start replays it.
     static let flagHeldInMemory: UInt8 = 1
+    /// Flag: already sent to realtime clients (`"persisted": false`); not sent again once stored.
+    static let flagAnnounced: UInt8 = 2
 
     static func encode(_ message: PendingMessage, flags: UInt8, into output: inout [UInt8]) {
         output.append(kindMessage)
-        output.append(flags)
+        output.append(flags | (message.announced.load(ordering: .relaxed) ? flagAnnounced : 0))
         appendInteger(UInt64(bitPattern: Timestamp.microseconds(message.receivedAt)), to: &output)
         appendString(message.connectorID, to: &output)
         appendString(message.sessionID, to: &output)
@@ -33,7 +36,7 @@ enum SpoolRecord {
     static func decode(_ payload: UnsafeRawBufferPointer) throws(SpoolCorruption) -> PendingMessage {
         var reader = ByteReader(bytes: payload, index: 0)
         guard try reader.byte() == kindMessage else { throw SpoolCorruption("unknown record kind") }
-        _ = try reader.byte()
+        let flags = try reader.byte()
         let micros = Int64(bitPattern: try reader.integer())
         let connectorID = try reader.string()
         let sessionID = try reader.string()
@@ -47,7 +50,8 @@ enum SpoolRecord {
             sourceID: sourceID,
             message: message,
             receivedAt: Date(timeIntervalSince1970: Double(micros) / 1_000_000),
-            data: data
+            data: data,
+            announced: flags & flagAnnounced != 0
         )
     }
 

@@ -127,6 +127,11 @@ struct JSONObjectWriter: JSONMemberSink {
         output.append(contentsOf: text.utf8)
     }
 
+    mutating func bool(_ key: String, _ value: Bool) {
+        guard open(key) else { return }
+        output.append(contentsOf: (value ? "true" : "false").utf8)
+    }
+
     /// Closes the object, after the overrides that replaced nothing, then appends `suffix`.
     consuming func finish(suffix: String = "") -> String {
         for member in overrides where !overridden.contains(member.key) { write(member.key, member.value) }
