@@ -129,7 +129,7 @@ public func buildRouter(
     let open = router.group()
     let api = router.group().add(middleware: AuthMiddleware(verifier: APITokenVerifier(tokens: config.apiTokens)))
     if let migrator { api.add(middleware: SchemaReadyMiddleware(migrator: migrator)) }
-    HealthController(store: store).addRoutes(to: table, in: open)
+    HealthController(store: store, migrator: migrator).addRoutes(to: table, in: open)
     if let metrics { table.add(.get, "/metrics", in: open) { _, _ in metrics.response() } }
     let document = OpenAPIDocument.document.serialized
     table.add(.get, "/openapi.json", in: open) { _, _ in

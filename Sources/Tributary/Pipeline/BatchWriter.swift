@@ -59,6 +59,7 @@ public final class BatchWriter: Service {
                 // No database yet: what arrives meanwhile goes to the spool.
                 buffer.setDatabaseAvailable(false)
                 guard await migrator.waitUntilDone() else { return }
+                buffer.setDatabaseAvailable(true)
             }
             await withTaskGroup(of: WriterEvent.self) { writes in
                 var inFlight = 0
