@@ -169,7 +169,6 @@ public func makeStore(_ config: AppConfig, logger: Logger) async throws -> any C
     case .postgres(let settings):
         return PostgresStore(
             settings: settings,
-            poolMinimum: config.poolMinimum,
             poolMaximum: config.poolMaximum,
             timeout: config.poolTimeout,
             logger: logger

@@ -17,7 +17,7 @@ public final class PostgresStore: ConnectorStore {
     /// The advisory lock key that serializes migrations across processes ("tribmigr").
     static let migrationLockKey: Int64 = 0x7472_6962_6D69_6772
 
-    public init(settings: PostgresSettings, poolMinimum: Int, poolMaximum: Int, timeout: Duration, logger: Logger) {
+    public init(settings: PostgresSettings, poolMaximum: Int, timeout: Duration, logger: Logger) {
         var configuration = PostgresClient.Configuration(
             host: settings.host,
             port: settings.port,
@@ -26,7 +26,12 @@ public final class PostgresStore: ConnectorStore {
             database: settings.database,
             tls: Self.tls(settings.tls)
         )
-        configuration.options.minimumConnections = poolMinimum
+        // `DB_POOL_MIN` is validated but not handed to the pool: with a minimum above 0, PostgresNIO's
+        // pool traps (`precondition(minimumConcurrentConnections <= stats.active)` in
+        // PoolStateMachine+ConnectionGroup.swift) when a lease arrives while the database is away
+        // and its connections are gone — a fault run crashed the server that way. Connections
+        // open on demand instead (the first requests after a start pay one connect each).
+        configuration.options.minimumConnections = 0
         configuration.options.maximumConnections = poolMaximum
         configuration.options.connectTimeout = timeout
         self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
