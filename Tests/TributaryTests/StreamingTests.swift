@@ -113,6 +113,25 @@ import Testing
         ) ?? 0
     }
 
+    /// A stop closes the connection in good order: every trade the exchange put on the wire before
+    /// it saw the close is read and stored (at full speed some always are in flight).
+    @Test(arguments: [TestBackend.sqlite])
+    func aStoppedConnectorKeepsWhatWasAlreadySent(_ backend: TestBackend) async throws {
+        var options = SimulatorOptions()
+        options.rate = 0
+        options.tradesPerFrame = 20
+        try await Self.withStartedConnector(backend, options: options) { exchange, config, client, id in
+            let streaming = try await eventually { try await Self.count(config, id) > 2000 }
+            #expect(streaming)
+            let stopped = try await client.json(.post, "/api/connectors/\(id)/stop").status
+            #expect(stopped == .ok)
+            let sent = exchange.sentCount
+            let caughtUp = try await eventually { try await Self.count(config, id) >= sent }
+            let stored = try await Self.count(config, id)
+            #expect(caughtUp && stored == sent, "sent \(sent), stored \(stored)")
+        }
+    }
+
     @Test(arguments: TestBackend.enabled)
     func reconnectsAfterDropsAndResubscribesWithoutDuplicates(_ backend: TestBackend) async throws {
         var options = SimulatorOptions()
@@ -189,7 +208,7 @@ import Testing
         options.rate = 100
         options.total = 10
         options.idleTimeout = .milliseconds(1500)
-        try await Self.withStartedConnector(.sqlite, options: options) { exchange, config, client, id in
+        try await Self.withStartedConnector(TestBackend.sqlite, options: options) { exchange, config, client, id in
             #expect(try await eventually { try await Self.count(config, id) == 10 })
             // Several idle periods pass with no data: only the connector's pings keep the connection open.
             try await Task.sleep(for: .seconds(5))

@@ -28,6 +28,43 @@ public final class ConnectorRuntimeState: Sendable {
 
     func setError(_ error: String) { state.withLock { $0.lastError = error } }
 
+    private let stopState = Mutex<(requested: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    /// Set by the runtime's task when it has returned.
+    let ended = Atomic<Bool>(false)
+
+    /// A stop was asked for: the connector closes its connection in good order (reading what is
+    /// already on its way) instead of dropping it.
+    var stopRequested: Bool { stopState.withLock { $0.requested } }
+
+    func requestStop() {
+        let waiters = stopState.withLock { state in
+            state.requested = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns once a stop is requested, or the task is cancelled.
+    func waitForStop() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = stopState.withLock { state in
+                    if state.requested || Task.isCancelled { return true }
+                    state.waiters.append(continuation)
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            let waiters = stopState.withLock { state in
+                defer { state.waiters = [] }
+                return state.waiters
+            }
+            for waiter in waiters { waiter.resume() }
+        }
+    }
+
     /// The `connector_status` row values right now.
     func snapshot() -> StatusUpdate {
         let (status, lastError, sessionID) = state.withLock { ($0.status, $0.lastError, $0.sessionID) }

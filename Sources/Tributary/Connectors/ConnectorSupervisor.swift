@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// Runs the connectors that should be running. Resumes them at startup from their persisted
 /// `desired_state`, starts, stops and restarts them on API actions, and writes their live status
@@ -45,8 +46,10 @@ public actor ConnectorSupervisor: Service {
             }
             await persistStatuses()
         }
-        let ids = Array(running.keys)
-        for id in ids { await stop(id) }
+        let entries = Array(running.values)
+        running = [:]
+        await Self.drain(entries)
+        try? await store.updateStatuses(entries.map { $0.state.snapshot() })
         logger.info("connectors stopped")
     }
 
@@ -108,13 +111,20 @@ public actor ConnectorSupervisor: Service {
             )
             switch definition.connectorType {
             case .websocket:
-                task = Task { await WebSocketConnector(context: context).run() }
+                task = Task {
+                    await WebSocketConnector(context: context).run()
+                    state.ended.store(true, ordering: .releasing)
+                }
             case .rest:
-                task = Task { [store] in await RestConnector(context: context, store: store).run() }
+                task = Task { [store] in
+                    await RestConnector(context: context, store: store).run()
+                    state.ended.store(true, ordering: .releasing)
+                }
             }
         } catch {
             state.set(.error, error: "connector secrets could not be decrypted: \(error)")
             task = Task {}
+            state.ended.store(true, ordering: .releasing)
         }
         running[id] = (task, state)
         logger.info("connector started")
@@ -122,13 +132,30 @@ public actor ConnectorSupervisor: Service {
 
     func stop(_ connectorID: String, persist: Bool = true) async {
         guard let entry = running.removeValue(forKey: connectorID) else { return }
-        entry.task.cancel()
-        await entry.task.value
-        if entry.state.status != .error { entry.state.set(.stopped) }
+        await Self.drain([entry])
         if persist {
             try? await store.updateStatuses([entry.state.snapshot()])
         }
         logger.info("connector stopped", metadata: ["connector_id": "\(connectorID)"])
+    }
+
+    /// How long stopping connectors may take to close their connections in good order (a
+    /// WebSocket close handshake, reading what the exchange sent before it saw the close).
+    static let drainTime: Duration = .seconds(2)
+
+    /// Asks every connector in `entries` to stop, waits up to `drainTime` for them to finish on
+    /// their own, then cancels those still running.
+    static func drain(_ entries: [(task: Task<Void, Never>, state: ConnectorRuntimeState)]) async {
+        for entry in entries { entry.state.requestStop() }
+        let deadline = ContinuousClock.now + drainTime
+        while entries.contains(where: { !$0.state.ended.load(ordering: .acquiring) }), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        for entry in entries {
+            entry.task.cancel()
+            await entry.task.value
+            if entry.state.status != .error { entry.state.set(.stopped) }
+        }
     }
 
     func persistStatuses() async {

@@ -38,6 +38,13 @@ struct WebSocketConnector: Sendable {
         }
     }
 
+    /// The tasks of one connection.
+    enum ConnectionTask: Sendable {
+        case reader
+        case keepalive
+        case closer
+    }
+
     struct DeadConnection: Error, CustomStringConvertible {
         let silence: Duration
         var description: String { "no data and no pong for \(silence)" }
@@ -73,8 +80,8 @@ struct WebSocketConnector: Sendable {
             } catch {
                 failure = "\(error)"
             }
-            // On shutdown the WebSocket library closes the connection itself; that is no reason to reconnect.
-            if Task.isCancelled || Task.isShuttingDownGracefully { break }
+            // On stop or shutdown the connection was closed on purpose; that is no reason to reconnect.
+            if Task.isCancelled || Task.isShuttingDownGracefully || state.stopRequested { break }
             // A connection that subscribed and delivered data was healthy: the next one follows at
             // once (at most once per `immediateReconnectInterval`). Backoff is for attempts that fail.
             let delivered = state.counters.received.load(ordering: .relaxed) > receivedBefore
@@ -121,7 +128,7 @@ struct WebSocketConnector: Sendable {
             context.state.set(.running)
             logger.info("connected and subscribed", metadata: ["subscriptions": "\(subscriptions.count)"])
             let lastReceived = LastSeen()
-            try await withThrowingTaskGroup(of: Void.self) { group in
+            try await withThrowingTaskGroup(of: ConnectionTask.self) { group in
                 group.addTask {
                     var session = IngestSession(sessionID: sessionID)
                     var iterator = inbound.makeAsyncIterator()
@@ -135,6 +142,7 @@ struct WebSocketConnector: Sendable {
                             await context.pauseWhileSpoolFull { lastReceived.nanos.store(Self.nowNanos(), ordering: .relaxed) }
                         }
                     }
+                    return .reader
                 }
                 if case .text(let ping) = keepalive {
                     group.addTask {
@@ -158,11 +166,16 @@ struct WebSocketConnector: Sendable {
                     }
                 }
                 group.addTask {
-                    // Cancellation alone leaves the read waiting for a frame: on stop, close the socket.
-                    try? await Task.sleep(for: .seconds(86_400 * 365))
+                    // A stop first asks the exchange to close and goes on reading what it sent before
+                    // it saw the close (the reader ends with its close frame); cancellation, after
+                    // the drain time, closes the socket at once.
+                    await context.state.waitForStop()
                     try? await outbound.close(.goingAway, reason: "connector stopped")
+                    return .closer
                 }
-                try await group.next()
+                while let finished = try await group.next() {
+                    if finished != .closer { break }
+                }
                 group.cancelAll()
             }
         }

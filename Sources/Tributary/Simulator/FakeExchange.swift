@@ -25,7 +25,8 @@ public final class FakeExchange: Sendable {
         self.logger = logger
     }
 
-    /// Trades sent so far, over all connections.
+    /// Trades sent so far, over all connections (a trade whose frame could not be written, as its
+    /// connection was closing, does not count; its id is skipped).
     public var sentCount: Int { state.withLock { $0.sent } }
     /// When the last connection was dropped on purpose, and for each drop how long until the
     /// client had subscribed again (OKX): what a drop costs at the exchange.
@@ -147,7 +148,13 @@ public final class FakeExchange: Sendable {
                 try await Task.sleep(for: .seconds(3600))
                 return false
             }
-            try await send(batch)
+            do {
+                try await send(batch)
+            } catch {
+                // Never on the wire (the connection was closing): not sent. Its ids stay unused.
+                state.withLock { $0.sent -= batch.count }
+                throw error
+            }
             onConnection += batch.count
             if options.dropEvery > 0, onConnection >= options.dropEvery { return true }
         }
