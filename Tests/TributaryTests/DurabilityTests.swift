@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Logging
 import PostgresNIO
+import Synchronization
 import Testing
 
 @testable import Tributary
@@ -115,5 +116,24 @@ import Testing
                 #expect(waits.allSatisfy { $0 < 400 }, "waits before the write started: \(waits) ms")
             }
         }
+    }
+
+    @Test func tradesTheExchangeSentWhileDisconnectedAreCountedFromTradeIDGaps() {
+        let counters = ConnectorCounters()
+        var first = IngestSession(sessionID: "ws_1")
+        for id in 1...5 { first.noteTrade("okx:trades:BTC-USDT:\(id)", exchange: .okx, counters: counters) }
+        first.noteTrade("okx:trades:ETH-USDT:40", exchange: .okx, counters: counters)
+        #expect(counters.missedWhileDisconnected.load(ordering: .relaxed) == 0)
+        // Reconnected: BTC-USDT resumes at 9 (6, 7 and 8 went by), ETH-USDT at 41 (nothing missed).
+        var second = IngestSession(sessionID: "ws_2")
+        second.noteTrade("okx:trades:BTC-USDT:9", exchange: .okx, counters: counters)
+        second.noteTrade("okx:trades:BTC-USDT:12", exchange: .okx, counters: counters)
+        second.noteTrade("okx:trades:ETH-USDT:41", exchange: .okx, counters: counters)
+        #expect(counters.missedWhileDisconnected.load(ordering: .relaxed) == 3, "only the jump across the reconnect counts")
+        // Ids that are not sequential (Bybit's are UUIDs) are never read as gaps.
+        second.noteTrade("bybit:publicTrade:BTCUSDT:7", exchange: .bybit, counters: counters)
+        var third = IngestSession(sessionID: "ws_3")
+        third.noteTrade("bybit:publicTrade:BTCUSDT:900", exchange: .bybit, counters: counters)
+        #expect(counters.missedWhileDisconnected.load(ordering: .relaxed) == 3)
     }
 }

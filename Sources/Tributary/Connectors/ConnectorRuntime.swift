@@ -31,6 +31,8 @@ public final class ConnectorRuntimeState: Sendable {
     private let stopState = Mutex<(requested: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
     /// Set by the runtime's task when it has returned.
     let ended = Atomic<Bool>(false)
+    /// A WebSocket connection is up: a stop drains it (nothing else is worth waiting for).
+    let connected = Atomic<Bool>(false)
 
     /// A stop was asked for: the connector closes its connection in good order (reading what is
     /// already on its way) instead of dropping it.
@@ -79,6 +81,8 @@ public final class ConnectorRuntimeState: Sendable {
             "last_rejection": counters.lastRejection.withLock { $0.map { .string($0.detail) } ?? .null },
             "messages_per_second": .number(String(format: "%.1f", counters.sampleRate())),
             "reconnects": .number(counters.reconnects.load(ordering: .relaxed)),
+            "disconnected_ms": .number(counters.disconnectedMillis.load(ordering: .relaxed)),
+            "trades_missed_while_disconnected": .number(counters.missedWhileDisconnected.load(ordering: .relaxed)),
             "last_message_at": lastMessage == 0 ? .null : .string(Timestamp.format(Date(timeIntervalSince1970: Double(lastMessage) / 1000))),
             "session_id": .optional(sessionID),
         ]
@@ -175,6 +179,9 @@ public struct ConnectorContext: Sendable {
                     continue
                 }
                 session.sequence += 1
+                if message.messageType == .trade, let sourceID = message.sourceID {
+                    session.noteTrade(sourceID, exchange: message.exchange, counters: counters)
+                }
                 let sourceID = message.sourceID ?? "\(session.sessionID):\(session.sequence)"
                 accepted.append(
                     PendingMessage(connectorID: connectorID, sessionID: session.sessionID, sourceID: sourceID, message: message, receivedAt: now)
@@ -216,7 +223,32 @@ struct IngestSession {
     var lastFailureLog: ContinuousClock.Instant?
     var suppressedFailures = 0
 
+    /// Instruments whose first trade on this connection was seen.
+    var tradedInstruments: Set<Substring> = []
+
     init(sessionID: String) { self.sessionID = sessionID }
+
+    /// Exchanges whose trade ids count up by one per instrument, so a jump across a reconnect is
+    /// what the exchange sent while the connector was away.
+    static let sequentialTradeIDs: Set<Exchange> = [.okx, .binance, .coinbase]
+
+    /// Tracks the last trade id per instrument (from `source_id`, `…:<instrument>:<id>`); the first
+    /// trade of an instrument on a new connection adds the jump since the last one to
+    /// `missedWhileDisconnected`.
+    mutating func noteTrade(_ sourceID: String, exchange: Exchange, counters: ConnectorCounters) {
+        guard Self.sequentialTradeIDs.contains(exchange), let colon = sourceID.lastIndex(of: ":"),
+            let id = Int64(sourceID[sourceID.index(after: colon)...])
+        else { return }
+        let instrument = sourceID[..<colon]
+        let first = tradedInstruments.insert(instrument).inserted
+        let missed = counters.lastTradeIDs.withLock { last -> Int64 in
+            let key = String(instrument)
+            defer { last[key] = max(last[key] ?? id, id) }
+            guard first, let previous = last[key], id > previous else { return 0 }
+            return id - previous - 1
+        }
+        if missed > 0 { counters.missedWhileDisconnected.add(Int(clamping: missed), ordering: .relaxed) }
+    }
 
     /// Logs at most one failure per second, with the number suppressed since.
     mutating func logFailure(_ message: Logger.Message, error: any Error, logger: Logger) {

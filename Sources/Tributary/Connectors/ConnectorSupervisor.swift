@@ -143,12 +143,15 @@ public actor ConnectorSupervisor: Service {
     /// WebSocket close handshake, reading what the exchange sent before it saw the close).
     static let drainTime: Duration = .seconds(2)
 
-    /// Asks every connector in `entries` to stop, waits up to `drainTime` for them to finish on
-    /// their own, then cancels those still running.
+    /// Asks every connector in `entries` to stop, waits up to `drainTime` for those with a live
+    /// WebSocket connection to finish on their own, then cancels those still running.
     static func drain(_ entries: [(task: Task<Void, Never>, state: ConnectorRuntimeState)]) async {
         for entry in entries { entry.state.requestStop() }
         let deadline = ContinuousClock.now + drainTime
-        while entries.contains(where: { !$0.state.ended.load(ordering: .acquiring) }), ContinuousClock.now < deadline {
+        func draining(_ state: ConnectorRuntimeState) -> Bool {
+            state.connected.load(ordering: .acquiring) && !state.ended.load(ordering: .acquiring)
+        }
+        while entries.contains(where: { draining($0.state) }), ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(10))
         }
         for entry in entries {

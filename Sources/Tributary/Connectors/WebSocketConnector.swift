@@ -62,6 +62,7 @@ struct WebSocketConnector: Sendable {
         let logger = context.logger
         var attempt = 0
         var lastImmediate: ContinuousClock.Instant?
+        let disconnectedAt = Mutex<ContinuousClock.Instant?>(nil)
         while !Task.isCancelled {
             let sessionID = "ws_" + UUID().uuidString.lowercased().prefix(16)
             state.setSession(String(sessionID))
@@ -73,6 +74,12 @@ struct WebSocketConnector: Sendable {
             do {
                 let close = try await connect(sessionID: String(sessionID), logger: sessionLogger) {
                     connectedAt.withLock { $0 = .now }
+                    if let lostAt = disconnectedAt.withLock({ lost in
+                        defer { lost = nil }
+                        return lost
+                    }) {
+                        state.counters.disconnectedMillis.add(Int((ContinuousClock.now - lostAt).inMilliseconds), ordering: .relaxed)
+                    }
                 }
                 failure = ClosedByExchange(detail: close.map { " (code \($0.closeCode), \($0.reason ?? ""))" } ?? "").description
             } catch is CancellationError {
@@ -82,6 +89,8 @@ struct WebSocketConnector: Sendable {
             }
             // On stop or shutdown the connection was closed on purpose; that is no reason to reconnect.
             if Task.isCancelled || Task.isShuttingDownGracefully || state.stopRequested { break }
+            // Time away is counted from the end of a connection that was up (not from failed attempts' ends).
+            if connectedAt.withLock({ $0 }) != nil { disconnectedAt.withLock { $0 = .now } }
             // A connection that subscribed and delivered data was healthy: the next one follows at
             // once (at most once per `immediateReconnectInterval`). Backoff is for attempts that fail.
             let delivered = state.counters.received.load(ordering: .relaxed) > receivedBefore
@@ -124,6 +133,8 @@ struct WebSocketConnector: Sendable {
         let context = self.context
         return try await Self.open(Self.url(definition), configuration: configuration, settings: settings, logger: logger) { inbound, outbound, _ in
             onConnected()
+            context.state.connected.store(true, ordering: .releasing)
+            defer { context.state.connected.store(false, ordering: .releasing) }
             for frame in subscriptions { try await outbound.write(.text(frame)) }
             context.state.set(.running)
             logger.info("connected and subscribed", metadata: ["subscriptions": "\(subscriptions.count)"])

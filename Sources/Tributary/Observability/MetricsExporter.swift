@@ -67,6 +67,14 @@ public final class MetricsExporter: Sendable {
             { $0.dropped.load(ordering: .relaxed) }
         ),
         ("tributary_connector_reconnects_total", "WebSocket reconnects", { $0.reconnects.load(ordering: .relaxed) }),
+        (
+            "tributary_connector_disconnected_milliseconds_total", "Time between a connection's end and the next subscription",
+            { $0.disconnectedMillis.load(ordering: .relaxed) }
+        ),
+        (
+            "tributary_connector_trades_missed_while_disconnected_total", "Trades the exchange sent while disconnected (trade id gaps)",
+            { $0.missedWhileDisconnected.load(ordering: .relaxed) }
+        ),
         ("tributary_connector_polls_total", "REST polls sent", { $0.polls.load(ordering: .relaxed) }),
         ("tributary_connector_poll_errors_total", "REST polls that failed", { $0.pollFailures.load(ordering: .relaxed) }),
     ]

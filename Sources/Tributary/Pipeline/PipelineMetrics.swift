@@ -22,6 +22,13 @@ public final class ConnectorCounters: Sendable {
     public let lastResponseMicros = Atomic<Int>(0)
     /// Milliseconds since 1970 of the last message received.
     public let lastMessageMs = Atomic<Int64>(0)
+    /// Time without a connection between one that ended and the next subscription, and the trades
+    /// the exchange sent meanwhile: the gap in its trade ids, where they count up one by one
+    /// per instrument (OKX, Binance, Coinbase).
+    public let disconnectedMillis = Atomic<Int>(0)
+    public let missedWhileDisconnected = Atomic<Int>(0)
+    /// The last trade id seen per instrument, for the gap after a reconnect.
+    let lastTradeIDs = Mutex<[String: Int64]>([:])
     let rate = Mutex<(at: ContinuousClock.Instant, received: Int, perSecond: Double)>((.now, 0, 0))
 
     public init() {}
