@@ -7,7 +7,7 @@ import Synchronization
 /// The connector management use cases behind the API: validation, secret sealing, persistence
 /// and lifecycle state. The HTTP layer only translates requests and responses.
 public struct ConnectorService: Sendable {
-    let store: any ConnectorStore
+    let store: any ConnectorRepository
     let secretBox: SecretBox
     let logger: Logger
     /// Runs the connectors; without one (tools, tests of the API alone) actions only record state.
@@ -19,7 +19,7 @@ public struct ConnectorService: Sendable {
     let lastTests = TestRateLimiter()
 
     public init(
-        store: any ConnectorStore,
+        store: any ConnectorRepository,
         secretBox: SecretBox,
         supervisor: ConnectorSupervisor? = nil,
         maxConnectors: Int = 1000,

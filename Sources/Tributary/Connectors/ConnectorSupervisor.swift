@@ -8,7 +8,7 @@ import Synchronization
 /// and metrics to `connector_status` every `statusInterval` (not once per message). Each connector
 /// runs in its own task: a failing connector never affects the others.
 public actor ConnectorSupervisor: Service {
-    let store: any ConnectorStore
+    let store: any ConnectorRepository & SchemaMigrations & MessageSink
     let definition: @Sendable (ConnectorRecord) throws -> ConnectorDefinition
     let buffer: IngestBuffer
     let deadLetters: DeadLetterQueue?
@@ -18,7 +18,7 @@ public actor ConnectorSupervisor: Service {
     var running: [String: (task: Task<Void, Never>, state: ConnectorRuntimeState)] = [:]
 
     public init(
-        store: any ConnectorStore,
+        store: any ConnectorRepository & SchemaMigrations & MessageSink,
         definition: @escaping @Sendable (ConnectorRecord) throws -> ConnectorDefinition,
         buffer: IngestBuffer,
         deadLetters: DeadLetterQueue? = nil,

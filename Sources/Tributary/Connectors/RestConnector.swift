@@ -13,7 +13,7 @@ import Synchronization
 /// as `last_error`; a body that is not JSON or too large is an error and polling goes on.
 struct RestConnector: Sendable {
     let context: ConnectorContext
-    let store: any ConnectorStore
+    let store: any MessageSink
 
     /// What one poll came to.
     enum Outcome: Sendable, Equatable {

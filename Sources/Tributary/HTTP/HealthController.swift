@@ -4,10 +4,10 @@ import Hummingbird
 /// `GET /health` (the process is alive) and `GET /ready` (the database answers and is migrated,
 /// and the server's own migrator is done: until then the API answers 503 too).
 public struct HealthController<Context: RequestContext>: Sendable {
-    let store: any ConnectorStore
+    let store: any SchemaMigrations
     let migrator: DatabaseMigrator?
 
-    public init(store: any ConnectorStore, migrator: DatabaseMigrator? = nil) {
+    public init(store: any SchemaMigrations, migrator: DatabaseMigrator? = nil) {
         self.store = store
         self.migrator = migrator
     }

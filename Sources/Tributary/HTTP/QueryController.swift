@@ -5,10 +5,10 @@ import Hummingbird
 /// connector's poll results, and flushed batches. Newest first with an opaque keyset `cursor`
 /// (stable while new rows arrive, no OFFSET scans); every bad parameter is a 400 naming it.
 public struct QueryController<Context: RequestContext>: Sendable {
-    let store: any ConnectorStore
+    let store: any MessageQueries & CandleStore
     let service: ConnectorService
 
-    public init(store: any ConnectorStore, service: ConnectorService) {
+    public init(store: any MessageQueries & CandleStore, service: ConnectorService) {
         self.store = store
         self.service = service
     }

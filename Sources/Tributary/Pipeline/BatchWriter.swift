@@ -11,7 +11,7 @@ import Synchronization
 /// broadcaster with their database ids.
 public final class BatchWriter: Service {
     let buffer: IngestBuffer
-    let store: any ConnectorStore
+    let store: any MessageSink
     let broadcaster: Broadcaster
     let metrics: PipelineMetrics
     /// The most messages in one batch (`BATCH_MAX_MESSAGES`).
@@ -29,7 +29,7 @@ public final class BatchWriter: Service {
 
     public init(
         buffer: IngestBuffer,
-        store: any ConnectorStore,
+        store: any MessageSink,
         broadcaster: Broadcaster,
         metrics: PipelineMetrics,
         maxBatch: Int = 10_000,

@@ -5,11 +5,11 @@ import ServiceLifecycle
 /// `PostgresStore+candles`). Queries read the staged minutes too, so this only keeps the staging
 /// table small; a failure is logged once per streak and retried on the next tick.
 public struct CandleCompactor: Service {
-    let store: any ConnectorStore
+    let store: any CandleStore & SchemaMigrations
     let interval: Duration
     let logger: Logger
 
-    public init(store: any ConnectorStore, interval: Duration = .seconds(1), logger: Logger) {
+    public init(store: any CandleStore & SchemaMigrations, interval: Duration = .seconds(1), logger: Logger) {
         self.store = store
         self.interval = interval
         self.logger = logger

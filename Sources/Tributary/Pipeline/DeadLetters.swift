@@ -69,12 +69,12 @@ public final class DeadLetterQueue: Service {
     public static let defaultCapacity = 10_000
 
     let queue: SignalledQueue<DeadLetter>
-    let store: any ConnectorStore
+    let store: any MessageSink
     /// How many dead letters the table keeps (`MAX_DEAD_LETTERS`).
     let retained: Int
     let logger: Logger
 
-    public init(store: any ConnectorStore, capacity: Int = DeadLetterQueue.defaultCapacity, retained: Int = 100_000, logger: Logger) {
+    public init(store: any MessageSink, capacity: Int = DeadLetterQueue.defaultCapacity, retained: Int = 100_000, logger: Logger) {
         self.queue = SignalledQueue(capacity: capacity, overflow: .dropOldest)
         self.store = store
         self.retained = retained

@@ -1,15 +1,16 @@
 import Foundation
 import ServiceLifecycle
 
-/// Persistence of connectors and their status: one contract, implemented by the embedded SQLite
-/// store and the PostgreSQL store, and tested by one shared suite against both. As a `Service` it
-/// runs for the server's lifetime (PostgreSQL's connection pool lives in `run()`) and closes its
-/// connections on shutdown.
-public protocol ConnectorStore: Service {
+/// The schema: migrations and whether the database is ready.
+public protocol SchemaMigrations: Sendable {
     /// Applies pending schema migrations; safe when several processes start at once.
     func migrate() async throws
     /// Throws `StoreError.unavailable` unless the database answers and every migration is applied.
     func checkReady() async throws
+}
+
+/// Connectors and their live status: what the connector API and the supervisor read and write.
+public protocol ConnectorRepository: Sendable {
     /// Inserts a connector and its `stopped` status row; `StoreError.duplicateName` if the name is taken.
     func insertConnector(_ connector: NewConnector) async throws -> ConnectorRecord
     /// One page of connectors, oldest first, and the total count.
@@ -25,42 +26,62 @@ public protocol ConnectorStore: Service {
     func runningConnectors() async throws -> [ConnectorRecord]
     /// Writes live status rows of existing connectors (missing connectors are ignored).
     func updateStatuses(_ updates: [StatusUpdate]) async throws
+}
 
+/// Where the pipeline writes: batches of messages (after the buffer and spool), poll rows and
+/// dead letters.
+public protocol MessageSink: Sendable {
     /// Writes one batch in one transaction: the messages (multi-row, idempotent on
     /// `(connector_id, source_id)`) and its `websocket_batches` row. Returns each message's new id,
     /// or `nil` for a message already stored.
     func insertMessages(_ messages: [PendingMessage], batch: BatchRecord) async throws -> [Int64?]
-    /// Database calls running or waiting for a connection right now (a metric).
-    var operationsInFlight: Int { get }
+    /// After a write whose outcome is unknown: nil if batch `batchID` was not committed, else the
+    /// id each message got in it (nil for one that was already stored).
+    func storedIDs(ofBatch batchID: String, messages: [PendingMessage]) async throws -> [Int64?]?
     /// How many `insertMessages` calls may usefully run at once (1 for a single-connection store).
     var concurrentBatchWrites: Int { get }
     /// Writes one REST poll result (`api_connector_data`) and returns its id.
     func insertAPIData(_ row: APIDataRow) async throws -> Int64
+    /// Writes dead letters (records that will never be stored), in bulk.
+    func insertDeadLetters(_ letters: [DeadLetter]) async throws
+    /// Deletes all but the newest `keeping` dead letters.
+    func pruneDeadLetters(keeping: Int) async throws
+}
+
+/// The read side of the query API.
+public protocol MessageQueries: Sendable {
     /// Stored messages matching `query`, newest first (`timestamp`, then `id`).
     func messages(_ query: MessageQuery) async throws -> [MessageRecord]
     /// Priced messages of one instrument in `[since, until)`, oldest first.
     func priceHistory(instrument: String, since: Date, until: Date, limit: Int) async throws -> [MessageRecord]
+    /// A connector's poll results, newest first.
+    func apiData(connectorID: String, after: PageCursor?, limit: Int) async throws -> [APIDataRecord]
+    /// Flushed batches, newest first.
+    func batches(after: PageCursor?, limit: Int) async throws -> [BatchRow]
+    /// Dead letters, newest first, of one connector or all.
+    func deadLetters(connectorID: String?, after: PageCursor?, limit: Int) async throws -> [DeadLetterRecord]
+    /// How many messages a connector has stored, and how many distinct `source_id`s among them.
+    func messageCounts(connectorID: String) async throws -> (rows: Int, distinctSources: Int)
+}
+
+/// The `candles_1m` rollup of stored trades.
+public protocol CandleStore: Sendable {
     /// OHLCV candles of one instrument's trades in `[since, until)`, oldest first, exact decimals.
     func candles(instrument: String, since: Date, until: Date, interval: CandleInterval) async throws -> [Candle]
     /// Folds candle minutes staged by concurrent batches into `candles_1m`; returns how many.
     func compactCandles() async throws -> Int
     /// Refills the `candles_1m` rollup from every stored trade (for rows written around Tributary).
     func rebuildCandles() async throws
-    /// A connector's poll results, newest first.
-    func apiData(connectorID: String, after: PageCursor?, limit: Int) async throws -> [APIDataRecord]
-    /// Flushed batches, newest first.
-    func batches(after: PageCursor?, limit: Int) async throws -> [BatchRow]
-    /// Writes dead letters (records that will never be stored), in bulk.
-    func insertDeadLetters(_ letters: [DeadLetter]) async throws
-    /// Deletes all but the newest `keeping` dead letters.
-    func pruneDeadLetters(keeping: Int) async throws
-    /// Dead letters, newest first, of one connector or all.
-    func deadLetters(connectorID: String?, after: PageCursor?, limit: Int) async throws -> [DeadLetterRecord]
-    /// After a write whose outcome is unknown: nil if batch `batchID` was not committed, else the
-    /// id each message got in it (nil for one that was already stored).
-    func storedIDs(ofBatch batchID: String, messages: [PendingMessage]) async throws -> [Int64?]?
-    /// How many messages a connector has stored, and how many distinct `source_id`s among them.
-    func messageCounts(connectorID: String) async throws -> (rows: Int, distinctSources: Int)
+}
+
+/// One database: every part above, implemented by the embedded SQLite store and the PostgreSQL
+/// store and tested by one shared suite against both. Each user takes only the part it needs
+/// (the batch writer a `MessageSink`, the query API `MessageQueries & CandleStore`, …). As a
+/// `Service` it runs for the server's lifetime (PostgreSQL's connection pool lives in `run()`)
+/// and closes its connections on shutdown.
+public protocol ConnectorStore: SchemaMigrations, ConnectorRepository, MessageSink, MessageQueries, CandleStore, Service {
+    /// Database calls running or waiting for a connection right now (a metric).
+    var operationsInFlight: Int { get }
 }
 
 /// A connector to insert.

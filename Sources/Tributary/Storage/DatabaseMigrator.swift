@@ -7,11 +7,11 @@ import Synchronization
 /// and its connectors spool what they receive even when the database is down at start (`/ready`
 /// says 503 until this is done). Retries with backoff up to 5 s; stops on shutdown.
 public final class DatabaseMigrator: Service, Sendable {
-    let store: any ConnectorStore
+    let store: any SchemaMigrations
     let logger: Logger
     private let done = Atomic<Bool>(false)
 
-    public init(store: any ConnectorStore, logger: Logger) {
+    public init(store: any SchemaMigrations, logger: Logger) {
         self.store = store
         self.logger = logger
     }
