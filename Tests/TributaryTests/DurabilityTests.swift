@@ -136,4 +136,67 @@ import Testing
         third.noteTrade("bybit:publicTrade:BTCUSDT:900", exchange: .bybit, counters: counters)
         #expect(counters.missedWhileDisconnected.load(ordering: .relaxed) == 3)
     }
+
+    /// Poll rows are on disk before the connector goes on: rows a server never wrote (it died, or
+    /// the database was away) are written by the next one.
+    @Test(arguments: TestBackend.enabled)
+    func pollRowsLeftByAnEarlierRunAreWrittenAtStart(_ backend: TestBackend) async throws {
+        try await backend.withConfig { config in
+            let directory = config.dataDirectory + "/spool/polls"
+            let rows = (0..<3).map { index in
+                APIDataRow(
+                    connectorID: "conn_polls",
+                    data: #"{"index":\#(index)}"#,
+                    rawResponse: #"{"balance":"1.5"}"#,
+                    statusCode: 200,
+                    responseTimeMs: 12.5,
+                    sourceID: "poll_\(index)",
+                    sessionID: "poll_\(index)",
+                    timestamp: Date()
+                )
+            }
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let connector = ConnectorConfig(
+                    name: "polls",
+                    connectorType: .rest,
+                    apiURL: "https://example.org/x",
+                    exchange: .custom,
+                    subscriptionMessage: nil,
+                    httpMethod: .GET,
+                    requestBody: nil,
+                    authType: .none,
+                    signing: nil,
+                    pollingInterval: 1000,
+                    fieldMapping: nil
+                )
+                _ = try await store.insertConnector(NewConnector(connectorID: "conn_polls", config: connector, sealedSecrets: SealedSecrets()))
+                // The first run keeps the rows and dies before writing them.
+                let first = PollRows(
+                    spool: try Spool(directory: directory, maxBytes: 1 << 30, fsync: .off, logger: Logger(label: "test")),
+                    store: store,
+                    metrics: PipelineMetrics(),
+                    logger: Logger(label: "test")
+                )
+                for row in rows { #expect(first.append(row)) }
+                // The next run writes them.
+                let second = PollRows(
+                    spool: try Spool(directory: directory, maxBytes: 1 << 30, fsync: .off, logger: Logger(label: "test")),
+                    store: store,
+                    metrics: PipelineMetrics(),
+                    logger: Logger(label: "test")
+                )
+                #expect(second.depth == 3)
+                let task = Task { try await second.run() }
+                let deadline = ContinuousClock.now + .seconds(10)
+                while try await store.apiData(connectorID: "conn_polls", after: nil, limit: 10).count < 3, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                task.cancel()
+                let stored = try await store.apiData(connectorID: "conn_polls", after: nil, limit: 10)
+                #expect(Set(stored.compactMap(\.sourceID)) == ["poll_0", "poll_1", "poll_2"])
+                #expect(stored.allSatisfy { $0.statusCode == 200 && $0.rawResponse["balance"] == "1.5" })
+            }
+        }
+    }
 }

@@ -19,8 +19,17 @@ public func buildApplication(
     var gated = config
     gated.runtime.egress = gate
     let spool = try makeSpool(config, logger: logger)
+    let pollSpool = try makeSpool(config, logger: logger, directory: "spool/polls")
     let migrator = DatabaseMigrator(store: store, logger: logger)
-    let pipeline = Pipeline(config: gated, store: store, secretBox: secretBox, spool: spool, migrator: migrator, logger: logger)
+    let pipeline = Pipeline(
+        config: gated,
+        store: store,
+        secretBox: secretBox,
+        spool: spool,
+        pollSpool: pollSpool,
+        migrator: migrator,
+        logger: logger
+    )
     let router = buildRouter(config: config, store: store, service: pipeline.service, metrics: pipeline.exporter, migrator: migrator)
     var app = Application(
         router: router,
@@ -32,7 +41,8 @@ public func buildApplication(
         // Started in this order, shut down in reverse: connectors stop, then the writer flushes, then the store closes.
         // The server listens at once; the migrator brings the schema up to date (waiting for the database if need be).
         services: [
-            gate, store, migrator, pipeline.compactor, pipeline.deadLetters, SpoolSyncService(spool: spool), pipeline.writer, pipeline.supervisor,
+            gate, store, migrator, pipeline.compactor, pipeline.deadLetters, SpoolSyncService(spool: pollSpool), pipeline.pollRows,
+            SpoolSyncService(spool: spool), pipeline.writer, pipeline.supervisor,
         ],
         onServerRunning: { channel in
             logger.notice("Tributary is listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
@@ -50,6 +60,7 @@ public func buildApplication(
 public struct Pipeline: Sendable {
     public let buffer: IngestBuffer
     public let deadLetters: DeadLetterQueue
+    public let pollRows: PollRows
     public let metrics: PipelineMetrics
     public let broadcaster: Broadcaster
     public let writer: BatchWriter
@@ -64,11 +75,13 @@ public struct Pipeline: Sendable {
         store: any ConnectorStore,
         secretBox: SecretBox,
         spool: Spool? = nil,
+        pollSpool: Spool? = nil,
         migrator: DatabaseMigrator? = nil,
         logger: Logger
     ) {
         deadLetters = DeadLetterQueue(store: store, retained: config.maxDeadLetters, logger: logger)
         metrics = PipelineMetrics()
+        pollRows = PollRows(spool: pollSpool, store: store, metrics: metrics, logger: logger)
         broadcaster = Broadcaster(queueCapacity: config.realtimeQueueCapacity)
         buffer = IngestBuffer(
             capacity: config.ingestBufferCapacity,
@@ -94,6 +107,7 @@ public struct Pipeline: Sendable {
             store: store,
             definition: { try ConnectorDefinition(record: $0, secretBox: secretBox) },
             buffer: buffer,
+            pollRows: pollRows,
             deadLetters: deadLetters,
             metrics: metrics,
             settings: config.runtime,
@@ -176,11 +190,12 @@ public func makeStore(_ config: AppConfig, logger: Logger) async throws -> any C
     }
 }
 
-/// The durable spool of the ingest buffer (nil with `SPOOL_MODE=off`); recovers what an earlier run left.
-public func makeSpool(_ config: AppConfig, logger: Logger) throws -> Spool? {
+/// A durable spool in `directory` under the data directory (nil with `SPOOL_MODE=off`):
+/// `spool` for the ingest buffer, `spool/polls` for REST poll rows. Recovers what an earlier run left.
+public func makeSpool(_ config: AppConfig, logger: Logger, directory: String = "spool") throws -> Spool? {
     guard config.spoolMode != .off else { return nil }
     return try Spool(
-        directory: (config.dataDirectory as NSString).appendingPathComponent("spool"),
+        directory: (config.dataDirectory as NSString).appendingPathComponent(directory),
         maxBytes: config.spoolMaxBytes,
         fsync: config.spoolFsync,
         logger: logger

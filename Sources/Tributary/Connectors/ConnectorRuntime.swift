@@ -102,6 +102,8 @@ public struct ConnectorContext: Sendable {
     public let connectorID: String
     public let definition: ConnectorDefinition
     public let buffer: IngestBuffer
+    /// Where REST poll results go (to `api_connector_data`).
+    public let pollRows: PollRows
     /// Where rejected records are recorded; nil keeps them only in the counters and the log.
     public let deadLetters: DeadLetterQueue?
     public let state: ConnectorRuntimeState

@@ -8,9 +8,10 @@ import Synchronization
 /// and metrics to `connector_status` every `statusInterval` (not once per message). Each connector
 /// runs in its own task: a failing connector never affects the others.
 public actor ConnectorSupervisor: Service {
-    let store: any ConnectorRepository & SchemaMigrations & MessageSink
+    let store: any ConnectorRepository & SchemaMigrations
     let definition: @Sendable (ConnectorRecord) throws -> ConnectorDefinition
     let buffer: IngestBuffer
+    let pollRows: PollRows
     let deadLetters: DeadLetterQueue?
     let metrics: PipelineMetrics
     let settings: ConnectorRuntimeSettings
@@ -18,9 +19,10 @@ public actor ConnectorSupervisor: Service {
     var running: [String: (task: Task<Void, Never>, state: ConnectorRuntimeState)] = [:]
 
     public init(
-        store: any ConnectorRepository & SchemaMigrations & MessageSink,
+        store: any ConnectorRepository & SchemaMigrations,
         definition: @escaping @Sendable (ConnectorRecord) throws -> ConnectorDefinition,
         buffer: IngestBuffer,
+        pollRows: PollRows,
         deadLetters: DeadLetterQueue? = nil,
         metrics: PipelineMetrics,
         settings: ConnectorRuntimeSettings,
@@ -29,6 +31,7 @@ public actor ConnectorSupervisor: Service {
         self.store = store
         self.definition = definition
         self.buffer = buffer
+        self.pollRows = pollRows
         self.deadLetters = deadLetters
         self.metrics = metrics
         self.settings = settings
@@ -104,6 +107,7 @@ public actor ConnectorSupervisor: Service {
                 connectorID: id,
                 definition: definition,
                 buffer: buffer,
+                pollRows: pollRows,
                 deadLetters: deadLetters,
                 state: state,
                 settings: settings,
@@ -116,8 +120,8 @@ public actor ConnectorSupervisor: Service {
                     state.ended.store(true, ordering: .releasing)
                 }
             case .rest:
-                task = Task { [store] in
-                    await RestConnector(context: context, store: store).run()
+                task = Task {
+                    await RestConnector(context: context).run()
                     state.ended.store(true, ordering: .releasing)
                 }
             }

@@ -7,13 +7,12 @@ import Synchronization
 
 /// Polls an HTTP API every `polling_interval` ms, one request at a time (a slow response delays
 /// the next poll, never stacks a second one), authenticated afresh for each request. Each answered
-/// poll stores one `api_connector_data` row, and its records go through the pipeline into
+/// poll stores one `api_connector_data` row (through `PollRows`, durable), and its records go through the pipeline into
 /// `websocket_messages` with stable `source_id`s. 429 and 5xx, timeouts and connection errors back
 /// off with jitter (honouring `Retry-After`); repeated 4xx stop the connector with the API's answer
 /// as `last_error`; a body that is not JSON or too large is an error and polling goes on.
 struct RestConnector: Sendable {
     let context: ConnectorContext
-    let store: any MessageSink
 
     /// What one poll came to.
     enum Outcome: Sendable, Equatable {
@@ -49,7 +48,6 @@ struct RestConnector: Sendable {
         let counters = state.counters
         var retries = 0
         var rejections = 0
-        var unwritten: [APIDataRow] = []
         while !Task.isCancelled {
             await context.pauseWhileSpoolFull()
             let started = ContinuousClock.now
@@ -110,7 +108,7 @@ struct RestConnector: Sendable {
             }
             // Every answered poll is kept, whatever could be read from it.
             if poll.isAnswered {
-                unwritten.append(
+                context.pollRows.append(
                     APIDataRow(
                         connectorID: context.connectorID,
                         data: Self.storable(Self.data(poll)),
@@ -122,11 +120,9 @@ struct RestConnector: Sendable {
                         timestamp: Date()
                     )
                 )
-                unwritten = await write(unwritten, logger: logger)
             }
             if wait > .zero { try? await Task.sleep(for: wait) }
         }
-        if !unwritten.isEmpty { _ = await write(unwritten, logger: context.logger) }
     }
 
     /// The largest poll response or data stored as is; larger ones are cut (see `storable`).
@@ -147,29 +143,6 @@ struct RestConnector: Sendable {
             // The serialized text holds NUL only escaped (\u0000), so as a string it is storable.
             "text": .string(String(decoding: text.utf8.prefix(keptPrefixBytes), as: UTF8.self)),
         ]).serialized
-    }
-
-    /// Writes poll rows; returns those that could not be written yet (kept, bounded, for the next poll).
-    /// A row the database refuses outright is counted as failed and let go, so it never blocks the rows after it.
-    func write(_ rows: [APIDataRow], logger: Logger) async -> [APIDataRow] {
-        for (index, row) in rows.enumerated() {
-            do {
-                _ = try await store.insertAPIData(row)
-            } catch let error as StoreError where error.isPermanent {
-                context.state.counters.failed.add(1, ordering: .relaxed)
-                logger.error("the database refused a poll result; skipped", metadata: ["error": "\(error)"])
-            } catch {
-                logger.warning(
-                    "could not store a poll result; keeping it for the next poll",
-                    metadata: ["error_type": "\(type(of: error))", "error": "\(error)"]
-                )
-                let kept = Array(rows[index...])
-                let excess = max(0, kept.count - 1000)
-                if excess > 0 { context.state.counters.dropped.add(excess, ordering: .relaxed) }
-                return Array(kept.dropFirst(excess))
-            }
-        }
-        return []
     }
 
     /// The `data` column: the normalized record, or for a response of many records all of them;

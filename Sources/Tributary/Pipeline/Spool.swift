@@ -133,19 +133,36 @@ public final class Spool: Sendable {
     /// held there until `release`). `heldInMemory` marks copies whose originals stay in memory:
     /// the live reader skips them. Throws when the disk refuses the write.
     func append(_ messages: some Collection<PendingMessage>, heldInMemory: Bool) throws -> Int {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(messages.count * 512)
-        var payload: [UInt8] = []
         let flags = heldInMemory ? SpoolRecord.flagHeldInMemory : 0
-        for message in messages {
+        return try append(
+            count: messages.count,
+            oldestMicros: messages.first.map { Timestamp.microseconds($0.receivedAt) },
+            heldInMemory: heldInMemory
+        ) { payload in
+            for message in messages { payload(message.receivedAt) { SpoolRecord.encode(message, flags: flags, into: &$0) } }
+        }
+    }
+
+    /// Appends `count` records, each written by `encode` through the `record` callback it is
+    /// given, in one write; returns the segment they went into.
+    func append(
+        count: Int,
+        oldestMicros: Int64?,
+        heldInMemory: Bool,
+        encode: ((Date, (inout [UInt8]) -> Void) -> Void) -> Void
+    ) throws -> Int {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(count * 512)
+        var payload: [UInt8] = []
+        encode { _, write in
             payload.removeAll(keepingCapacity: true)
-            SpoolRecord.encode(message, flags: flags, into: &payload)
+            write(&payload)
             let crc = payload.withUnsafeBytes { CRC32C.checksum($0) }
             SpoolRecord.appendUInt32(UInt32(truncatingIfNeeded: payload.count), to: &bytes)
             SpoolRecord.appendUInt32(crc, to: &bytes)
             bytes.append(contentsOf: payload)
         }
-        let oldest = messages.first.map { Timestamp.microseconds($0.receivedAt) }
+        let oldest = oldestMicros
         let index = try writer.withLock { state throws -> Int in
             if state.offset > Self.magic.count, state.offset + bytes.count > segmentBytes {
                 try rotate(&state)
@@ -155,9 +172,9 @@ public final class Spool: Sendable {
             state.written += bytes.count
             state.totalBytes += bytes.count
             state.segments[state.index, default: Segment(bytes: 0)].bytes += bytes.count
-            state.segments[state.index, default: Segment(bytes: 0)].held += messages.count
+            state.segments[state.index, default: Segment(bytes: 0)].held += count
             if state.segments[state.index]?.oldestMicros == nil { state.segments[state.index]?.oldestMicros = oldest }
-            if !heldInMemory { state.unread += messages.count }
+            if !heldInMemory { state.unread += count }
             return state.index
         }
         if fsyncPolicy != .off { dirty.append(contentsOf: [true]) }
@@ -248,7 +265,15 @@ public final class Spool: Sendable {
     /// Reads up to `limit` records for the database, oldest first: in segments of earlier runs
     /// every record, in this run's the ones not held in memory. Each comes with its segment.
     func read(limit: Int) -> [(message: PendingMessage, segment: Int)] {
-        var result: [(message: PendingMessage, segment: Int)] = []
+        read(limit: limit) { payload throws(SpoolCorruption) in try SpoolRecord.decode(payload) }.map { ($0.record, $0.segment) }
+    }
+
+    /// `read(limit:)` for records of any kind, decoded by `decode`.
+    func read<Record>(
+        limit: Int,
+        decode: (UnsafeRawBufferPointer) throws(SpoolCorruption) -> Record
+    ) -> [(record: Record, segment: Int)] {
+        var result: [(record: Record, segment: Int)] = []
         var yielded = 0
         let (end, replayBelow) = writer.withLock { (SpoolPosition(segment: $0.index, offset: $0.offset), $0.replayBelow) }
         var reachedEnd = false
@@ -302,7 +327,7 @@ public final class Spool: Sendable {
                             }
                             if cursor.index >= replayBelow, header.flags & SpoolRecord.flagHeldInMemory != 0 { continue }
                             do {
-                                result.append((try SpoolRecord.decode(payload), cursor.index))
+                                result.append((try decode(payload), cursor.index))
                                 yielded += 1
                             } catch {
                                 damage = "\(error)"
@@ -339,9 +364,9 @@ public final class Spool: Sendable {
                         if case .record(let payload, _) = Self.parseRecord(buffer, at: 0),
                             let header = SpoolRecord.header(payload),
                             cursor.index < replayBelow || header.flags & SpoolRecord.flagHeldInMemory == 0,
-                            let message = try? SpoolRecord.decode(payload)
+                            let record = try? decode(payload)
                         {
-                            result.append((message, cursor.index))
+                            result.append((record, cursor.index))
                             yielded += 1
                         }
                     }

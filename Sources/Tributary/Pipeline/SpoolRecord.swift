@@ -8,6 +8,8 @@ import Synchronization
 /// its UTF-8 bytes. The message columns are read back from `data`, which is stored verbatim.
 enum SpoolRecord {
     static let kindMessage: UInt8 = 1
+    /// A REST poll result (`api_connector_data` row), in the poll-row spool.
+    static let kindPollRow: UInt8 = 2
     /// Flag: when written, the message was also held in memory (a copy for crash recovery), so a
     /// live reader skips it; recovery at start replays it.
     static let flagHeldInMemory: UInt8 = 1
@@ -26,7 +28,7 @@ enum SpoolRecord {
 
     /// The flags byte and received time of a payload, without decoding the rest.
     static func header(_ payload: UnsafeRawBufferPointer) -> (flags: UInt8, receivedAtMicros: Int64)? {
-        guard payload.count >= 10, payload[0] == kindMessage else { return nil }
+        guard payload.count >= 10, payload[0] == kindMessage || payload[0] == kindPollRow else { return nil }
         var micros: UInt64 = 0
         for index in 0..<8 { micros |= UInt64(payload[2 + index]) << (8 * index) }
         return (payload[1], Int64(bitPattern: micros))
@@ -52,6 +54,46 @@ enum SpoolRecord {
             receivedAt: Date(timeIntervalSince1970: Double(micros) / 1_000_000),
             data: data,
             announced: flags & flagAnnounced != 0
+        )
+    }
+
+    static func encode(_ row: APIDataRow, into output: inout [UInt8]) {
+        output.append(kindPollRow)
+        output.append(0)
+        appendInteger(UInt64(bitPattern: Timestamp.microseconds(row.timestamp)), to: &output)
+        appendString(row.connectorID, to: &output)
+        appendString(row.sourceID, to: &output)
+        appendString(row.sessionID, to: &output)
+        appendInteger(UInt64(bitPattern: Int64(row.statusCode)), to: &output)
+        appendInteger(row.responseTimeMs.bitPattern, to: &output)
+        appendString(row.data, to: &output)
+        appendString(row.rawResponse, to: &output)
+    }
+
+    static func decodePollRow(_ payload: UnsafeRawBufferPointer) throws(SpoolCorruption) -> APIDataRow {
+        var reader = ByteReader(bytes: payload, index: 0)
+        guard try reader.byte() == kindPollRow else { throw SpoolCorruption("not a poll row") }
+        _ = try reader.byte()
+        let micros = Int64(bitPattern: try reader.integer())
+        let connectorID = try reader.string()
+        let sourceID = try reader.string()
+        let sessionID = try reader.string()
+        let status = Int64(bitPattern: try reader.integer())
+        let responseTime = Double(bitPattern: try reader.integer())
+        let data = try reader.string()
+        let raw = try reader.string()
+        guard reader.index == payload.count, (0...999).contains(status), responseTime.isFinite else {
+            throw SpoolCorruption("poll row out of range")
+        }
+        return APIDataRow(
+            connectorID: connectorID,
+            data: data,
+            rawResponse: raw,
+            statusCode: Int(status),
+            responseTimeMs: responseTime,
+            sourceID: sourceID,
+            sessionID: sessionID,
+            timestamp: Date(timeIntervalSince1970: Double(micros) / 1_000_000)
         )
     }
 
