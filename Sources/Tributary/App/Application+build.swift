@@ -81,7 +81,7 @@ public struct Pipeline: Sendable {
     ) {
         deadLetters = DeadLetterQueue(store: store, retained: config.maxDeadLetters, logger: logger)
         metrics = PipelineMetrics()
-        pollRows = PollRows(spool: pollSpool, store: store, metrics: metrics, logger: logger)
+        pollRows = PollRows(spool: pollSpool, store: store, metrics: metrics, migrator: migrator, logger: logger)
         broadcaster = Broadcaster(queueCapacity: config.realtimeQueueCapacity)
         buffer = IngestBuffer(
             capacity: config.ingestBufferCapacity,

@@ -21,8 +21,18 @@ public final class PollRows: Service, Sendable {
     let metrics: PipelineMetrics
     let logger: Logger
     let queue: SignalledQueue<Entry>
+    /// Writes wait until it has brought the schema up to date; nil when the caller migrated.
+    let migrator: DatabaseMigrator?
 
-    public init(spool: Spool?, store: any MessageSink, metrics: PipelineMetrics, capacity: Int = 10_000, logger: Logger) {
+    public init(
+        spool: Spool?,
+        store: any MessageSink,
+        metrics: PipelineMetrics,
+        capacity: Int = 10_000,
+        migrator: DatabaseMigrator? = nil,
+        logger: Logger
+    ) {
+        self.migrator = migrator
         self.spool = spool
         self.store = store
         self.metrics = metrics
@@ -57,6 +67,8 @@ public final class PollRows: Service, Sendable {
 
     public func run() async throws {
         await withGracefulShutdownHandler {
+            // Not before the tables exist: a write to a missing table would count as refused for good.
+            if let migrator, !(await migrator.waitUntilDone()) { return }
             // What an earlier run left first, then what comes.
             if let spool {
                 while spool.unread > 0, !Task.isShuttingDownGracefully {
