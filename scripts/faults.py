@@ -335,14 +335,19 @@ def scenario_kill_during_outage():
     server.start(wait_ready=False)
     ready_while_down = http(server.port, "GET", "/ready")[0]
     time.sleep(3)
+    # SIGTERM while the database is still down: exit 0 promptly, the spool kept; then start again.
+    term_code, term_seconds = server.signal(signal.SIGTERM)
+    server.start(wait_ready=False)
+    time.sleep(2)
     pg("restart")
     settle(database, connector, simulator, total, 90)
     time.sleep(1)
     result = figures(database, connector, simulator)
     server.signal(signal.SIGTERM)
     simulator.stop()
-    report("kill -9 during an outage, restart while down", result["duplicate_rows"] == 0 and result["sent"] == total
-           and result["missing"] <= KILL_BOUND and ready_while_down == 503, **result, ready_while_down=ready_while_down)
+    report("kill -9 during an outage, restart while down, SIGTERM while down", result["duplicate_rows"] == 0 and result["sent"] == total
+           and result["missing"] <= KILL_BOUND and ready_while_down == 503 and term_code == 0 and term_seconds < 15,
+           **result, ready_while_down=ready_while_down, sigterm_exit=term_code, sigterm_s=term_seconds)
 
 
 def scenario_drops():

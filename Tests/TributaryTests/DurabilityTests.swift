@@ -1,5 +1,6 @@
 import Foundation
 import HTTPTypes
+import HummingbirdTesting
 import Logging
 import PostgresNIO
 import Synchronization
@@ -196,6 +197,45 @@ import Testing
                 let stored = try await store.apiData(connectorID: "conn_polls", after: nil, limit: 10)
                 #expect(Set(stored.compactMap(\.sourceID)) == ["poll_0", "poll_1", "poll_2"])
                 #expect(stored.allSatisfy { $0.statusCode == 200 && $0.rawResponse["balance"] == "1.5" })
+            }
+        }
+    }
+
+    /// Restarted while its database is down, the server starts the connectors it ran before (from
+    /// the snapshot in its data directory) and spools what they receive.
+    @Test func connectorsRunFromTheSnapshotWhenTheDatabaseIsDownAtStart() async throws {
+        guard TestBackend.enabled.contains(.postgres) else { return }
+        var options = SimulatorOptions()
+        options.rate = 200
+        let exchange = FakeExchange(options: options)
+        try await exchange.withRunning { port in
+            try await TestBackend.postgres.withConfig { config in
+                let config = StreamingTests.fast(config)
+                try await TestServer(config: config).run { client in
+                    let created = try await client.json(.post, "/api/connectors", body: StreamingTests.okxBody(port: port))
+                    let id = try #require(created.body["connector_id"]?.stringValue)
+                    #expect(try await client.json(.post, "/api/connectors/\(id)/start").status == .ok)
+                    let flowing = try await eventually { try await StreamingTests.count(config, id) > 20 }
+                    #expect(flowing)
+                }
+                let saved = ConnectorSnapshot(dataDirectory: config.dataDirectory).load()
+                #expect(saved.map(\.config.name) == ["okx-sim"])
+                // The same data directory, a database that does not exist: as good as down.
+                guard case .postgres(var settings) = config.database else { return }
+                settings.database = "tributary_missing_\(UUID().uuidString.prefix(8).lowercased())"
+                var down = config
+                down.database = .postgres(settings)
+                let connectionsBefore = exchange.connectionCount
+                try await TestServer(config: down).run(waitForReady: false) { client in
+                    #expect(try await client.json(.get, "/ready").status == .serviceUnavailable)
+                    let spooling = try await eventually(timeout: .seconds(20)) {
+                        let text = String(buffer: try await client.execute(uri: "/metrics", method: .get).body)
+                        let records = text.split(separator: "\n").first { $0.hasPrefix("tributary_spool_records ") }
+                        return exchange.connectionCount > connectionsBefore
+                            && (records.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0) > 0
+                    }
+                    #expect(spooling, "the connector reconnected from the snapshot and its messages are spooled")
+                }
             }
         }
     }

@@ -111,6 +111,7 @@ public struct Pipeline: Sendable {
             deadLetters: deadLetters,
             metrics: metrics,
             settings: config.runtime,
+            snapshot: ConnectorSnapshot(dataDirectory: config.dataDirectory),
             logger: logger
         )
         service = ConnectorService(store: store, secretBox: secretBox, supervisor: supervisor, maxConnectors: config.maxConnectors, logger: logger)

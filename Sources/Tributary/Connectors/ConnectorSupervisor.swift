@@ -17,6 +17,10 @@ public actor ConnectorSupervisor: Service {
     let settings: ConnectorRuntimeSettings
     let logger: Logger
     var running: [String: (task: Task<Void, Never>, state: ConnectorRuntimeState)] = [:]
+    /// Where the running connectors are kept for a start without the database; nil: nowhere.
+    let snapshot: ConnectorSnapshot?
+    /// The records of the running connectors (what `snapshot` holds).
+    var records: [String: ConnectorRecord] = [:]
 
     public init(
         store: any ConnectorRepository & SchemaMigrations,
@@ -26,8 +30,10 @@ public actor ConnectorSupervisor: Service {
         deadLetters: DeadLetterQueue? = nil,
         metrics: PipelineMetrics,
         settings: ConnectorRuntimeSettings,
+        snapshot: ConnectorSnapshot? = nil,
         logger: Logger
     ) {
+        self.snapshot = snapshot
         self.store = store
         self.definition = definition
         self.buffer = buffer
@@ -57,16 +63,30 @@ public actor ConnectorSupervisor: Service {
     }
 
     /// Starts the connectors whose desired state is running, once the schema is migrated (services
-    /// start before the migration runs); retries while the database is unavailable.
+    /// start before the migration runs); retries while the database is unavailable. If it does not
+    /// answer at first, the connectors of the snapshot start meanwhile (their messages spool); once
+    /// it answers, its records win: missing ones start, ones it no longer runs stop.
     func resume() async {
         var delay = Duration.milliseconds(50)
+        var first = true
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             do {
                 try await store.checkReady()
-                for record in try await store.runningConnectors() where running[record.connectorID] == nil { start(record) }
+                let wanted = try await store.runningConnectors()
+                let ids = Set(wanted.map(\.connectorID))
+                for id in running.keys where !ids.contains(id) { await stop(id) }
+                for record in wanted where running[record.connectorID] == nil { start(record) }
                 logger.info("resumed connectors", metadata: ["count": "\(running.count)"])
                 return
             } catch {
+                if first, let saved = snapshot?.load(), !saved.isEmpty {
+                    for record in saved where running[record.connectorID] == nil { start(record) }
+                    logger.warning(
+                        "database unavailable at start: started the connectors of the snapshot; what they receive is spooled",
+                        metadata: ["count": "\(saved.count)", "error_type": "\(type(of: error))", "error": "\(error)"]
+                    )
+                }
+                first = false
                 if delay >= .seconds(1) {
                     logger.warning(
                         "waiting for the database to resume connectors",
@@ -76,6 +96,16 @@ public actor ConnectorSupervisor: Service {
                 try? await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(5))
             }
+        }
+    }
+
+    /// Rewrites the snapshot after the running set changed.
+    func saveSnapshot() {
+        guard let snapshot else { return }
+        do {
+            try snapshot.save(records.values.sorted { $0.connectorID < $1.connectorID })
+        } catch {
+            logger.warning("could not save the connector snapshot", metadata: ["error": "\(error)", "path": "\(snapshot.path)"])
         }
     }
 
@@ -131,11 +161,15 @@ public actor ConnectorSupervisor: Service {
             state.ended.store(true, ordering: .releasing)
         }
         running[id] = (task, state)
+        records[id] = record
+        saveSnapshot()
         logger.info("connector started")
     }
 
     func stop(_ connectorID: String, persist: Bool = true) async {
         guard let entry = running.removeValue(forKey: connectorID) else { return }
+        records[connectorID] = nil
+        saveSnapshot()
         await Self.drain([entry])
         if persist {
             try? await store.updateStatuses([entry.state.snapshot()])

@@ -25,9 +25,11 @@ public final class DatabaseMigrator: Service, Sendable {
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             attempts += 1
             do {
-                try await store.migrate()
+                try await untilGracefulShutdown { [store] in try await store.migrate() }
                 done.store(true, ordering: .releasing)
                 logger.info("database ready", metadata: ["attempts": "\(attempts)"])
+                break
+            } catch is CancellationError {
                 break
             } catch {
                 logger.warning(

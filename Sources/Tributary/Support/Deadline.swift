@@ -1,3 +1,4 @@
+import ServiceLifecycle
 import Synchronization
 
 /// Runs `operation`, failing with `StoreError.unavailable` if it has not finished within `timeout`.
@@ -35,6 +36,29 @@ func withDeadline<Value: Sendable>(
     } onCancel: {
         // The timer stays: if the operation ignores cancellation, the deadline still ends the wait.
         race.tasks.withLock { $0.work }?.cancel()
+    }
+}
+
+/// Runs `operation`, but stops waiting for it once the server shuts down gracefully: then it is
+/// cancelled and let go (as at a deadline), and this throws `CancellationError`. For calls that
+/// may wait a long time on an absent database (a migration, which has no short deadline) and must
+/// not hold up a shutdown: PostgresNIO's pool has been seen to keep one waiting a minute.
+func untilGracefulShutdown<Value: Sendable>(_ operation: @escaping @Sendable () async throws -> Value) async throws -> Value {
+    let race = DeadlineRace<Value>()
+    return try await withGracefulShutdownHandler {
+        try await withCheckedThrowingContinuation { continuation in
+            race.waiter.withLock { $0 = continuation }
+            let work = Task {
+                let result: Result<Value, any Error>
+                do { result = .success(try await operation()) } catch { result = .failure(error) }
+                _ = race.finish(result)
+            }
+            race.tasks.withLock { $0 = (work, nil) }
+            // A shutdown that began before the waiter was set has nobody else to end the wait.
+            if Task.isShuttingDownGracefully, race.finish(.failure(CancellationError())) { work.cancel() }
+        }
+    } onGracefulShutdown: {
+        if race.finish(.failure(CancellationError())) { race.tasks.withLock { $0.work }?.cancel() }
     }
 }
 
