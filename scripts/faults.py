@@ -248,10 +248,25 @@ def settle(database, connector, simulator, total, timeout):
     return time.monotonic() - started
 
 
+def missing_ids(database, connector, stats):
+    """The first few trade ids (instrument:id) the simulator sent that are not stored."""
+    missing = []
+    for instrument, count in sorted((stats.get("trades_per_instrument") or {}).items()):
+        text = psql(database, f"SELECT string_agg(n::text, ',') FROM (SELECT n FROM generate_series(1, {int(count)}) n "
+                              f"EXCEPT SELECT CAST(split_part(source_id, ':', 4) AS bigint) FROM websocket_messages "
+                              f"WHERE connector_id = '{connector}' AND instrument = '{instrument}' ORDER BY n LIMIT 5) m")
+        missing += [f"{instrument}:{n}" for n in text.split(",") if n]
+    return missing[:5]
+
+
 def figures(database, connector, simulator):
-    sent = simulator.stats().get("sent", 0)
+    stats = simulator.stats()
+    sent = stats.get("sent", 0)
     rows, distinct = stored(database, connector)
-    return {"sent": sent, "stored": distinct, "missing": sent - distinct, "duplicate_rows": rows - distinct}
+    result = {"sent": sent, "stored": distinct, "missing": sent - distinct, "duplicate_rows": rows - distinct}
+    if result["missing"] > 0:
+        result["first_missing"] = ",".join(missing_ids(database, connector, stats))
+    return result
 
 
 RESULTS = []

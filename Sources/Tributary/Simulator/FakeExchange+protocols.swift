@@ -10,9 +10,13 @@ extension FakeExchange {
     struct IdleClosed: Error {}
 
     /// Shared by a connection's reader, sender and idle watcher.
+    struct ClientClosed: Error {}
+
     final class Connection: Sendable {
         let subscribed = Mutex<[String]>([])
         let lastActivity = Mutex(ContinuousClock.now)
+        /// The client's close arrived (and was answered): no data frame may follow (RFC 6455 §5.5.1).
+        let closing = Atomic<Bool>(false)
 
         func touch() { lastActivity.withLock { $0 = .now } }
     }
@@ -84,11 +88,13 @@ extension FakeExchange {
                         }
                     }
                 }
+                connection.closing.store(true, ordering: .releasing)
             }
             group.addTask {
                 while connection.subscribed.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(5)) }
                 let instruments = connection.subscribed.withLock { $0 }
                 let dropped = try await self.pace(instruments: instruments) { batch in
+                    if connection.closing.load(ordering: .acquiring) { throw ClientClosed() }
                     var records: [JSONValue] = []
                     var separateFrames: [String] = []
                     for (instrument, id) in batch {
