@@ -2,6 +2,10 @@ import Dispatch
 import Foundation
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The `tributary` executable itself: startup checks, graceful shutdown and exit codes.
 @Suite struct CommandLineTests {
     /// The executable `swift build`/`swift test` built next to this test bundle.
@@ -30,13 +34,38 @@ import Testing
         return (process, output)
     }
 
+    /// Waits for `process` to exit (terminating it after `timeout`) and returns its status and output.
+    /// Foundation's `Process` has been seen never to notice a child's exit here (it stayed
+    /// "running" and `waitUntilExit` hung the whole suite), so the child is also reaped with
+    /// `waitpid` directly, and nothing waits without a bound.
     static func finish(_ process: Process, _ output: Pipe, within timeout: Duration = .seconds(30)) async throws -> (Int32, String) {
+        let pid = process.processIdentifier
+        var reaped: Int32?
+        func exited() -> Bool {
+            if reaped != nil || !process.isRunning { return true }
+            var status: Int32 = 0
+            let result = waitpid(pid, &status, WNOHANG)
+            if result == pid {
+                let signal = status & 0x7F
+                reaped = signal == 0 ? (status >> 8) & 0xFF : 128 + signal
+                return true
+            }
+            return result < 0 && errno == ECHILD
+        }
         let deadline = ContinuousClock.now + timeout
-        while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
+        while !exited(), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        if !exited() { kill(pid, SIGTERM) }
+        let killDeadline = ContinuousClock.now + .seconds(10)
+        while !exited(), ContinuousClock.now < killDeadline { try await Task.sleep(for: .milliseconds(50)) }
+        if !exited() { kill(pid, SIGKILL) }
+        while !exited() { try await Task.sleep(for: .milliseconds(50)) }
+        // Reaped by Foundation (ECHILD): give its monitor a moment to say so.
+        let settle = ContinuousClock.now + .seconds(2)
+        while reaped == nil, process.isRunning, ContinuousClock.now < settle { try await Task.sleep(for: .milliseconds(20)) }
         let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        return (process.terminationStatus, text)
+        // `terminationStatus` may only be read once Foundation saw the exit itself.
+        let status = reaped ?? (process.isRunning ? -1 : process.terminationStatus)
+        return (status, text)
     }
 
     @Test func refusesAPublicAddressWithoutTokens() async throws {
