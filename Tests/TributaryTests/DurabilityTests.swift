@@ -121,21 +121,43 @@ import Testing
 
     @Test func tradesTheExchangeSentWhileDisconnectedAreCountedFromTradeIDGaps() {
         let counters = ConnectorCounters()
-        var first = IngestSession(sessionID: "ws_1")
+        var first = IngestSession(sessionID: "ws_1", countsTradeGaps: true)
         for id in 1...5 { first.noteTrade("okx:trades:BTC-USDT:\(id)", exchange: .okx, counters: counters) }
         first.noteTrade("okx:trades:ETH-USDT:40", exchange: .okx, counters: counters)
+        first.publishTradeIDs(to: counters)
         #expect(counters.missedWhileDisconnected.load(ordering: .relaxed) == 0)
         // Reconnected: BTC-USDT resumes at 9 (6, 7 and 8 went by), ETH-USDT at 41 (nothing missed).
-        var second = IngestSession(sessionID: "ws_2")
+        var second = IngestSession(sessionID: "ws_2", countsTradeGaps: true)
         second.noteTrade("okx:trades:BTC-USDT:9", exchange: .okx, counters: counters)
         second.noteTrade("okx:trades:BTC-USDT:12", exchange: .okx, counters: counters)
         second.noteTrade("okx:trades:ETH-USDT:41", exchange: .okx, counters: counters)
         #expect(counters.missedWhileDisconnected.load(ordering: .relaxed) == 3, "only the jump across the reconnect counts")
         // Ids that are not sequential (Bybit's are UUIDs) are never read as gaps.
         second.noteTrade("bybit:publicTrade:BTCUSDT:7", exchange: .bybit, counters: counters)
-        var third = IngestSession(sessionID: "ws_3")
+        second.publishTradeIDs(to: counters)
+        var third = IngestSession(sessionID: "ws_3", countsTradeGaps: true)
         third.noteTrade("bybit:publicTrade:BTCUSDT:900", exchange: .bybit, counters: counters)
         #expect(counters.missedWhileDisconnected.load(ordering: .relaxed) == 3)
+    }
+
+    /// Hostile trade ids: the extremes of Int64, negatives, past it, not numbers. None traps, and
+    /// none counts as a gap it cannot be.
+    @Test func extremeTradeIDsNeitherTrapNorCount() {
+        let counters = ConnectorCounters()
+        var first = IngestSession(sessionID: "ws_1", countsTradeGaps: true)
+        for id in ["-9223372036854775808", "-1", "9223372036854775808", "", "1e3", "x"] {
+            first.noteTrade("okx:trades:BTC-USDT:\(id)", exchange: .okx, counters: counters)
+        }
+        first.noteTrade("okx:trades:ETH-USDT:0", exchange: .okx, counters: counters)
+        first.publishTradeIDs(to: counters)
+        var second = IngestSession(sessionID: "ws_2", countsTradeGaps: true)
+        second.noteTrade("okx:trades:ETH-USDT:9223372036854775807", exchange: .okx, counters: counters)
+        second.noteTrade("okx:trades:BTC-USDT:9223372036854775807", exchange: .okx, counters: counters)
+        #expect(counters.missedWhileDisconnected.load(ordering: .relaxed) == Int.max - 1, "0 then Int64.max: the jump, clamped")
+        // A REST poll (no gap counting) changes nothing.
+        var poll = IngestSession(sessionID: "poll_1")
+        poll.noteTrade("okx:trades:ETH-USDT:1", exchange: .okx, counters: counters)
+        #expect(poll.lastTradeIDs == nil)
     }
 
     /// Poll rows are on disk before the connector goes on: rows a server never wrote (it died, or

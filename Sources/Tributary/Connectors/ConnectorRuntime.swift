@@ -225,31 +225,52 @@ struct IngestSession {
     var lastFailureLog: ContinuousClock.Instant?
     var suppressedFailures = 0
 
-    /// Instruments whose first trade on this connection was seen.
-    var tradedInstruments: Set<Substring> = []
+    /// The last trade id per instrument seen on this connection (WebSocket sessions only; see
+    /// `noteTrade`), kept here without a lock and handed to the connector when the connection ends.
+    var lastTradeIDs: [Substring: Int64]?
 
-    init(sessionID: String) { self.sessionID = sessionID }
+    init(sessionID: String, countsTradeGaps: Bool = false) {
+        self.sessionID = sessionID
+        if countsTradeGaps { lastTradeIDs = [:] }
+    }
 
     /// Exchanges whose trade ids count up by one per instrument, so a jump across a reconnect is
     /// what the exchange sent while the connector was away.
     static let sequentialTradeIDs: Set<Exchange> = [.okx, .binance, .coinbase]
+    /// Instruments tracked per connector at most (a hostile exchange could name millions).
+    static let maximumTrackedInstruments = 10_000
 
-    /// Tracks the last trade id per instrument (from `source_id`, `…:<instrument>:<id>`); the first
-    /// trade of an instrument on a new connection adds the jump since the last one to
-    /// `missedWhileDisconnected`.
+    /// Reads the trade id from `source_id` (`…:<instrument>:<id>`). The first trade of an
+    /// instrument on this connection adds the jump since the connector's previous connection to
+    /// `missedWhileDisconnected`; later ones only update this session's last id (no lock per
+    /// message). Ids that are negative, not numbers, or jump by more than Int64 holds are ignored.
     mutating func noteTrade(_ sourceID: String, exchange: Exchange, counters: ConnectorCounters) {
-        guard Self.sequentialTradeIDs.contains(exchange), let colon = sourceID.lastIndex(of: ":"),
-            let id = Int64(sourceID[sourceID.index(after: colon)...])
+        guard var seen = lastTradeIDs, Self.sequentialTradeIDs.contains(exchange), let colon = sourceID.lastIndex(of: ":"),
+            let id = Int64(sourceID[sourceID.index(after: colon)...]), id >= 0
         else { return }
         let instrument = sourceID[..<colon]
-        let first = tradedInstruments.insert(instrument).inserted
-        let missed = counters.lastTradeIDs.withLock { last -> Int64 in
-            let key = String(instrument)
-            defer { last[key] = max(last[key] ?? id, id) }
-            guard first, let previous = last[key], id > previous else { return 0 }
-            return id - previous - 1
+        lastTradeIDs = nil  // no copy of the dictionary while it changes
+        defer { lastTradeIDs = seen }
+        if let last = seen[instrument] {
+            seen[instrument] = max(last, id)
+            return
         }
-        if missed > 0 { counters.missedWhileDisconnected.add(Int(clamping: missed), ordering: .relaxed) }
+        guard seen.count < Self.maximumTrackedInstruments else { return }
+        let previous = counters.lastTradeIDs.withLock { $0[String(instrument)] }
+        if let previous, id > previous, previous >= 0 {
+            counters.missedWhileDisconnected.add(Int(clamping: id - previous - 1), ordering: .relaxed)
+        }
+        seen[instrument] = id
+    }
+
+    /// The connection ended: its last trade ids become the connector's, for the next connection's gaps.
+    func publishTradeIDs(to counters: ConnectorCounters) {
+        guard let lastTradeIDs, !lastTradeIDs.isEmpty else { return }
+        counters.lastTradeIDs.withLock { last in
+            for (instrument, id) in lastTradeIDs where last.count < Self.maximumTrackedInstruments || last[String(instrument)] != nil {
+                last[String(instrument)] = max(last[String(instrument)] ?? id, id)
+            }
+        }
     }
 
     /// Logs at most one failure per second, with the number suppressed since.

@@ -141,7 +141,8 @@ struct WebSocketConnector: Sendable {
             let lastReceived = LastSeen()
             try await withThrowingTaskGroup(of: ConnectionTask.self) { group in
                 group.addTask {
-                    var session = IngestSession(sessionID: sessionID)
+                    var session = IngestSession(sessionID: sessionID, countsTradeGaps: true)
+                    defer { session.publishTradeIDs(to: context.state.counters) }
                     var iterator = inbound.makeAsyncIterator()
                     while let message = try await iterator.nextMessage(maxSize: 1 << 24) {
                         lastReceived.nanos.store(Self.nowNanos(), ordering: .relaxed)
