@@ -68,6 +68,17 @@ struct SettingsOptions: ParsableArguments {
         return pairs.reduce(into: [:]) { result, pair in if let value = pair.1 { result[pair.0] = value } }
     }
 
+    /// The configuration of a benchmark: loopback, an ephemeral port, and a temporary data
+    /// directory (the spool lives there; SQLite too) that the caller removes.
+    func benchConfig(name: String) throws -> AppConfig {
+        var config = try load()
+        config.host = "127.0.0.1"
+        config.port = 0
+        config.dataDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-\(name)-\(UUID().uuidString)").path
+        if case .sqlite = config.database { config.database = .sqlite(path: config.dataDirectory + "/tributary.sqlite") }
+        return config
+    }
+
     /// The validated configuration, or a clean exit with the problem in one sentence.
     func load() throws -> AppConfig {
         do {
@@ -182,14 +193,8 @@ struct Bench: AsyncParsableCommand {
         @Option(help: "Seconds of the latency run.") var latencySeconds = 10.0
 
         func run() async throws {
-            var config = try settings.load()
-            config.host = "127.0.0.1"
-            config.port = 0
-            // A temporary data directory (the spool lives there; SQLite too).
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-bench-\(UUID().uuidString)").path
-            config.dataDirectory = directory
-            if case .sqlite = config.database { config.database = .sqlite(path: directory + "/tributary.sqlite") }
-            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let config = try settings.benchConfig(name: "bench")
+            defer { try? FileManager.default.removeItem(atPath: config.dataDirectory) }
             var benchmark = IngestBenchmark(config: config)
             benchmark.messages = messages
             benchmark.tradesPerFrame = tradesPerFrame
@@ -223,13 +228,8 @@ struct Bench: AsyncParsableCommand {
         }
 
         func run() async throws {
-            var config = try settings.load()
-            config.host = "127.0.0.1"
-            config.port = 0
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-soak-\(UUID().uuidString)").path
-            config.dataDirectory = directory
-            if case .sqlite = config.database { config.database = .sqlite(path: directory + "/tributary.sqlite") }
-            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let config = try settings.benchConfig(name: "soak")
+            defer { try? FileManager.default.removeItem(atPath: config.dataDirectory) }
             var soak = SoakBenchmark(config: config)
             soak.duration = .milliseconds(Int(minutes * 60_000))
             soak.rate = rate

@@ -180,20 +180,9 @@ import Testing
             }
             try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
                 try await store.migrate()
-                let connector = ConnectorConfig(
-                    name: "polls",
-                    connectorType: .rest,
-                    apiURL: "https://example.org/x",
-                    exchange: .custom,
-                    subscriptionMessage: nil,
-                    httpMethod: .GET,
-                    requestBody: nil,
-                    authType: .none,
-                    signing: nil,
-                    pollingInterval: 1000,
-                    fieldMapping: nil
+                _ = try await store.insertConnector(
+                    NewConnector(connectorID: "conn_polls", config: .restSample("polls"), sealedSecrets: SealedSecrets())
                 )
-                _ = try await store.insertConnector(NewConnector(connectorID: "conn_polls", config: connector, sealedSecrets: SealedSecrets()))
                 // The first run keeps the rows and dies before writing them.
                 let first = PollRows(
                     spool: try Spool(directory: directory, maxBytes: 1 << 30, fsync: .off, logger: Logger(label: "test")),

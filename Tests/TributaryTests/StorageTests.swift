@@ -107,20 +107,7 @@ import Testing
             let id = "conn_cascade"
             try await Self.withStore(config) { store in
                 try await store.migrate()
-                let config = ConnectorConfig(
-                    name: "cascade",
-                    connectorType: .rest,
-                    apiURL: "https://example.org/x",
-                    exchange: .custom,
-                    subscriptionMessage: nil,
-                    httpMethod: .GET,
-                    requestBody: nil,
-                    authType: .none,
-                    signing: nil,
-                    pollingInterval: 1000,
-                    fieldMapping: nil
-                )
-                _ = try await store.insertConnector(NewConnector(connectorID: id, config: config, sealedSecrets: SealedSecrets()))
+                _ = try await store.insertConnector(NewConnector(connectorID: id, config: .restSample("cascade"), sealedSecrets: SealedSecrets()))
             }
             _ = try await RawDatabase.strings(
                 config,
@@ -207,5 +194,24 @@ import Testing
                 #expect(try await client.json(.get, "/health").status == .ok)
             }
         }
+    }
+}
+
+extension ConnectorConfig {
+    /// A plain REST connector's configuration, for tests that need a connector row.
+    static func restSample(_ name: String) -> ConnectorConfig {
+        ConnectorConfig(
+            name: name,
+            connectorType: .rest,
+            apiURL: "https://example.org/x",
+            exchange: .custom,
+            subscriptionMessage: nil,
+            httpMethod: .GET,
+            requestBody: nil,
+            authType: .none,
+            signing: nil,
+            pollingInterval: 1000,
+            fieldMapping: nil
+        )
     }
 }

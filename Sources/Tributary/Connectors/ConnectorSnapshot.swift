@@ -66,7 +66,8 @@ public struct ConnectorSnapshot: Sendable {
             let exchange = value["exchange"]?.stringValue.flatMap(Exchange.init(rawValue:)),
             let method = value["http_method"]?.stringValue.flatMap(ConnectorHTTPMethod.init(rawValue:)),
             let auth = value["auth_type"]?.stringValue.flatMap(AuthType.init(rawValue:)),
-            case .number(let interval) = value["polling_interval"], let pollingInterval = Int(interval)
+            case .number(let interval) = value["polling_interval"], let pollingInterval = Int(interval),
+            (100...60_000).contains(pollingInterval)
         else { return nil }
         let sealed = value["sealed"]
         let now = Date()

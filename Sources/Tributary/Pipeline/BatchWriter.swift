@@ -302,7 +302,9 @@ final class OrderedPublisher: Sendable {
 
     /// Messages already sent before they were stored (`PendingMessage.announced`) are not sent again.
     func publish(_ messages: [StoredMessage], ticket: Int) {
-        let fresh = messages.filter { !$0.pending.announced.load(ordering: .relaxed) }
+        let announced = { (message: StoredMessage) in message.pending.announced.load(ordering: .relaxed) }
+        // A copy only when something was announced (database outages), not on every batch.
+        let fresh = messages.contains(where: announced) ? messages.filter { !announced($0) } : messages
         state.withLock { state in
             state.ready[ticket] = fresh
             while let batch = state.ready.removeValue(forKey: state.next) {

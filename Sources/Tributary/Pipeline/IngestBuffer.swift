@@ -42,7 +42,6 @@ public final class IngestBuffer: Sendable {
 
     struct State {
         var memory = Deque<Entry>()
-        var waiter: CheckedContinuation<Void, Never>?
         var closed = false
         var dropped = 0
         var databaseAvailable = true
@@ -58,6 +57,8 @@ public final class IngestBuffer: Sendable {
     /// unavailable, so clients keep receiving updates, marked `"persisted": false`).
     let announce: @Sendable ([PendingMessage]) -> Void
     private let state = Mutex(State())
+    /// Wakes the writer waiting in `take` (a kept signal, so none is lost between look and wait).
+    private let wakeup = SignalledQueue<Bool>(capacity: 1, overflow: .dropOldest)
 
     /// A memory-only buffer (no spool).
     public convenience init(capacity: Int) {
@@ -83,20 +84,18 @@ public final class IngestBuffer: Sendable {
     @discardableResult
     public func append(contentsOf messages: [PendingMessage]) -> Int {
         guard !messages.isEmpty else { return 0 }
-        let (waiter, refused, announced) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Int, [PendingMessage]) in
+        let (refused, announced) = state.withLock { state -> (Int, [PendingMessage]) in
             guard !state.closed else {
                 state.dropped += messages.count
-                return (nil, messages.count, [])
+                return (messages.count, [])
             }
             // Marked before the spool copy is written, so a replay does not send them again.
             let announced = state.databaseAvailable || spool == nil ? [] : Self.markAnnounced(messages)
             let refused = place(messages, in: &state)
             state.dropped += refused
-            let waiter = state.waiter
-            state.waiter = nil
-            return (waiter, refused, announced)
+            return (refused, announced)
         }
-        waiter?.resume()
+        wakeup.append(contentsOf: CollectionOfOne(true))
         if !announced.isEmpty { announce(announced) }
         return refused
     }
@@ -181,23 +180,7 @@ public final class IngestBuffer: Sendable {
                 continue
             }
             if state.withLock({ $0.closed }) || Task.isCancelled { return IngestBatch(messages: []) }
-            await withTaskCancellationHandler {
-                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                    let resumeNow = state.withLock { state in
-                        if !state.memory.isEmpty || state.closed || Task.isCancelled || (spool?.unread ?? 0) > 0 { return true }
-                        state.waiter = continuation
-                        return false
-                    }
-                    if resumeNow { continuation.resume() }
-                }
-            } onCancel: {
-                let waiter = state.withLock { state in
-                    let waiter = state.waiter
-                    state.waiter = nil
-                    return waiter
-                }
-                waiter?.resume()
-            }
+            _ = await wakeup.take()
         }
     }
 
@@ -249,12 +232,7 @@ public final class IngestBuffer: Sendable {
 
     /// No more messages are accepted; `take` drains what is left and then returns empty batches.
     public func close() {
-        let waiter = state.withLock { state in
-            state.closed = true
-            let waiter = state.waiter
-            state.waiter = nil
-            return waiter
-        }
-        waiter?.resume()
+        state.withLock { $0.closed = true }
+        wakeup.close()
     }
 }

@@ -517,7 +517,9 @@ public final class Spool: Sendable {
     /// any crash gets to ready.
     static func recover(directory: String, into state: inout WriterState, logger: Logger) throws {
         let names = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".seg") }
-        let indexes = names.compactMap { Int($0.dropLast(4)) }.sorted()
+        // Segment numbers this spool can have written (a stray `9223372036854775807.seg` must not
+        // make the next number overflow).
+        let indexes = names.compactMap { Int($0.dropLast(4)) }.filter { (0..<(1 << 48)).contains($0) }.sorted()
         let last = indexes.last
         for index in indexes {
             let path = Self.path(directory, index)

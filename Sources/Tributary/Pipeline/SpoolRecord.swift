@@ -162,19 +162,17 @@ enum SpoolRecord {
             return bytes[index]
         }
 
-        mutating func uint32() throws(SpoolCorruption) -> UInt32 {
-            guard bytes.count - index >= 4 else { throw SpoolCorruption("record ends early") }
-            var value: UInt32 = 0
-            for offset in 0..<4 { value |= UInt32(bytes[index + offset]) << (8 * offset) }
-            index += 4
-            return value
-        }
+        mutating func uint32() throws(SpoolCorruption) -> UInt32 { try little(UInt32.self) }
 
-        mutating func integer() throws(SpoolCorruption) -> UInt64 {
-            guard bytes.count - index >= 8 else { throw SpoolCorruption("record ends early") }
-            var value: UInt64 = 0
-            for offset in 0..<8 { value |= UInt64(bytes[index + offset]) << (8 * offset) }
-            index += 8
+        mutating func integer() throws(SpoolCorruption) -> UInt64 { try little(UInt64.self) }
+
+        /// A little-endian unsigned integer of `Value`'s width.
+        mutating func little<Value: FixedWidthInteger & UnsignedInteger>(_: Value.Type) throws(SpoolCorruption) -> Value {
+            let width = Value.bitWidth / 8
+            guard bytes.count - index >= width else { throw SpoolCorruption("record ends early") }
+            var value: Value = 0
+            for offset in 0..<width { value |= Value(bytes[index + offset]) << (8 * offset) }
+            index += width
             return value
         }
 
