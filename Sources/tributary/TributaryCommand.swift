@@ -94,14 +94,20 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var settings: SettingsOptions
     @Flag(help: "Allow a non-loopback HOST without API tokens (only on a trusted network).") var insecureNoAuth = false
-    @Flag(help: "Also run a local fake exchange and stream from it through an OKX and a Binance connector.") var demo = false
+    @Flag(help: "Also run a local fake exchange and stream from it through an OKX, Binance, Bybit, Coinbase and Kraken connector.")
+    var demo = false
+    @Option(help: "With --demo: seed of the fake exchange's market (the same seed gives the same trades).") var seed: UInt64?
+
+    func validate() throws {
+        if seed != nil, !demo { throw ValidationError("--seed applies to --demo only") }
+    }
 
     func run() async throws {
         var config = try settings.load()
         config.insecureNoAuth = insecureNoAuth
         try config.validateForServing()
         if demo {
-            try await runDemo(config)
+            try await runDemo(config, seed: seed ?? 1)
         } else {
             try await runServer(config)
         }
@@ -132,11 +138,13 @@ struct Keygen: ParsableCommand {
 
 struct Simulate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a fake exchange (OKX v5 and Binance trade streams) on 127.0.0.1 for tests and demos."
+        abstract: "Run a fake exchange (OKX, Binance, Bybit, Coinbase and Kraken trade streams) on 127.0.0.1 for tests and demos."
     )
 
     @Option(help: "Port to listen on.") var port = 9001
-    @Option(help: "Trades per second over all connections; 0 sends as fast as possible.") var rate = 10.0
+    @Option(help: "Trades per second on each connection; 0 sends as fast as possible.") var rate = 10.0
+    @Flag(help: "Vary the rate in spells of lulls (a quarter of --rate) and bursts (three times it).") var bursts = false
+    @Option(help: "Seed of the market: prices, sizes, sides and bursts (the same seed gives the same trades).") var seed: UInt64 = 1
     @Option(help: "Trades to send in total, then go quiet; 0 for no limit.") var total = 0
     @Option(help: "Comma-separated instruments (BASE-QUOTE).") var instruments = "BTC-USDT,ETH-USDT"
     @Option(help: "Drop each connection after this many trades (0: never).") var dropEvery = 0
@@ -173,6 +181,8 @@ struct Simulate: AsyncParsableCommand {
         options.idleTimeout = .milliseconds(Int(idleTimeout * 1000))
         options.pingInterval = .milliseconds(Int(pingInterval * 1000))
         options.tradesPerFrame = tradesPerFrame
+        options.bursts = bursts
+        options.seed = seed
         try await runSimulator(options, host: "127.0.0.1", port: port)
     }
 }

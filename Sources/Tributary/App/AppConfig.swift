@@ -70,6 +70,9 @@ public struct AppConfig: Sendable {
     public var maxDeadLetters = 100_000
     /// Most connectors; creating one more gets a 409.
     public var maxConnectors = 1000
+    /// `serve --demo`: the connector bodies the demo creates (marked demo) and starts once the
+    /// schema is current. Nil for a plain `serve`, which never starts a demo connector.
+    public var demoConnectors: [JSONValue]?
 
     public init() {}
 
@@ -207,6 +210,26 @@ public struct AppConfig: Sendable {
             throw ConfigError("\(name) must be a number of seconds above 0 (e.g. 10 or 2.5); got \"\(text)\"")
         }
         return .milliseconds(Int((number * 1000).rounded()))
+    }
+}
+
+extension AppConfig {
+    /// The startup log line's metadata, one key per fact: no password, key or token.
+    public var logMetadata: Logger.Metadata {
+        var metadata: Logger.Metadata = [
+            "host": "\(host)", "port": "\(port)", "data_dir": "\(dataDirectory)", "api_tokens": "\(apiTokens.count)",
+            "spool_mode": "\(spoolMode.rawValue)", "spool_fsync": "\(spoolFsync)", "batch_max_messages": "\(batchMaxMessages)",
+        ]
+        switch database {
+        case .sqlite(let path):
+            metadata["database"] = "sqlite"
+            metadata["sqlite_path"] = "\(path)"
+        case .postgres(let settings):
+            metadata["database"] = "postgres"
+            metadata["postgres"] = "\(settings.redactedDescription)"
+            metadata["pool_max"] = "\(poolMaximum)"
+        }
+        return metadata
     }
 }
 

@@ -31,7 +31,14 @@ public func buildApplication(
         logger: logger
     )
     let router = buildRouter(config: config, store: store, service: pipeline.service, metrics: pipeline.exporter, migrator: migrator)
-    var app = Application(
+    var services: [any Service] = [
+        gate, store, migrator, pipeline.compactor, pipeline.deadLetters, SpoolSyncService(spool: pollSpool), pipeline.pollRows,
+        SpoolSyncService(spool: spool), pipeline.writer, pipeline.supervisor,
+    ]
+    if let demo = config.demoConnectors {
+        services.append(DemoConnectors(bodies: demo, service: pipeline.service, migrator: migrator, logger: logger))
+    }
+    let app = Application(
         router: router,
         server: ConnectionLimits(maxConnections: config.maxHTTPConnections, headerTimeout: config.httpHeaderTimeout).server(
             webSocketRouter: buildRealtimeRouter(config: config, endpoint: pipeline.realtime),
@@ -40,10 +47,7 @@ public func buildApplication(
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "tributary"),
         // Started in this order, shut down in reverse: connectors stop, then the writer flushes, then the store closes.
         // The server listens at once; the migrator brings the schema up to date (waiting for the database if need be).
-        services: [
-            gate, store, migrator, pipeline.compactor, pipeline.deadLetters, SpoolSyncService(spool: pollSpool), pipeline.pollRows,
-            SpoolSyncService(spool: spool), pipeline.writer, pipeline.supervisor,
-        ],
+        services: services,
         onServerRunning: { channel in
             logger.notice("Tributary is listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
             // Callers (demo, bench) use the API next: they hear of the port once the schema is current.
@@ -112,6 +116,7 @@ public struct Pipeline: Sendable {
             metrics: metrics,
             settings: config.runtime,
             snapshot: ConnectorSnapshot(dataDirectory: config.dataDirectory),
+            demoMode: config.demoConnectors != nil,
             logger: logger
         )
         service = ConnectorService(store: store, secretBox: secretBox, supervisor: supervisor, maxConnectors: config.maxConnectors, logger: logger)
@@ -216,7 +221,7 @@ public func makeSecretBox(_ config: AppConfig) throws -> SecretBox {
 public func runServer(_ config: AppConfig) async throws {
     config.bootstrapLogging()
     let logger = Logger(label: "tributary")
-    logger.info("starting", metadata: ["config": "\(config)"])
+    logger.info("starting", metadata: config.logMetadata)
     let app = try await buildApplication(config, logger: logger)
     try await app.runService()
 }

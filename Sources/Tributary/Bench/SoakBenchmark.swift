@@ -142,7 +142,7 @@ public struct SoakBenchmark: Sendable {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
         return names.reduce(0) { total, name in
             let size = (try? FileManager.default.attributesOfItem(atPath: (path as NSString).appendingPathComponent(name))[.size] as? Int) ?? 0
-            return total + (size ?? 0)
+            return total + size
         }
     }
 

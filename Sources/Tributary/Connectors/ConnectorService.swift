@@ -44,17 +44,34 @@ public struct ConnectorService: Sendable {
         }
     }
 
-    public func create(_ body: JSONValue) async throws -> ConnectorView {
+    /// Creates a connector from an API body; `demo` marks one `serve --demo` made.
+    public func create(_ body: JSONValue, demo: Bool = false) async throws -> ConnectorView {
         let definition = try ConnectorDefinition.parse(body, existing: nil)
         try checkTarget(definition)
         let total = try await store.listConnectors(limit: 1, offset: 0).total
         guard total < maxConnectors else { throw ConnectorError.limitReached(total) }
         let connectorID = "conn_" + Base64.hex(SymmetricKey(size: .bits128).withUnsafeBytes { Array($0.prefix(8)) })
         let record = try await store.insertConnector(
-            NewConnector(connectorID: connectorID, config: definition.config, sealedSecrets: try seal(definition.secrets))
+            NewConnector(connectorID: connectorID, config: definition.config, sealedSecrets: try seal(definition.secrets), demo: demo)
         )
         logger.info("connector created", metadata: ["connector_id": "\(connectorID)"])
         return view(record)
+    }
+
+    /// The demo connector named in `body`, created (marked demo) or updated to `body`, and started.
+    /// A connector of that name that the demo did not create is left alone.
+    public func startDemo(_ body: JSONValue) async throws -> ConnectorView {
+        let name = body["name"]?.stringValue ?? ""
+        let existing = try await store.listConnectors(limit: maxConnectors, offset: 0).connectors.first { $0.config.name == name }
+        guard let existing else {
+            let created = try await create(body, demo: true)
+            return try await perform(.start, on: created.record.connectorID)
+        }
+        guard existing.demo else {
+            throw ConnectorError.invalid([FieldError(field: "name", problem: "\(name) is taken by a connector the demo did not create")])
+        }
+        _ = try await update(existing.connectorID, body: body)
+        return try await perform(.start, on: existing.connectorID)
     }
 
     public func list(limit: Int, offset: Int) async throws -> (connectors: [ConnectorView], total: Int) {

@@ -51,6 +51,7 @@ public struct ConnectorSnapshot: Sendable {
             "signing": config.signing ?? .null,
             "polling_interval": .number(config.pollingInterval),
             "field_mapping": config.fieldMapping ?? .null,
+            "demo": .bool(record.demo),
             "sealed": .object([
                 "api_key": .optional(sealed.apiKey), "api_secret": .optional(sealed.apiSecret), "passphrase": .optional(sealed.passphrase),
                 "bearer_token": .optional(sealed.bearerToken), "headers": .optional(sealed.headers), "query_params": .optional(sealed.queryParams),
@@ -98,7 +99,8 @@ public struct ConnectorSnapshot: Sendable {
             desiredState: .running,
             createdAt: now,
             updatedAt: now,
-            status: ConnectorStatusRecord(status: .starting, lastError: nil, performanceMetrics: .object([:]), startedAt: nil, updatedAt: now)
+            status: ConnectorStatusRecord(status: .starting, lastError: nil, performanceMetrics: .object([:]), startedAt: nil, updatedAt: now),
+            demo: value["demo"]?.boolValue ?? false
         )
     }
 }

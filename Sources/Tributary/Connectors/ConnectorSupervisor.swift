@@ -21,6 +21,9 @@ public actor ConnectorSupervisor: Service {
     let snapshot: ConnectorSnapshot?
     /// The records of the running connectors (what `snapshot` holds).
     var records: [String: ConnectorRecord] = [:]
+    /// Whether `serve --demo` runs: it starts the demo connectors itself. Otherwise any demo
+    /// connector still meant to run is set to stopped at start, since its fake exchange is gone.
+    let demoMode: Bool
 
     public init(
         store: any ConnectorRepository & SchemaMigrations,
@@ -31,9 +34,11 @@ public actor ConnectorSupervisor: Service {
         metrics: PipelineMetrics,
         settings: ConnectorRuntimeSettings,
         snapshot: ConnectorSnapshot? = nil,
+        demoMode: Bool = false,
         logger: Logger
     ) {
         self.snapshot = snapshot
+        self.demoMode = demoMode
         self.store = store
         self.definition = definition
         self.buffer = buffer
@@ -65,21 +70,25 @@ public actor ConnectorSupervisor: Service {
     /// Starts the connectors whose desired state is running, once the schema is migrated (services
     /// start before the migration runs); retries while the database is unavailable. If it does not
     /// answer at first, the connectors of the snapshot start meanwhile (their messages spool); once
-    /// it answers, its records win: missing ones start, ones it no longer runs stop.
+    /// it answers, its records win: missing ones start, ones it no longer runs stop. Demo
+    /// connectors are never resumed (see `demoMode`).
     func resume() async {
         var delay = Duration.milliseconds(50)
         var first = true
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             do {
                 try await store.checkReady()
-                let wanted = try await store.runningConnectors()
+                let all = try await store.runningConnectors()
+                let wanted = all.filter { !$0.demo }
+                if !demoMode { try await leaveStopped(demos: all.filter(\.demo)) }
                 let ids = Set(wanted.map(\.connectorID))
-                for id in running.keys where !ids.contains(id) { await stop(id) }
+                // A demo connector is the demo's to start and stop.
+                for id in running.keys where !ids.contains(id) && records[id]?.demo != true { await stop(id) }
                 for record in wanted where running[record.connectorID] == nil { start(record) }
                 logger.info("resumed connectors", metadata: ["count": "\(running.count)"])
                 return
             } catch {
-                if first, let saved = snapshot?.load(), !saved.isEmpty {
+                if first, let saved = snapshot?.load().filter({ !$0.demo }), !saved.isEmpty {
                     for record in saved where running[record.connectorID] == nil { start(record) }
                     logger.warning(
                         "database unavailable at start: started the connectors of the snapshot; what they receive is spooled",
@@ -97,6 +106,19 @@ public actor ConnectorSupervisor: Service {
                 delay = min(delay * 2, .seconds(5))
             }
         }
+    }
+
+    /// Records demo connectors a plain `serve` found meant to run (the demo was killed, or an API
+    /// call started one) as stopped, and says so.
+    func leaveStopped(demos: [ConnectorRecord]) async throws {
+        guard !demos.isEmpty else { return }
+        for record in demos {
+            _ = try await store.setState(id: record.connectorID, desired: .stopped, status: .stopped, restarted: false)
+        }
+        logger.notice(
+            "demo connectors left stopped: they stream from the fake exchange of `tributary serve --demo`, which starts them again",
+            metadata: ["connectors": "\(demos.map(\.config.name).sorted().joined(separator: ","))"]
+        )
     }
 
     /// Rewrites the snapshot after the running set changed.

@@ -37,6 +37,7 @@ public struct ConnectorView: Sendable {
             "polling_interval": .number(config.pollingInterval),
             "field_mapping": config.fieldMapping ?? .null,
             "desired_state": .string(record.desiredState.rawValue),
+            "demo": .bool(record.demo),
             "status": .string(record.status.status.rawValue),
             "last_error": .optional(record.status.lastError),
             "performance_metrics": record.status.performanceMetrics,

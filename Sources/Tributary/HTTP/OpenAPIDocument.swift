@@ -45,7 +45,7 @@ enum OpenAPIDocument {
         responses["421"] = error("Without API tokens: a Host that is not this server (DNS rebinding)")
         responses["500"] = error("Unexpected error (no details)")
         responses["503"] = responses["503"] ?? error("Too many open connections")
-        if let body {
+        if body != nil {
             responses["413"] = error("Body over 1 MiB")
             responses["415"] = error("Body not sent as Content-Type: application/json")
         }
@@ -66,10 +66,17 @@ enum OpenAPIDocument {
     static let connectorID = path("connector_id")
     static let limit = query("limit", ["type": "integer", "minimum": 1, "maximum": 1000], "Page size (default 100)")
     static let cursor = query("cursor", string, "next_cursor of the previous page")
+    static let exchange = query("exchange", ["type": "string", "enum": .array(Exchange.allCases.map { .string($0.rawValue) })], "One exchange")
     static let time = ["type": "string", "description": "ISO-8601 UTC or epoch milliseconds"] as JSONValue
     static let notFound = ("404", "Unknown connector")
     static let invalid = ("400", "Invalid parameter or body; errors[] names the field")
     static let unavailable = ("503", "Database unavailable")
+
+    /// The query parameters the document lists for an operation: the only ones it accepts.
+    static func queryParameterNames(_ method: String, _ path: String, in document: JSONValue = document) -> Set<String> {
+        let parameters = document["paths"]?[path]?[method.lowercased()]?["parameters"]?.arrayValue ?? []
+        return Set(parameters.filter { $0["in"] == "query" }.compactMap { $0["name"]?.stringValue })
+    }
 
     static var document: JSONValue {
         let connectorOps: [(String, JSONValue)] = ["start", "stop", "restart"].map { action in
@@ -155,7 +162,7 @@ enum OpenAPIDocument {
                 "get": operation(
                     "Stored messages, newest first, keyset-paginated",
                     parameters: [
-                        query("exchange", string, "okx, binance, ..."), query("instrument", string, "BTC-USDT or the exchange symbol"),
+                        exchange, query("instrument", string, "BTC-USDT or the exchange symbol"),
                         query("connector_id", string, "One connector"),
                         query("message_type", ["type": "string", "enum": ["trade", "ticker", "book", "candle", "other"]], "Kind of message"),
                         query("since", time, "Inclusive lower bound"), query("until", time, "Exclusive upper bound"), limit, cursor,
@@ -169,6 +176,8 @@ enum OpenAPIDocument {
                     "Price points of an instrument (oldest first), or OHLCV candles with interval",
                     parameters: [
                         path("instrument"), query("since", time, "Default: 24 h before until"), query("until", time, "Default: now"),
+                        exchange,
+                        query("connector_id", string, "One connector's price points (not with interval: candles are kept per exchange)"),
                         query("limit", ["type": "integer", "minimum": 1, "maximum": 10000], "Points (default 1000)"),
                         query("interval", ["type": "string", "enum": ["1m", "5m", "15m", "1h", "1d"]], "Return candles of this width"),
                     ],
@@ -275,7 +284,7 @@ enum OpenAPIDocument {
                     "has_api_secret": ["type": "boolean"], "has_passphrase": ["type": "boolean"], "has_bearer_token": ["type": "boolean"],
                     "signing": anyJSON, "polling_interval": integer, "field_mapping": anyJSON, "desired_state": string, "status": string,
                     "last_error": nullable("string"), "performance_metrics": anyJSON, "started_at": nullable("string"), "created_at": timestamp,
-                    "updated_at": timestamp,
+                    "updated_at": timestamp, "demo": ["type": "boolean", "description": "Created by serve --demo; a plain serve never starts it"],
                 ],
                 required: ["connector_id", "name", "connector_type", "api_url", "status"]
             ),

@@ -24,7 +24,7 @@ public struct QueryController<Context: RequestContext>: Sendable {
     @Sendable func messages(_ request: Request, context: Context) async throws -> Response {
         var query = MessageQuery()
         let parameters = request.uri.queryParameters
-        query.exchange = parameters.get("exchange")
+        query.exchange = try request.exchangeParameter()
         query.instrument = parameters.get("instrument").map(Instruments.normalize)
         query.connectorID = parameters.get("connector_id")
         if let type = parameters.get("message_type") {
@@ -46,7 +46,15 @@ public struct QueryController<Context: RequestContext>: Sendable {
         let range = try request.timeRange()
         let until = range.until ?? Date()
         let since = range.since ?? until.addingTimeInterval(-86_400)
+        let exchange = try request.exchangeParameter()
+        let connectorID = request.uri.queryParameters.get("connector_id")
         if let name = request.uri.queryParameters.get("interval") {
+            if connectorID != nil {
+                throw APIError.invalidParameter(
+                    "connector_id",
+                    "candles are kept per exchange, not per connector: filter them with exchange, or leave out interval for this connector's price points"
+                )
+            }
             guard let interval = CandleInterval(rawValue: name) else {
                 throw APIError.invalidParameter("interval", "must be one of \(CandleInterval.allCases.map(\.rawValue).joined(separator: ", "))")
             }
@@ -54,7 +62,7 @@ public struct QueryController<Context: RequestContext>: Sendable {
             guard buckets <= 10_000 else {
                 throw APIError.invalidParameter("interval", "\(name) over this range is more than 10000 candles; narrow since/until")
             }
-            let candles = try await store.candles(instrument: instrument, since: since, until: until, interval: interval)
+            let candles = try await store.candles(instrument: instrument, exchange: exchange, since: since, until: until, interval: interval)
             return JSONResponse.success(
                 "\(candles.count) \(name) candles of \(instrument)",
                 data: .array(candles.map(\.json)),
@@ -65,7 +73,14 @@ public struct QueryController<Context: RequestContext>: Sendable {
             )
         }
         let limit = try request.integerParameter("limit", default: 1000, range: 1...10_000)
-        let rows = try await store.priceHistory(instrument: instrument, since: since, until: until, limit: limit)
+        let rows = try await store.priceHistory(
+            instrument: instrument,
+            exchange: exchange,
+            connectorID: connectorID,
+            since: since,
+            until: until,
+            limit: limit
+        )
         let points: [JSONValue] = rows.map { row in
             .object([
                 "time": .string(Timestamp.format(row.timestamp)), "price": .optional(row.price), "quantity": .optional(row.quantity),
@@ -114,6 +129,15 @@ public struct QueryController<Context: RequestContext>: Sendable {
 }
 
 extension Request {
+    /// `exchange`, one of the exchanges Tributary knows.
+    func exchangeParameter() throws -> String? {
+        guard let text = uri.queryParameters.get("exchange") else { return nil }
+        guard Exchange(rawValue: text) != nil else {
+            throw APIError.invalidParameter("exchange", "must be one of \(Exchange.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return text
+    }
+
     /// `since` and `until` as ISO-8601 UTC or epoch milliseconds; `since` must come before `until`.
     func timeRange() throws -> (since: Date?, until: Date?) {
         func time(_ name: String) throws -> Date? {

@@ -61,6 +61,11 @@ public struct RealtimeEndpoint: Sendable {
             let detail = "The server has \(maxClients) realtime clients, its most (MAX_REALTIME_CLIENTS); try again later"
             return try await refuse(detail, "TOO_MANY_CLIENTS", .unknown(1013))
         }
+        let accepted = Set(Self.filterKeys.map(\.0) + ["token"])
+        if let unknown = request.uri.queryParameters.first(where: { !accepted.contains(String($0.key)) }) {
+            let detail = "\(unknown.key) is not a parameter of /api/realtime; accepted: \(accepted.sorted().joined(separator: ", "))"
+            return try await refuse(detail, "UNKNOWN_PARAMETER", .policyViolation)
+        }
         if filter.valueCount > Self.maxFilterValues {
             return try await refuse("At most \(Self.maxFilterValues) filter values per client", "TOO_MANY_FILTERS", .policyViolation)
         }

@@ -93,15 +93,16 @@ extension FakeExchange {
             group.addTask {
                 while connection.subscribed.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(5)) }
                 let instruments = connection.subscribed.withLock { $0 }
-                let dropped = try await self.pace(instruments: instruments) { batch in
+                let dropped = try await self.pace(.okx, instruments: instruments) { batch in
                     if connection.closing.load(ordering: .acquiring) { throw ClientClosed() }
                     var records: [JSONValue] = []
                     var separateFrames: [String] = []
-                    for (instrument, id) in batch {
+                    for (instrument, trade) in batch {
+                        let id = trade.id
                         records.append(
                             .object([
-                                "instId": .string(instrument), "tradeId": .string(String(id)), "px": .string(Self.price(id)),
-                                "sz": .string(Self.quantity(id)), "side": id % 2 == 0 ? "buy" : "sell", "ts": .string(String(Self.nowMs())),
+                                "instId": .string(instrument), "tradeId": .string(String(id)), "px": .string(trade.price),
+                                "sz": .string(trade.quantity), "side": .string(trade.side.rawValue), "ts": .string(String(Self.nowMs())),
                             ])
                         )
                         guard self.options.hostileEvery > 0, id % self.options.hostileEvery == 0 else { continue }
@@ -116,10 +117,10 @@ extension FakeExchange {
                             self.state.withLock { $0.hostileFrames += 1 }
                         }
                     }
-                    let frame: JSONValue = .object(["arg": .object(["channel": "trades", "instId": .string(batch[0].0)]), "data": .array(records)])
+                    let frame: JSONValue = .object(["arg": .object(["channel": "trades", "instId": .string(batch[0].instrument)]), "data": .array(records)])
                     try await outbound.write(.text(frame.serialized))
                     for text in separateFrames { try await outbound.write(.text(text)) }
-                    if self.malformed(after: batch[batch.count - 1].1) {
+                    if self.malformed(after: batch[batch.count - 1].trade.id) {
                         try await outbound.write(.text(#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"tradeId":"#))
                     }
                 }
@@ -174,18 +175,19 @@ extension FakeExchange {
             group.addTask {
                 while connection.subscribed.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(5)) }
                 let instruments = connection.subscribed.withLock { $0 }
-                let dropped = try await self.pace(instruments: instruments) { batch in
-                    for (instrument, id) in batch {
+                let dropped = try await self.pace(.binance, instruments: instruments) { batch in
+                    for (instrument, trade) in batch {
                         let symbol = instrument.replacingOccurrences(of: "-", with: "")
                         let now = String(Self.nowMs())
-                        let trade: JSONValue = .object([
-                            "e": "trade", "E": .number(now), "s": .string(symbol), "t": .number(id), "p": .string(Self.price(id)),
-                            "q": .string(Self.quantity(id)), "T": .number(now), "m": .bool(id % 2 == 0), "M": true,
+                        // `m`: the buyer was the maker, so the taker sold.
+                        let record: JSONValue = .object([
+                            "e": "trade", "E": .number(now), "s": .string(symbol), "t": .number(trade.id), "p": .string(trade.price),
+                            "q": .string(trade.quantity), "T": .number(now), "m": .bool(trade.side == .sell), "M": true,
                         ])
                         let frame: JSONValue =
-                            combined ? .object(["stream": .string(symbol.lowercased() + "@trade"), "data": trade]) : trade
+                            combined ? .object(["stream": .string(symbol.lowercased() + "@trade"), "data": record]) : record
                         try await outbound.write(.text(frame.serialized))
-                        if self.malformed(after: id) { try await outbound.write(.text(#"{"e":"trade","s":"#)) }
+                        if self.malformed(after: trade.id) { try await outbound.write(.text(#"{"e":"trade","s":"#)) }
                     }
                 }
                 if dropped { throw Dropped() }

@@ -7,22 +7,22 @@ import NIOWebSocket
 import ServiceLifecycle
 import Synchronization
 
-/// A fake exchange speaking OKX v5 (`/ws/v5/public`) and Binance spot (`/ws/<stream>`, `/stream?streams=`)
-/// trade streams on 127.0.0.1, for tests, the demo and the benchmark.
+/// A fake exchange speaking OKX v5 (`/ws/v5/public`), Binance spot (`/ws/<stream>`, `/stream?streams=`),
+/// Bybit v5 (`/v5/public/spot`), Coinbase Advanced Trade (`/coinbase`) and Kraken v2 (`/v2`) trade
+/// streams on 127.0.0.1, for tests, the demo and the benchmark. Its market is `SimulatedMarket`.
 ///
-/// Trade ids are one sequence per instrument across all connections, so a client that reconnects
+/// Trade ids are one sequence per venue and instrument across all connections, so a client that reconnects
 /// continues where it left off and a test can check for gaps and duplicates. Faults: dropping the
 /// connection every K trades, malformed frames, the OKX idle close, Binance protocol pings.
 public final class FakeExchange: Sendable {
     public let options: SimulatorOptions
     let logger: Logger
-    let state = Mutex<(sent: Int, nextTradeID: [String: Int], connections: Int, pingsAnswered: Int, hostileRecords: Int, hostileFrames: Int)>(
-        (0, [:], 0, 0, 0, 0)
-    )
+    let state: Mutex<(sent: Int, market: SimulatedMarket, connections: Int, pingsAnswered: Int, hostileRecords: Int, hostileFrames: Int)>
 
     public init(options: SimulatorOptions, logger: Logger = Logger(label: "tributary.simulator")) {
         self.options = options
         self.logger = logger
+        state = Mutex((0, SimulatedMarket(seed: options.seed), 0, 0, 0, 0))
     }
 
     /// Trades sent so far, over all connections (a trade whose frame could not be written, as its
@@ -50,6 +50,9 @@ public final class FakeExchange: Sendable {
             let stream = context.requestContext.parameters.get("stream") ?? ""
             try await self.serveBinance(inbound, outbound, streams: [stream])
         }
+        router.ws("/v5/public/spot") { inbound, outbound, _ in try await self.serveSubscribing(.bybit, inbound, outbound) }
+        router.ws("/coinbase") { inbound, outbound, _ in try await self.serveSubscribing(.coinbase, inbound, outbound) }
+        router.ws("/v2") { inbound, outbound, _ in try await self.serveSubscribing(.kraken, inbound, outbound) }
         router.ws("/stream") { inbound, outbound, context in
             let streams = (context.request.uri.queryParameters.get("streams") ?? "").split(separator: "/").map(String.init)
             try await self.serveBinance(inbound, outbound, streams: streams, combined: true)
@@ -57,11 +60,16 @@ public final class FakeExchange: Sendable {
         // What was sent, for fault runs that check the stored trades against it.
         let http = Router()
         http.get("/stats") { _, _ in
-            let (sent, next, connections) = self.state.withLock { ($0.sent, $0.nextTradeID, $0.connections) }
+            let (sent, lastIDs, connections) = self.state.withLock { ($0.sent, $0.market.lastIDs, $0.connections) }
+            let perInstrument = lastIDs.reduce(into: [String: Int]()) { $0[$1.key.instrument, default: 0] += $1.value }
+            let perVenue = Dictionary(grouping: lastIDs, by: \.key.venue.rawValue).mapValues { entries in
+                JSONValue.object(JSONObject(entries.sorted { $0.key.instrument < $1.key.instrument }.map { ($0.key.instrument, .number($0.value)) }))
+            }
             let stats: JSONValue = .object([
                 "sent": .number(sent),
                 "connections": .number(connections),
-                "trades_per_instrument": .object(JSONObject(next.sorted { $0.key < $1.key }.map { ($0.key, JSONValue.number($0.value - 1)) })),
+                "trades_per_instrument": .object(JSONObject(perInstrument.sorted { $0.key < $1.key }.map { ($0.key, .number($0.value)) })),
+                "trades_per_venue": .object(JSONObject(perVenue.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })),
                 "reconnect_gaps_ms": .array(self.reconnectGaps.map { .number(String($0.inMilliseconds)) }),
             ])
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: stats.serialized)))
@@ -70,7 +78,7 @@ public final class FakeExchange: Sendable {
             router: http,
             server: .http1WebSocketUpgrade(
                 webSocketRouter: router,
-                configuration: .init(maxFrameSize: 1 << 20, autoPing: .enabled(timePeriod: options.pingInterval))
+                configuration: .init(ws: .init(maxFrameSize: 1 << 20, autoPing: .enabled(timePeriod: options.pingInterval)))
             ),
             configuration: .init(address: .hostname(host, port: port), serverName: "tributary-simulator"),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
@@ -99,50 +107,47 @@ public final class FakeExchange: Sendable {
         }
     }
 
-    /// Reserves the next trade, or `nil` when the total has been sent.
-    func nextTrade(_ instrument: String) -> (id: Int, sequence: Int)? {
+    /// Reserves the next trade of `instrument` on `venue`, or `nil` when the total has been sent.
+    func nextTrade(_ venue: FakeVenue, _ instrument: String) -> SimulatedTrade? {
         state.withLock { state in
             guard options.total == 0 || state.sent < options.total else { return nil }
             state.sent += 1
-            let id = state.nextTradeID[instrument, default: 1]
-            state.nextTradeID[instrument] = id + 1
-            return (id, state.sent)
+            return state.market.next(venue, instrument)
         }
     }
-
-    static func price(_ id: Int) -> String {
-        let cents = id % 100
-        return "\(40_000 + id % 1000).\(cents < 10 ? "0" : "")\(cents)012345"
-    }
-
-    static func quantity(_ id: Int) -> String { "0.\(String(repeating: "0", count: 3))\(id % 9 + 1)" }
 
     static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
     /// Sends trades at the configured rate by calling `send` with a batch of (instrument, trade) until
     /// the total is reached or the connection should drop. Returns whether it stopped to drop.
-    func pace(instruments: [String], send: ([(String, Int)]) async throws -> Void) async throws -> Bool {
+    /// With `bursts` the rate moves between lulls, the set rate and bursts, a few seconds each.
+    func pace(
+        _ venue: FakeVenue,
+        instruments: [String],
+        send: ([(instrument: String, trade: SimulatedTrade)]) async throws -> Void
+    ) async throws -> Bool {
         guard !instruments.isEmpty else {
             try await Task.sleep(for: .seconds(3600))
             return false
         }
         var onConnection = 0
         var index = 0
-        let started = ContinuousClock.now
+        var due = ContinuousClock.now
+        var rhythm = TradeRhythm(seed: options.seed ^ fnv1a(venue.rawValue), bursts: options.bursts)
         let perFrame = options.rate == 0 ? max(1, options.tradesPerFrame) : 1
         while true {
             if options.rate > 0 {
-                let due = started + .seconds(Double(onConnection) / options.rate)
                 if due > .now { try await Task.sleep(until: due, clock: .continuous) }
+                due += rhythm.interval(at: due, rate: options.rate)
             } else if onConnection % 256 == 0 {
                 await Task.yield()
             }
-            var batch: [(String, Int)] = []
+            var batch: [(instrument: String, trade: SimulatedTrade)] = []
             for _ in 0..<perFrame {
                 let instrument = instruments[index % instruments.count]
                 index += 1
-                guard let trade = nextTrade(instrument) else { break }
-                batch.append((instrument, trade.id))
+                guard let trade = nextTrade(venue, instrument) else { break }
+                batch.append((instrument, trade))
             }
             if batch.isEmpty {
                 try await Task.sleep(for: .seconds(3600))
@@ -158,5 +163,30 @@ public final class FakeExchange: Sendable {
             onConnection += batch.count
             if options.dropEvery > 0, onConnection >= options.dropEvery { return true }
         }
+    }
+}
+
+/// When the next trade is due: evenly at the set rate, or with bursts, in spells of a few seconds
+/// that are lulls (a quarter of the rate), ordinary, or bursts (three times the rate).
+struct TradeRhythm {
+    var random: SplitMix64
+    let bursts: Bool
+    var factor = 1.0
+    var spellEnds: ContinuousClock.Instant?
+
+    init(seed: UInt64, bursts: Bool) {
+        random = SplitMix64(seed: seed)
+        self.bursts = bursts
+    }
+
+    mutating func interval(at now: ContinuousClock.Instant, rate: Double) -> Duration {
+        guard bursts else { return .seconds(1 / rate) }
+        if spellEnds.map({ now >= $0 }) ?? true {
+            let draw = random.unit()
+            factor = draw < 0.3 ? 0.25 : draw < 0.8 ? 1 : 3
+            let seconds = factor > 1 ? 1 + 2 * random.unit() : 2 + 8 * random.unit()
+            spellEnds = now + .milliseconds(Int(seconds * 1000))
+        }
+        return .seconds(1 / (rate * factor))
     }
 }

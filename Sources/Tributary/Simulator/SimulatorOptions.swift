@@ -1,6 +1,6 @@
 /// What the built-in fake exchange sends and which faults it injects.
 public struct SimulatorOptions: Sendable {
-    /// Trades per second across all connections; 0 sends as fast as the socket takes them.
+    /// Trades per second on each connection; 0 sends as fast as the socket takes them.
     public var rate: Double = 100
     /// Trades to send in total (across reconnects), 0 for unlimited.
     public var total: Int = 0
@@ -21,6 +21,11 @@ public struct SimulatorOptions: Sendable {
     public var pingInterval: Duration = .seconds(20)
     /// Trades per frame for OKX (its `data` array) when sending as fast as possible.
     public var tradesPerFrame = 1
+    /// Seeds the market (prices, sizes, sides, and the rhythm with `bursts`): the same seed gives
+    /// the same trades.
+    public var seed: UInt64 = 1
+    /// Vary the rate between lulls and bursts around `rate` instead of sending evenly.
+    public var bursts = false
 
     public init() {}
 }

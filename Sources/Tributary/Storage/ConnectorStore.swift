@@ -53,7 +53,7 @@ public protocol MessageQueries: Sendable {
     /// Stored messages matching `query`, newest first (`timestamp`, then `id`).
     func messages(_ query: MessageQuery) async throws -> [MessageRecord]
     /// Priced messages of one instrument in `[since, until)`, oldest first.
-    func priceHistory(instrument: String, since: Date, until: Date, limit: Int) async throws -> [MessageRecord]
+    func priceHistory(instrument: String, exchange: String?, connectorID: String?, since: Date, until: Date, limit: Int) async throws -> [MessageRecord]
     /// A connector's poll results, newest first.
     func apiData(connectorID: String, after: PageCursor?, limit: Int) async throws -> [APIDataRecord]
     /// Flushed batches, newest first.
@@ -67,7 +67,7 @@ public protocol MessageQueries: Sendable {
 /// The `candles_1m` rollup of stored trades.
 public protocol CandleStore: Sendable {
     /// OHLCV candles of one instrument's trades in `[since, until)`, oldest first, exact decimals.
-    func candles(instrument: String, since: Date, until: Date, interval: CandleInterval) async throws -> [Candle]
+    func candles(instrument: String, exchange: String?, since: Date, until: Date, interval: CandleInterval) async throws -> [Candle]
     /// Folds candle minutes staged by concurrent batches into `candles_1m`; returns how many.
     func compactCandles() async throws -> Int
     /// Refills the `candles_1m` rollup from every stored trade (for rows written around Tributary).
@@ -89,11 +89,14 @@ public struct NewConnector: Sendable {
     public var connectorID: String
     public var config: ConnectorConfig
     public var sealedSecrets: SealedSecrets
+    /// Created by `serve --demo` for its fake exchange.
+    public var demo: Bool
 
-    public init(connectorID: String, config: ConnectorConfig, sealedSecrets: SealedSecrets) {
+    public init(connectorID: String, config: ConnectorConfig, sealedSecrets: SealedSecrets, demo: Bool = false) {
         self.connectorID = connectorID
         self.config = config
         self.sealedSecrets = sealedSecrets
+        self.demo = demo
     }
 }
 
@@ -134,6 +137,8 @@ public struct ConnectorRecord: Sendable, Equatable {
     public var createdAt: Date
     public var updatedAt: Date
     public var status: ConnectorStatusRecord
+    /// Created by `serve --demo`: only the demo starts it.
+    public var demo = false
 }
 
 /// A `connector_status` row.

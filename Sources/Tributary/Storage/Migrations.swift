@@ -10,7 +10,7 @@ struct Migration: Sendable {
 }
 
 enum Migrations {
-    static let all: [Migration] = [initialSchema, candleRollup, deadLetters]
+    static let all: [Migration] = [initialSchema, candleRollup, deadLetters, demoConnectors]
     static var latestVersion: Int { all.map(\.version).max() ?? 0 }
     /// Migrations and rollup rebuilds rewrite whole tables: they get an hour, not the pool timeout.
     static let timeout: Duration = .seconds(3600)
@@ -286,5 +286,14 @@ enum Migrations {
             "CREATE INDEX idx_dead_letters_time ON dead_letters (timestamp DESC, id DESC)",
             "CREATE INDEX idx_dead_letters_connector_time ON dead_letters (connector_id, timestamp DESC)",
         ]
+    )
+
+    /// `api_connectors.demo`: connectors that `serve --demo` created for its fake exchange. A
+    /// plain `serve` never starts them (see `ConnectorSupervisor.resume`).
+    static let demoConnectors = Migration(
+        version: 4,
+        name: "demo connectors",
+        postgres: ["ALTER TABLE api_connectors ADD COLUMN demo BOOLEAN NOT NULL DEFAULT FALSE"],
+        sqlite: ["ALTER TABLE api_connectors ADD COLUMN demo INTEGER NOT NULL DEFAULT 0"]
     )
 }

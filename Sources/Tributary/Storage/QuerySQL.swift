@@ -106,14 +106,37 @@ extension QueryableStore {
         return (sql, builder.arguments)
     }
 
-    public func priceHistory(instrument: String, since: Date, until: Date, limit: Int) async throws -> [MessageRecord] {
-        let (sql, arguments) = priceHistoryStatement(instrument: instrument, since: since, until: until, limit: limit)
+    public func priceHistory(
+        instrument: String,
+        exchange: String?,
+        connectorID: String?,
+        since: Date,
+        until: Date,
+        limit: Int
+    ) async throws -> [MessageRecord] {
+        let (sql, arguments) = priceHistoryStatement(
+            instrument: instrument,
+            exchange: exchange,
+            connectorID: connectorID,
+            since: since,
+            until: until,
+            limit: limit
+        )
         return try messageRecords(try await fetch("price history", sql, arguments))
     }
 
-    func priceHistoryStatement(instrument: String, since: Date, until: Date, limit: Int) -> (String, [QueryArgument]) {
+    func priceHistoryStatement(
+        instrument: String,
+        exchange: String? = nil,
+        connectorID: String? = nil,
+        since: Date,
+        until: Date,
+        limit: Int
+    ) -> (String, [QueryArgument]) {
         var builder = QueryBuilder(dialect)
         builder.equals("instrument", instrument)
+        builder.equals("exchange", exchange)
+        builder.equals("connector_id", connectorID)
         builder.conditions.append("price IS NOT NULL")
         builder.conditions.append("timestamp >= \(builder.bind(.date(since)))")
         builder.conditions.append("timestamp < \(builder.bind(.date(until)))")
@@ -123,16 +146,18 @@ extension QueryableStore {
 
     /// Candles from `candles_1m` for the whole minutes of the range, and from the trades
     /// themselves for the partial minutes at its edges, merged by `CandleRollup.fold`.
-    public func candles(instrument: String, since: Date, until: Date, interval: CandleInterval) async throws -> [Candle] {
-        let (sql, arguments) = candlesStatement(instrument: instrument, since: since, until: until)
+    public func candles(instrument: String, exchange: String?, since: Date, until: Date, interval: CandleInterval) async throws -> [Candle] {
+        let (sql, arguments) = candlesStatement(instrument: instrument, exchange: exchange, since: since, until: until)
         return try CandleRollup.fold(try await fetch("candles", sql, arguments), interval: interval)
     }
 
     /// Rows of (minute or trade time, open, high, low, close, volume, trade count, open time,
     /// open id, close time, close id): rows of the candle tables, and single trades at the edges.
-    func candlesStatement(instrument: String, since: Date, until: Date) -> (String, [QueryArgument]) {
+    /// With `exchange`, that exchange's trades only (the rollup keeps each exchange's minutes).
+    func candlesStatement(instrument: String, exchange: String? = nil, since: Date, until: Date) -> (String, [QueryArgument]) {
         var builder = QueryBuilder(dialect)
         var parts: [String] = []
+        func exchangeCondition() -> String { exchange.map { " AND exchange = \(builder.bind(.text($0)))" } ?? "" }
         func trades(from start: Date, to end: Date) {
             guard start < end else { return }
             let price = dialect.decimal("price")
@@ -142,7 +167,7 @@ extension QueryableStore {
                     timestamp, id
                 FROM websocket_messages
                 WHERE instrument = \(builder.bind(.text(instrument))) AND message_type = 'trade' AND price IS NOT NULL
-                    AND timestamp >= \(builder.bind(.date(start))) AND timestamp < \(builder.bind(.date(end)))
+                    AND timestamp >= \(builder.bind(.date(start))) AND timestamp < \(builder.bind(.date(end)))\(exchangeCondition())
                 """
             )
         }
@@ -158,7 +183,7 @@ extension QueryableStore {
                     SELECT bucket, \(columns), trade_count, open_time, open_id, close_time, close_id
                     FROM \(table)
                     WHERE instrument = \(builder.bind(.text(instrument))) AND bucket >= \(builder.bind(.date(firstWhole)))
-                        AND bucket < \(builder.bind(.date(lastWhole)))
+                        AND bucket < \(builder.bind(.date(lastWhole)))\(exchangeCondition())
                     """
                 )
             }

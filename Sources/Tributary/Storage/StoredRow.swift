@@ -32,7 +32,7 @@ enum ConnectorColumns {
         "c.id", "c.connector_id", "c.name", "c.connector_type", "c.exchange", "c.api_url", "c.http_method", "%j c.request_body",
         "%j c.subscription_message", "c.auth_type", "c.api_key", "c.api_secret", "c.passphrase", "c.bearer_token", "c.headers",
         "c.query_params", "%j c.signing", "c.polling_interval", "%j c.field_mapping", "c.desired_state", "c.created_at",
-        "c.updated_at", "s.status", "s.last_error", "%j s.performance_metrics", "s.started_at", "s.updated_at",
+        "c.updated_at", "s.status", "s.last_error", "%j s.performance_metrics", "s.started_at", "s.updated_at", "CAST(c.demo AS INTEGER)",
     ]
 
     /// `SELECT <columns> FROM api_connectors c LEFT JOIN connector_status s ...`, with `jsonCast` applied to JSON columns.
@@ -79,5 +79,6 @@ extension ConnectorRecord {
             startedAt: try row.date(25),
             updatedAt: try row.date(26) ?? updatedAt
         )
+        self.demo = try row.integer(27) == 1
     }
 }

@@ -72,7 +72,7 @@ enum TestBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 
     /// Runs `body` with a short-lived client on the given database.
-    static func admin<Value: Sendable>(
+    @discardableResult static func admin<Value: Sendable>(
         _ settings: PostgresSettings,
         _ body: @escaping @Sendable (PostgresClient) async throws -> Value
     ) async throws -> Value {

@@ -157,12 +157,12 @@ public final class PostgresStore: ConnectorStore {
                     """
                     INSERT INTO api_connectors (connector_id, name, connector_type, exchange, api_url, http_method, request_body,
                         subscription_message, auth_type, api_key, api_secret, passphrase, bearer_token, headers, query_params, signing,
-                        polling_interval, field_mapping, desired_state)
+                        polling_interval, field_mapping, desired_state, demo)
                     VALUES (\(connector.connectorID), \(config.name), \(config.connectorType.rawValue), \(config.exchange.rawValue),
                         \(config.apiURL), \(config.httpMethod.rawValue), \(config.requestBody?.serialized)::jsonb,
                         \(config.subscriptionMessage?.serialized)::jsonb, \(config.authType.rawValue), \(secrets.apiKey),
                         \(secrets.apiSecret), \(secrets.passphrase), \(secrets.bearerToken), \(secrets.headers), \(secrets.queryParams),
-                        \(config.signing?.serialized)::jsonb, \(config.pollingInterval), \(config.fieldMapping?.serialized)::jsonb, 'stopped')
+                        \(config.signing?.serialized)::jsonb, \(config.pollingInterval), \(config.fieldMapping?.serialized)::jsonb, 'stopped', \(connector.demo))
                     """,
                     logger: logger
                 )

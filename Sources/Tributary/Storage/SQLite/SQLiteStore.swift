@@ -129,10 +129,11 @@ public final class SQLiteStore: ConnectorStore {
                     """
                     INSERT INTO api_connectors (connector_id, name, connector_type, exchange, api_url, http_method, request_body,
                         subscription_message, auth_type, api_key, api_secret, passphrase, bearer_token, headers, query_params, signing,
-                        polling_interval, field_mapping, desired_state, created_at, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'stopped', ?, ?)
+                        polling_interval, field_mapping, desired_state, created_at, updated_at, demo)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'stopped', ?, ?, ?)
                     """,
-                    [.text(connector.connectorID)] + Self.binds(connector.config, connector.sealedSecrets) + [.text(now), .text(now)]
+                    [.text(connector.connectorID)] + Self.binds(connector.config, connector.sealedSecrets)
+                        + [.text(now), .text(now), .integer(connector.demo ? 1 : 0)]
                 )
             } catch let error as SQLiteError where error.reason == .constraintUniqueFailed || error.reason == .constraint {
                 throw StoreError.duplicateName
