@@ -12,18 +12,36 @@ struct TributaryCommand: AsyncParsableCommand {
     )
 }
 
-/// Every setting as a flag; a flag wins over the environment variable of the same name.
+/// Every setting as a flag; a flag wins over the environment variable. The naming rule: the
+/// variable in lower-case kebab case, without a leading `TRIBUTARY_` (`DB_POOL_MAX` →
+/// `--db-pool-max`, `TRIBUTARY_DATA_DIR` → `--data-dir`); each help text names its variable in
+/// parentheses. `CommandLineTests` checks both against the README's configuration table.
 struct SettingsOptions: ParsableArguments {
     @Option(help: "Address to bind (HOST, default 127.0.0.1).") var host: String?
     @Option(help: "Port to listen on (PORT, default 8000).") var port: String?
     @Option(help: "Directory for the embedded database and key (TRIBUTARY_DATA_DIR, default ./data).") var dataDir: String?
     @Option(help: "postgres://user:password@host:port/database (DATABASE_URL); selects PostgreSQL.") var databaseUrl: String?
+    @Option(help: "PostgreSQL host (POSTGRES_HOST, default localhost); any POSTGRES_* selects PostgreSQL.") var postgresHost: String?
+    @Option(help: "PostgreSQL port (POSTGRES_PORT, default 5432).") var postgresPort: String?
+    @Option(help: "PostgreSQL user (POSTGRES_USER, default postgres).") var postgresUser: String?
+    @Option(help: "PostgreSQL password (POSTGRES_PASSWORD).") var postgresPassword: String?
+    @Option(help: "PostgreSQL database (POSTGRES_DB, default the user).") var postgresDb: String?
     @Option(help: "Base64 32-byte key that encrypts connector secrets (ENCRYPTION_KEY).") var encryptionKey: String?
+    @Option(help: "Comma-separated older keys still accepted for decryption during a rotation (ENCRYPTION_KEYS_PREVIOUS).")
+    var encryptionKeysPrevious: String?
     @Option(help: "Minimum pooled PostgreSQL connections (DB_POOL_MIN, default 5).") var dbPoolMin: String?
     @Option(help: "Maximum pooled PostgreSQL connections (DB_POOL_MAX, default 20).") var dbPoolMax: String?
     @Option(help: "Seconds a database call may take before the API answers 503 (DB_POOL_TIMEOUT, default 10).") var dbPoolTimeout: String?
-    @Option(help: "Most messages in one batch (BATCH_MAX_MESSAGES, default 10000).") var batchMaxMessages: String?
-    @Option(help: "Longest a message waits for its write to start, in ms (BATCH_MAX_INTERVAL_MS, default 5000).") var batchMaxIntervalMs: String?
+    @Option(
+        help:
+            "Upper bound on the messages in one batch; a batch is written as soon as the writer is free, not when it is full (BATCH_MAX_MESSAGES, default 10000)."
+    )
+    var batchMaxMessages: String?
+    @Option(
+        help:
+            "Upper bound, in ms, on how long a message waits for its write to start; writes do not wait for it (BATCH_MAX_INTERVAL_MS, default 5000)."
+    )
+    var batchMaxIntervalMs: String?
     @Option(help: "Comma-separated API bearer tokens (TRIBUTARY_API_TOKENS).") var apiTokens: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical (LOG_LEVEL, default info).") var logLevel: String?
     @Option(help: "text or json (LOG_FORMAT, default text).") var logFormat: String?
@@ -53,6 +71,8 @@ struct SettingsOptions: ParsableArguments {
     var overrides: [String: String] {
         let pairs: [(String, String?)] = [
             ("HOST", host), ("PORT", port), ("TRIBUTARY_DATA_DIR", dataDir), ("DATABASE_URL", databaseUrl),
+            ("POSTGRES_HOST", postgresHost), ("POSTGRES_PORT", postgresPort), ("POSTGRES_USER", postgresUser),
+            ("POSTGRES_PASSWORD", postgresPassword), ("POSTGRES_DB", postgresDb), ("ENCRYPTION_KEYS_PREVIOUS", encryptionKeysPrevious),
             ("ENCRYPTION_KEY", encryptionKey), ("DB_POOL_MIN", dbPoolMin), ("DB_POOL_MAX", dbPoolMax),
             ("DB_POOL_TIMEOUT", dbPoolTimeout), ("BATCH_MAX_MESSAGES", batchMaxMessages), ("BATCH_MAX_INTERVAL_MS", batchMaxIntervalMs),
             ("TRIBUTARY_API_TOKENS", apiTokens), ("LOG_LEVEL", logLevel), ("LOG_FORMAT", logFormat),

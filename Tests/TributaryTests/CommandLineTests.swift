@@ -118,4 +118,80 @@ import Glibc
         #expect(FileManager.default.fileExists(atPath: directory + "/tributary.sqlite"))
         #expect(FileManager.default.fileExists(atPath: directory + "/encryption.key"))
     }
+
+    /// The README's configuration table: each row's variables (first cell) with their defaults
+    /// (second cell, paired in order when a row lists several).
+    static func configurationTable() throws -> [(variable: String, default: String)] {
+        let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("README.md")
+        let text = try String(contentsOf: readme, encoding: .utf8)
+        let section = try #require(text.components(separatedBy: "## Configuration").dropFirst().first?.components(separatedBy: "\n## ").first)
+        var rows: [(String, String)] = []
+        for line in section.split(separator: "\n") where line.hasPrefix("| `") {
+            let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard cells.count >= 2 else { continue }
+            let variables = cells[0].split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "` ")) }
+            let defaults = cells[1].split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "` ")) }
+            for (index, variable) in variables.enumerated() {
+                rows.append((variable, variables.count == defaults.count ? defaults[index] : ""))
+            }
+        }
+        return rows
+    }
+
+    /// The naming rule: lower-case kebab case, without a leading `TRIBUTARY_`.
+    static func flag(for variable: String) -> String {
+        let name = variable.hasPrefix("TRIBUTARY_") ? String(variable.dropFirst("TRIBUTARY_".count)) : variable
+        return name.lowercased().replacingOccurrences(of: "_", with: "-")
+    }
+
+    /// `serve`'s options as ArgumentParser describes them: long name → help text.
+    static func serveOptions() async throws -> [String: String] {
+        let (process, output) = try launch(["serve", "--experimental-dump-help"])
+        let (status, text) = try await finish(process, output)
+        #expect(status == 0)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        let arguments = try #require((json["command"] as? [String: Any])?["arguments"] as? [[String: Any]])
+        var options: [String: String] = [:]
+        for argument in arguments {
+            guard let names = argument["names"] as? [[String: Any]], let abstract = argument["abstract"] as? String else { continue }
+            for name in names where name["kind"] as? String == "long" {
+                if let long = name["name"] as? String { options[long] = abstract }
+            }
+        }
+        return options
+    }
+
+    @Test func everyConfigurationVariableHasItsFlagWithHelpNamingIt() async throws {
+        let table = try Self.configurationTable()
+        #expect(table.count >= 35, "the README's configuration table was found")
+        let options = try await Self.serveOptions()
+        for (variable, _) in table {
+            let flag = Self.flag(for: variable)
+            #expect(options[flag] != nil, "\(variable) has no --\(flag)")
+            #expect(options[flag]?.contains("(\(variable)") == true, "--\(flag)'s help names \(variable): \(options[flag] ?? "")")
+        }
+        // And the other way: every flag that stands for a variable is in the table.
+        let documented = Set(table.map(\.variable))
+        for (flag, help) in options {
+            guard let open = help.firstIndex(of: "(") else { continue }
+            let variable = String(help[help.index(after: open)...].prefix { $0.isUppercase || $0.isNumber || $0 == "_" })
+            guard variable.count > 2 else { continue }
+            #expect(documented.contains(variable), "--\(flag) (\(variable)) is missing from the README's configuration table")
+        }
+    }
+
+    /// Each numeric setting's flag reaches the setting: a value that is not a number is refused
+    /// with an error naming the variable (checked through `migrate`, which stops at the configuration).
+    @Test func numericFlagsReachTheirSettings() async throws {
+        let numeric = try Self.configurationTable().filter { !$0.default.isEmpty && $0.default.allSatisfy(\.isNumber) }
+        #expect(numeric.count >= 20)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-flags-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        for (variable, _) in numeric {
+            let (process, output) = try Self.launch(["migrate", "--\(Self.flag(for: variable))", "not-a-number"], environment: ["TRIBUTARY_DATA_DIR": directory])
+            let (status, text) = try await Self.finish(process, output)
+            #expect(status != 0 && text.contains(variable), "--\(Self.flag(for: variable)) not-a-number: \(text)")
+        }
+    }
 }

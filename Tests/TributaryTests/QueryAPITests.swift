@@ -31,17 +31,19 @@ import Testing
     static func insert(
         _ config: AppConfig,
         _ batches: [[(index: Int, time: String, instrument: String, type: String, price: String, quantity: String)]],
-        compacting: Bool = false
+        compacting: Bool = false,
+        exchange: Exchange = .binance
     ) async throws {
+        let connectorID = exchange == .binance ? "conn_query" : "conn_\(exchange.rawValue)"
         try await withStore(config, logger: Logger(label: "test")) { store in
             for rows in batches {
                 let pending = rows.map { row in
                     PendingMessage(
-                        connectorID: "conn_query",
+                        connectorID: connectorID,
                         sessionID: "ws_1",
                         sourceID: "src-\(row.index)",
                         message: MarketMessage(
-                            exchange: .binance,
+                            exchange: exchange,
                             channel: "trade",
                             messageType: MessageType(rawValue: row.type) ?? .other,
                             instrument: row.instrument,
@@ -54,7 +56,7 @@ import Testing
                         receivedAt: Timestamp.parse(row.time) ?? Date()
                     )
                 }
-                _ = try await store.insertMessages(pending, batch: BatchRecord(batchID: UUID().uuidString, connectorID: "conn_query", metrics: [:]))
+                _ = try await store.insertMessages(pending, batch: BatchRecord(batchID: UUID().uuidString, connectorID: connectorID, metrics: [:]))
                 if compacting { _ = try await store.compactCandles() }
             }
         }
@@ -155,6 +157,48 @@ import Testing
         }
     }
 
+    /// History and candles of one exchange, or one connector's price points, when two exchanges
+    /// trade the instrument; whole minutes come from the rollup and partial ones from the trades.
+    @Test(arguments: TestBackend.enabled)
+    func historyAndCandlesFilterByExchangeAndConnector(_ backend: TestBackend) async throws {
+        try await withServer(backend) { client, config in
+            try await Self.insert(
+                config,
+                [[(200, Self.time("0:30"), "BTC-USDT", "trade", "200", "0.5"), (201, Self.time("1:10"), "BTC-USDT", "trade", "150", "1")]],
+                exchange: .okx
+            )
+            func data(_ query: String) async throws -> [JSONValue] {
+                let response = try await client.json(.get, "/api/instruments/BTC-USDT/history?" + query)
+                #expect(response.status == .ok, "\(query): \(response.body)")
+                return response.body["data"]?.arrayValue ?? []
+            }
+            let range = "since=2026-01-01T00:00:00Z&until=2026-01-01T01:00:00Z"
+            func candle(_ minute: Int, _ values: [String], _ count: Int) -> JSONValue {
+                .object([
+                    "time": .string("2026-01-01T00:0\(minute):00.000000Z"), "open": .string(values[0]), "high": .string(values[1]),
+                    "low": .string(values[2]), "close": .string(values[3]), "volume": .string(values[4]), "trade_count": .number(count),
+                ])
+            }
+            #expect(
+                try await data(range + "&interval=1m")
+                    == [candle(0, ["100.5", "200", "99.75", "99.75", "1.1"], 4), candle(1, ["102", "150", "101", "101", "2.5"], 3)]
+            )
+            #expect(
+                try await data(range + "&interval=1m&exchange=binance")
+                    == [candle(0, ["100.5", "101.25", "99.75", "99.75", "0.6"], 3), candle(1, ["102", "102", "101", "101", "1.5"], 2)]
+            )
+            #expect(try await data(range + "&interval=1m&exchange=okx") == [candle(0, ["200", "200", "200", "200", "0.5"], 1), candle(1, ["150", "150", "150", "150", "1"], 1)])
+            // Partial minutes at both edges: from the trades, filtered the same way.
+            let edges = "since=2026-01-01T00:00:15Z&until=2026-01-01T00:01:20Z&interval=1m"
+            #expect(try await data(edges + "&exchange=okx").compactMap { $0["high"]?.stringValue } == ["200", "150"])
+            #expect(try await data(edges + "&exchange=binance").compactMap { $0["high"]?.stringValue } == ["101.25", "102"])
+            #expect(try await data(range + "&exchange=okx").compactMap { $0["price"]?.stringValue } == ["200", "150"])
+            #expect(try await data(range + "&connector_id=conn_okx").compactMap { $0["price"]?.stringValue } == ["200", "150"])
+            #expect(try await data(range + "&connector_id=conn_query&exchange=okx").isEmpty)
+            #expect(try await data(range).count == 8)
+        }
+    }
+
     /// `candles_1m` counts each stored trade once, whatever order and how often trades arrive,
     /// and the partial minutes at the edges of a range come from the trades themselves.
     @Test(arguments: TestBackend.enabled)
@@ -242,7 +286,12 @@ import Testing
                 ("/api/messages?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "since"), ("/api/messages?since=yesterday", "since"),
                 ("/api/messages?message_type=quote", "message_type"), ("/api/instruments/BTC-USDT/history?interval=2m", "interval"),
                 ("/api/instruments/BTC-USDT/history?interval=1m&since=2000-01-01T00:00:00Z", "interval"), ("/api/batches?limit=-1", "limit"),
-                ("/api/batches?cursor=MjAyNg", "cursor"),
+                ("/api/batches?cursor=MjAyNg", "cursor"), ("/api/instruments/BTC-USDT/history?exchange=nasdaq", "exchange"),
+                ("/api/messages?exchange=OKX", "exchange"), ("/api/instruments/BTC-USDT/history?interval=1m&connector_id=conn_query", "connector_id"),
+                // Parameters a route does not take, on every route: named, never ignored.
+                ("/api/instruments/BTC-USDT/history?bogus=1", "bogus"), ("/api/messages?instrument=BTC-USDT&Limit=5", "Limit"),
+                ("/api/connectors?exchange=okx", "exchange"), ("/api/connectors/conn_x/status?limit=1", "limit"), ("/api/batches?since=1", "since"),
+                ("/health?verbose=1", "verbose"), ("/openapi.json?format=yaml", "format"), ("/api/dead-letters?exchange=okx", "exchange"),
             ]
             for (uri, field) in cases {
                 let response = try await client.json(.get, uri)

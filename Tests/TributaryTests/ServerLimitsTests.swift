@@ -224,6 +224,10 @@ import Testing
             let many = (0..<101).map { "I\($0)-USDT" }
             let tooMany = try await Self.rawRealtime(port: port, query: "?instrument=" + many.joined(separator: ","))
             #expect(tooMany.contains(#""error_code":"TOO_MANY_FILTERS""#), "\(tooMany.prefix(300))")
+            // A parameter the socket does not take is named, not ignored.
+            let unknown = try await Self.rawRealtime(port: port, query: "?instrument=BTC-USDT&instrumnet=ETH-USDT")
+            #expect(unknown.contains(#""error_code":"UNKNOWN_PARAMETER""#) && unknown.contains("instrumnet"), "\(unknown.prefix(300))")
+            #expect(!unknown.contains(#""type":"connected""#))
             let subscribe = JSONValue.object(["action": "subscribe", "instrument": .array(many.map { .string($0) })]).serialized
             let later = try await Self.realtimeSession(port: port, send: [subscribe])
             #expect(later.contains { $0["error_code"] == "TOO_MANY_FILTERS" }, "\(later)")
