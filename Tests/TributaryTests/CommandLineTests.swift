@@ -189,7 +189,10 @@ import Glibc
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-flags-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: directory) }
         for (variable, _) in numeric {
-            let (process, output) = try Self.launch(["migrate", "--\(Self.flag(for: variable))", "not-a-number"], environment: ["TRIBUTARY_DATA_DIR": directory])
+            let (process, output) = try Self.launch(
+                ["migrate", "--\(Self.flag(for: variable))", "not-a-number"],
+                environment: ["TRIBUTARY_DATA_DIR": directory]
+            )
             let (status, text) = try await Self.finish(process, output)
             #expect(status != 0 && text.contains(variable), "--\(Self.flag(for: variable)) not-a-number: \(text)")
         }

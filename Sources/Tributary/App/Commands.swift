@@ -76,7 +76,11 @@ func demoConnectorBodies(exchangePort: Int, instruments: [String]) -> [JSONValue
             path: "/ws/v5/public",
             subscription: ["op": "subscribe", "args": .array(instruments.map { .object(["channel": "trades", "instId": .string($0)]) })]
         ),
-        body(.binance, path: "/stream?streams=" + instruments.map { FakeVenue.binance.symbol($0) + "@trade" }.joined(separator: "/"), subscription: nil),
+        body(
+            .binance,
+            path: "/stream?streams=" + instruments.map { FakeVenue.binance.symbol($0) + "@trade" }.joined(separator: "/"),
+            subscription: nil
+        ),
         body(.bybit, path: "/v5/public/spot", subscription: ["req_id": "demo", "op": "subscribe", "args": symbols(.bybit) { "publicTrade." + $0 }]),
         body(.coinbase, path: "/coinbase", subscription: ["type": "subscribe", "product_ids": symbols(.coinbase), "channel": "market_trades"]),
         body(.kraken, path: "/v2", subscription: ["method": "subscribe", "params": ["channel": "trade", "symbol": symbols(.kraken)]]),

@@ -110,7 +110,14 @@ public struct QueryBenchmark: Sendable {
                     store.priceHistoryStatement(instrument: instrument(index), since: end.addingTimeInterval(-3600), until: end, limit: 10_000)
                 },
                 { index in
-                    try await store.priceHistory(instrument: instrument(index), exchange: nil, connectorID: nil, since: end.addingTimeInterval(-3600), until: end, limit: 10_000).count
+                    try await store.priceHistory(
+                        instrument: instrument(index),
+                        exchange: nil,
+                        connectorID: nil,
+                        since: end.addingTimeInterval(-3600),
+                        until: end,
+                        limit: 10_000
+                    ).count
                 }
             ),
             (
@@ -119,8 +126,14 @@ public struct QueryBenchmark: Sendable {
                     store.candlesStatement(instrument: instrument(index), since: end.addingTimeInterval(-86_400), until: end)
                 },
                 { index in
-                    try await store.candles(instrument: instrument(index), exchange: nil, since: end.addingTimeInterval(-86_400), until: end, interval: .oneMinute)
-                        .count
+                    try await store.candles(
+                        instrument: instrument(index),
+                        exchange: nil,
+                        since: end.addingTimeInterval(-86_400),
+                        until: end,
+                        interval: .oneMinute
+                    )
+                    .count
                 }
             ),
             (

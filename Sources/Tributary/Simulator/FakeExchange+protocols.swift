@@ -117,7 +117,9 @@ extension FakeExchange {
                             self.state.withLock { $0.hostileFrames += 1 }
                         }
                     }
-                    let frame: JSONValue = .object(["arg": .object(["channel": "trades", "instId": .string(batch[0].instrument)]), "data": .array(records)])
+                    let frame: JSONValue = .object([
+                        "arg": .object(["channel": "trades", "instId": .string(batch[0].instrument)]), "data": .array(records),
+                    ])
                     try await outbound.write(.text(frame.serialized))
                     for text in separateFrames { try await outbound.write(.text(text)) }
                     if self.malformed(after: batch[batch.count - 1].trade.id) {

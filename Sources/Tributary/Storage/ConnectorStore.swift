@@ -53,7 +53,14 @@ public protocol MessageQueries: Sendable {
     /// Stored messages matching `query`, newest first (`timestamp`, then `id`).
     func messages(_ query: MessageQuery) async throws -> [MessageRecord]
     /// Priced messages of one instrument in `[since, until)`, oldest first.
-    func priceHistory(instrument: String, exchange: String?, connectorID: String?, since: Date, until: Date, limit: Int) async throws -> [MessageRecord]
+    func priceHistory(
+        instrument: String,
+        exchange: String?,
+        connectorID: String?,
+        since: Date,
+        until: Date,
+        limit: Int
+    ) async throws -> [MessageRecord]
     /// A connector's poll results, newest first.
     func apiData(connectorID: String, after: PageCursor?, limit: Int) async throws -> [APIDataRecord]
     /// Flushed batches, newest first.
