@@ -54,6 +54,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
+            // The web console's HTML, CSS and JavaScript (see ConsoleAssets).
+            resources: [.copy("Console/assets")],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

@@ -155,6 +155,7 @@ public func buildRouter(
     table.add(.get, "/openapi.json", in: open) { _, _ in
         Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: document)))
     }
+    ConsoleAssets.load(logger: Logger(label: "tributary")).addRoutes(to: open)
     ConnectorController(service: service).addRoutes(to: table, in: api)
     QueryController(store: store, service: service).addRoutes(to: table, in: api)
     table.add(.get, "/api/realtime", in: api) { _, _ in
