@@ -31,12 +31,16 @@ public struct ConsoleAssets: Sendable {
         return fields
     }()
 
-    static let contentTypes = ["html": "text/html; charset=utf-8", "css": "text/css; charset=utf-8", "js": "text/javascript; charset=utf-8", "svg": "image/svg+xml"]
+    static let contentTypes = [
+        "html": "text/html; charset=utf-8", "css": "text/css; charset=utf-8", "js": "text/javascript; charset=utf-8", "svg": "image/svg+xml",
+    ]
 
     /// Reads the files next to the executable (or the test bundle), where SwiftPM puts resources.
     public static func load(logger: Logger) -> ConsoleAssets {
         guard let directory = locate() else {
-            logger.warning("console files not found next to the executable: / and /docs answer 404 (copy tributary_Tributary.resources with the binary)")
+            logger.warning(
+                "console files not found next to the executable: / and /docs answer 404 (copy tributary_Tributary.resources with the binary)"
+            )
             return ConsoleAssets(files: [:], directory: nil)
         }
         var files: [String: File] = [:]
