@@ -7,7 +7,7 @@ struct TributaryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tributary",
         abstract: "Collects market data from exchanges, stores it and re-broadcasts it live.",
-        subcommands: [Serve.self, Migrate.self, Keygen.self, Simulate.self, Bench.self],
+        subcommands: [Serve.self, Migrate.self, Backup.self, Keygen.self, Simulate.self, Bench.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -145,6 +145,21 @@ struct Migrate: AsyncParsableCommand {
         let config = try settings.load()
         try await runMigrations(config, rebuildCandles: rebuildCandles)
         print("schema is up to date (\(config.description))" + (rebuildCandles ? "; candles rebuilt" : ""))
+    }
+}
+
+struct Backup: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Copy the embedded SQLite database and its encryption key into a new directory, while the server runs.",
+        discussion: "PostgreSQL is backed up with pg_dump instead (see the README's Operations section)."
+    )
+
+    @OptionGroup var settings: SettingsOptions
+    @Option(help: "Directory to write the copy to (created; must not hold a backup already).") var to: String
+
+    func run() async throws {
+        let config = try settings.load()
+        for path in try await runBackup(config, to: to) { print("wrote \(path)") }
     }
 }
 

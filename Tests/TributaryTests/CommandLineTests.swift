@@ -1,6 +1,9 @@
 import Dispatch
 import Foundation
+import HTTPTypes
 import Testing
+
+@testable import Tributary
 
 #if canImport(Glibc)
 import Glibc
@@ -195,6 +198,38 @@ import Glibc
             )
             let (status, text) = try await Self.finish(process, output)
             #expect(status != 0 && text.contains(variable), "--\(Self.flag(for: variable)) not-a-number: \(text)")
+        }
+    }
+
+    /// `tributary backup` copies the SQLite database while a server writes to it, with the
+    /// generated key: a server started on the copy has the connector and can still read its secret.
+    @Test func backupCopiesTheDatabaseAndKeyWhileTheServerRuns() async throws {
+        let backup = FileManager.default.temporaryDirectory.appendingPathComponent("tributary-backup-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: backup) }
+        try await TestBackend.sqlite.withConfig { base in
+            var generated = base
+            generated.encryptionKey = nil  // generated into the data directory, as a plain `serve` does
+            let config = generated
+            try await TestServer(config: config).run { client in
+                let body = connectorBody("backed-up", ["auth_type": "api_key", "api_key": "key-to-keep-0123456789"])
+                #expect(try await client.json(.post, "/api/connectors", body: body).status == .ok)
+                let (process, output) = try Self.launch(["backup", "--data-dir", config.dataDirectory, "--to", backup])
+                let (status, text) = try await Self.finish(process, output)
+                #expect(status == 0, "\(text)")
+                #expect(text.contains("wrote \(backup)/tributary.sqlite") && text.contains("wrote \(backup)/encryption.key"), "\(text)")
+                // A second backup into the same place is refused rather than overwriting it.
+                let (again, againOutput) = try Self.launch(["backup", "--data-dir", config.dataDirectory, "--to", backup])
+                let (againStatus, againText) = try await Self.finish(again, againOutput)
+                #expect(againStatus != 0 && againText.contains("exists already"))
+            }
+            var restored = config
+            restored.dataDirectory = backup
+            restored.database = .sqlite(path: backup + "/tributary.sqlite")
+            try await TestServer(config: restored).run { client in
+                let listed = try await client.json(.get, "/api/connectors").body["data"]?.arrayValue ?? []
+                #expect(listed.count == 1 && listed.first?["name"] == "backed-up")
+                #expect(listed.first?["api_key"] == "****6789", "the copied key still decrypts the secret")
+            }
         }
     }
 }
