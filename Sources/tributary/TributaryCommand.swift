@@ -140,11 +140,16 @@ struct Migrate: AsyncParsableCommand {
     @OptionGroup var settings: SettingsOptions
     @Flag(help: "Then refill the candle rollup (candles_1m) from every stored trade, e.g. after rows were written around Tributary.")
     var rebuildCandles = false
+    @Flag(help: "Then re-encrypt every stored secret under ENCRYPTION_KEY (after a key rotation; older keys in ENCRYPTION_KEYS_PREVIOUS).")
+    var resealSecrets = false
 
     func run() async throws {
         let config = try settings.load()
-        try await runMigrations(config, rebuildCandles: rebuildCandles)
-        print("schema is up to date (\(config.description))" + (rebuildCandles ? "; candles rebuilt" : ""))
+        let resealed = try await runMigrations(config, rebuildCandles: rebuildCandles, resealSecrets: resealSecrets)
+        print(
+            "schema is up to date (\(config.description))" + (rebuildCandles ? "; candles rebuilt" : "")
+                + (resealSecrets ? "; secrets of \(resealed) connector(s) resealed under the current key" : "")
+        )
     }
 }
 

@@ -18,6 +18,16 @@ import Testing
         return nil
     }
 
+    /// The `tributary_*` metric names in the shipped Prometheus rules.
+    static func alertRuleMetrics() throws -> Set<String> {
+        let rules = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("deploy/prometheus/tributary-rules.yml")
+        let text = try String(contentsOf: rules, encoding: .utf8)
+        let names = Set(text.matches(of: /tributary_[a-z_]+/).map { String($0.output) })
+        #expect(names.count >= 10, "the rules file was read")
+        return names
+    }
+
     @Test func metricsMoveWhenMessagesFlow() async throws {
         var options = SimulatorOptions()
         options.rate = 2000
@@ -55,6 +65,11 @@ import Testing
                     try await client.json(.get, "/api/connectors/conn_missing")
                     let missing = #"tributary_http_requests_total{method="GET",route="/api/connectors/{connector_id}",status="404"}"#
                     #expect(Self.value(try await scrape(), missing) == 1, "errors are counted with their status")
+                    // Every metric the shipped alerting rules use is one this server exports.
+                    let exported = try await scrape()
+                    for name in try Self.alertRuleMetrics() {
+                        #expect(exported.contains("\n# TYPE \(name) "), "deploy/prometheus/tributary-rules.yml uses \(name), which /metrics lacks")
+                    }
                     try await client.json(.post, "/api/connectors/\(id)/stop")
                 }
             }

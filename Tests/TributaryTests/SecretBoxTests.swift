@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Testing
 
 @testable import Tributary
@@ -80,5 +81,37 @@ import Testing
         #expect(!verifier.isValid("alpha-token "))
         #expect(!verifier.isValid(""))
         #expect(!APITokenVerifier(tokens: []).isEnabled)
+    }
+
+    /// A key rotation end to end: secrets sealed under the old key are resealed under the new one,
+    /// after which the old key is no longer needed.
+    /// Created without a supervisor, the service applies the default outbound policy (no loopback);
+    /// nothing connects to it.
+    static let publicURL: JSONValue = "wss://ws.okx.com:8443/ws/v5/public"
+
+    @Test(arguments: TestBackend.enabled)
+    func resealingMovesEverySecretToTheCurrentKey(_ backend: TestBackend) async throws {
+        let old = try EncryptionKey(base64: EncryptionKey.generate())
+        let new = try EncryptionKey(base64: EncryptionKey.generate())
+        try await backend.withConfig { config in
+            try await withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let before = ConnectorService(store: store, secretBox: SecretBox(current: old), logger: Logger(label: "test"))
+                let body = try JSONValue.parse(
+                    connectorBody("rotated", ["auth_type": "api_key", "api_key": "key-under-rotation-4321", "api_url": Self.publicURL])
+                )
+                let id = try await before.create(body).connectorID
+                _ = try await before.create(try JSONValue.parse(connectorBody("no-secrets", ["api_url": Self.publicURL])))
+
+                let rotating = ConnectorService(store: store, secretBox: SecretBox(current: new, previous: [old]), logger: Logger(label: "test"))
+                #expect(try await rotating.resealSecrets() == 1, "one connector has secrets under the old key")
+                #expect(try await rotating.resealSecrets() == 0, "and then none")
+
+                let after = ConnectorService(store: store, secretBox: SecretBox(current: new), logger: Logger(label: "test"))
+                let view = try await after.get(id)
+                #expect(view.json["api_key"] == "****4321", "readable with the new key alone")
+                #expect(throws: Never.self) { try after.definition(of: view.record) }
+            }
+        }
     }
 }

@@ -228,13 +228,20 @@ public func runServer(_ config: AppConfig) async throws {
 }
 
 /// `tributary migrate`: applies pending migrations and returns once the schema is current;
-/// with `rebuildCandles`, then refills the candle rollup from the stored trades.
-public func runMigrations(_ config: AppConfig, rebuildCandles: Bool = false) async throws {
+/// with `rebuildCandles`, then refills the candle rollup from the stored trades; with
+/// `resealSecrets`, re-encrypts stored secrets under the current key and returns how many
+/// connectors it rewrote.
+@discardableResult
+public func runMigrations(_ config: AppConfig, rebuildCandles: Bool = false, resealSecrets: Bool = false) async throws -> Int {
     config.bootstrapLogging()
-    try await withStore(config, logger: Logger(label: "tributary")) { store in
+    let secretBox = resealSecrets ? try makeSecretBox(config) : nil
+    let logger = Logger(label: "tributary")
+    return try await withStore(config, logger: logger) { store in
         try await store.migrate()
         try await store.checkReady()
         if rebuildCandles { try await store.rebuildCandles() }
+        guard let secretBox else { return 0 }
+        return try await ConnectorService(store: store, secretBox: secretBox, logger: logger).resealSecrets()
     }
 }
 

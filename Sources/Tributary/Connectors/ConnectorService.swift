@@ -74,6 +74,32 @@ public struct ConnectorService: Sendable {
         return try await perform(.start, on: existing.connectorID)
     }
 
+    /// After a key rotation: re-encrypts the secrets of every connector that has one not sealed
+    /// under the current key (opening it with any configured key); returns how many connectors
+    /// were rewritten. Fails on a secret no configured key opens, naming the connector.
+    public func resealSecrets() async throws -> Int {
+        var resealed = 0
+        var offset = 0
+        while true {
+            let page = try await store.listConnectors(limit: 500, offset: offset)
+            for record in page.connectors {
+                let sealed = record.sealedSecrets
+                let tokens = [sealed.apiKey, sealed.apiSecret, sealed.passphrase, sealed.bearerToken, sealed.headers, sealed.queryParams]
+                guard tokens.contains(where: { $0.map { !secretBox.isCurrent($0) } ?? false }) else { continue }
+                let definition: ConnectorDefinition
+                do {
+                    definition = try self.definition(of: record)
+                } catch {
+                    throw ConfigError("connector \(record.connectorID) (\(record.config.name)): \(error)")
+                }
+                _ = try await store.updateConnector(id: record.connectorID, config: record.config, sealedSecrets: try seal(definition.secrets))
+                resealed += 1
+            }
+            offset += page.connectors.count
+            if page.connectors.isEmpty || offset >= page.total { return resealed }
+        }
+    }
+
     public func list(limit: Int, offset: Int) async throws -> (connectors: [ConnectorView], total: Int) {
         let page = try await store.listConnectors(limit: limit, offset: offset)
         var views: [ConnectorView] = []

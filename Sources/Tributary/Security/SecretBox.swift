@@ -29,6 +29,9 @@ public struct SecretBox: Sendable {
         return "\(header):\(Base64.encodeURLSafeUnpadded(combined))"
     }
 
+    /// Whether `token` was sealed under the current key (else a rotation still has to reseal it).
+    public func isCurrent(_ token: String) -> Bool { token.hasPrefix("\(Self.prefix):\(current.id):") }
+
     public func open(_ token: String) throws(SecretError) -> String {
         let parts = token.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
         if parts.count == 3, parts[0] == Self.prefix {
