@@ -216,6 +216,19 @@ class Run:
         self.wait(lambda: self.status(name) == "stopped", "status stopped")
         self.shot("stopped")
 
+        # Edit it: the form comes back filled in, and a rename is saved.
+        self.row(name).find_element(By.CSS_SELECTOR, "button[data-action=edit]").click()
+        self.wait(lambda: self.visible("#connector-dialog"), "the edit form")
+        if self.css("#f-api_url").get_attribute("value") != f"ws://127.0.0.1:{self.exchange_port}/ws/v5/public":
+            raise Failure(f"{self.name}: the edit form does not show the connector's URL")
+        renamed = name + "-renamed"
+        self.fill("#f-name", renamed)
+        self.css("#connector-save").click()
+        self.wait(lambda: not self.visible("#connector-dialog"), "the edit form to close")
+        self.wait(lambda: self.row(renamed) is not None, "the renamed connector in the list")
+        self.shot("edited")
+        name = renamed
+
         # The API docs page.
         driver.get(self.base + "/docs")
         self.wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "section.op")) >= 15, "the API docs")
