@@ -445,6 +445,67 @@ def scenario_spool_full():
 # round trips, so the bound checked here is 1 s of stream.
 KILL_BOUND = 2000
 
+def instances_of(server):
+    status, body = http(server.port, "GET", "/api/instances")
+    return (body or {}).get("data") or [] if status == 200 else []
+
+
+def owner_of(server, connector):
+    """The alive instance holding the connector's lease, as `server` sees it."""
+    for instance in instances_of(server):
+        if instance.get("status") == "alive" and connector in (instance.get("connectors") or []):
+            return instance["instance_id"]
+    return None
+
+
+def scenario_cluster_kill():
+    """Three instances on one PostgreSQL, a connector at 2,000 msg/s; kill -9 its owner 10 times
+    (restarting it each time) and time the takeover: from the kill to another instance holding
+    the lease, and to the next stored trade."""
+    database, kills = "faults_cluster", 10
+    create_database(database)
+    simulator = Simulator("cluster", 2000, 0)
+    servers = [Server(f"cluster{i}", database) for i in range(1, 4)]
+    for server in servers:
+        server.start()
+    ids = {}
+    for server in servers:
+        ids[next(i["instance_id"] for i in instances_of(server) if i.get("self"))] = server
+    connector = start_connector(servers[0], simulator)
+    wait_until(lambda: owner_of(servers[0], connector) is not None, 30)
+    lease_times, data_times = [], []
+    for _ in range(kills):
+        time.sleep(3)
+        owner = owner_of(servers[0], connector) or owner_of(servers[1], connector)
+        victim = ids[owner]
+        survivors = [s for s in servers if s is not victim]
+        before = stored(database, connector)[0]
+        victim.process.kill()
+        killed = time.monotonic()
+        victim.process.wait(timeout=10)
+        took = wait_until(lambda: (owner_of(survivors[0], connector) or victim) not in (None, owner), 30, step=0.05)
+        lease_times.append(time.monotonic() - killed if took else float("inf"))
+        wait_until(lambda: stored(database, connector)[0] > before + 100, 30, step=0.1)
+        data_times.append(time.monotonic() - killed)
+        victim.start()
+    http(servers[0].port, "POST", f"/api/connectors/{connector}/stop")
+    time.sleep(3)
+    sent = simulator.stats().get("sent", 0)
+    settle(database, connector, simulator, sent, 60)
+    result = figures(database, connector, simulator)
+    for server in servers:
+        server.signal(signal.SIGTERM)
+    simulator.stop()
+    lease_times.sort()
+    data_times.sort()
+    report(
+        f"cluster: kill -9 of the owner x{kills}, 3 instances, 2,000 msg/s",
+        result["duplicate_rows"] == 0 and result["missing"] <= kills * KILL_BOUND and lease_times[-1] < 15,
+        **result, takeover_median_s=lease_times[len(lease_times) // 2], takeover_max_s=lease_times[-1],
+        first_row_median_s=data_times[len(data_times) // 2], first_row_max_s=data_times[-1],
+        takeovers_s=",".join(f"{t:.1f}" for t in lease_times))
+
+
 SCENARIOS = {
     "outage": scenario_postgres_outage,
     "sigterm": lambda: scenario_restart("sigterm"),
@@ -453,6 +514,7 @@ SCENARIOS = {
     "drops": scenario_drops,
     "stalled": scenario_stalled_client,
     "spool-full": scenario_spool_full,
+    "cluster-kill": scenario_cluster_kill,
 }
 
 if __name__ == "__main__":

@@ -67,6 +67,11 @@ struct SettingsOptions: ParsableArguments {
     @Option(help: "Messages held in memory before the spool takes over (SPOOL_MEMORY_MESSAGES, default 50000).") var spoolMemoryMessages: String?
     @Option(help: "Spool fsync period for SPOOL_FSYNC=interval_ms (SPOOL_FSYNC_INTERVAL_MS, default 100).") var spoolFsyncIntervalMs: String?
     @Option(help: "Most messages held in memory in all (INGEST_BUFFER_CAPACITY, default 500000).") var ingestBufferCapacity: String?
+    @Option(help: "Several instances: a lease not renewed for this many ms may be taken over (LEASE_TTL_MS, default 10000).")
+    var leaseTtlMs: String?
+    @Option(help: "Several instances: renew leases and rebalance every this many ms (LEASE_RENEW_MS, default 2000).") var leaseRenewMs: String?
+    @Option(help: "Several instances: the address this one registers in /api/instances (INSTANCE_ADDRESS, default host:port).")
+    var instanceAddress: String?
 
     var overrides: [String: String] {
         let pairs: [(String, String?)] = [
@@ -83,7 +88,8 @@ struct SettingsOptions: ParsableArguments {
             ("MAX_HTTP_CONNECTIONS", maxHttpConnections), ("HTTP_IDLE_TIMEOUT_MS", httpIdleTimeoutMs),
             ("HTTP_HEADER_TIMEOUT_MS", httpHeaderTimeoutMs), ("SPOOL_MODE", spoolMode), ("SPOOL_FSYNC", spoolFsync),
             ("SPOOL_MAX_BYTES", spoolMaxBytes), ("SPOOL_MEMORY_MESSAGES", spoolMemoryMessages), ("SPOOL_FSYNC_INTERVAL_MS", spoolFsyncIntervalMs),
-            ("INGEST_BUFFER_CAPACITY", ingestBufferCapacity),
+            ("INGEST_BUFFER_CAPACITY", ingestBufferCapacity), ("LEASE_TTL_MS", leaseTtlMs), ("LEASE_RENEW_MS", leaseRenewMs),
+            ("INSTANCE_ADDRESS", instanceAddress),
         ]
         return pairs.reduce(into: [:]) { result, pair in if let value = pair.1 { result[pair.0] = value } }
     }

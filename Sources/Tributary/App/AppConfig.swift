@@ -70,6 +70,10 @@ public struct AppConfig: Sendable {
     public var maxDeadLetters = 100_000
     /// Most connectors; creating one more gets a 409.
     public var maxConnectors = 1000
+    /// Several instances on one PostgreSQL: lease timing (see `ClusterCoordinator`).
+    public var cluster = ClusterSettings()
+    /// The address this instance registers in `instances` (`INSTANCE_ADDRESS`); default host:port.
+    public var instanceAddress: String?
     /// `serve --demo`: the connector bodies the demo creates (marked demo) and starts once the
     /// schema is current. Nil for a plain `serve`, which never starts a demo connector.
     public var demoConnectors: [JSONValue]?
@@ -137,6 +141,17 @@ public struct AppConfig: Sendable {
         config.maxRealtimeClients = try integer(settings, "MAX_REALTIME_CLIENTS", default: 256, range: 1...100_000)
         config.maxDeadLetters = try integer(settings, "MAX_DEAD_LETTERS", default: 100_000, range: 1...100_000_000)
         config.maxConnectors = try integer(settings, "MAX_CONNECTORS", default: 1000, range: 1...100_000)
+        config.cluster.leaseTTL = .milliseconds(try integer(settings, "LEASE_TTL_MS", default: 10_000, range: 1000...600_000))
+        config.cluster.renewInterval = .milliseconds(try integer(settings, "LEASE_RENEW_MS", default: 2000, range: 100...60_000))
+        guard config.cluster.renewInterval * 3 <= config.cluster.leaseTTL else {
+            throw ConfigError("LEASE_RENEW_MS must be at most a third of LEASE_TTL_MS, so a lease is renewed several times before it expires")
+        }
+        if let address = settings["INSTANCE_ADDRESS"] {
+            guard (1...200).contains(address.count), !address.contains(where: \.isWhitespace) else {
+                throw ConfigError("INSTANCE_ADDRESS must be 1 to 200 characters without spaces (host:port); got \"\(address.prefix(50))\"")
+            }
+            config.instanceAddress = address
+        }
         config.apiTokens = (settings["TRIBUTARY_API_TOKENS"] ?? "").split(separator: ",")
             .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         if let level = settings["LOG_LEVEL"] {

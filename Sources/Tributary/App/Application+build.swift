@@ -13,8 +13,18 @@ public func buildApplication(
     logger: Logger,
     onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) async throws -> some ApplicationProtocol {
+    let lock = try DataDirectoryLock.acquire(config.dataDirectory)
     let secretBox = try makeSecretBox(config)
-    let store = try await makeStore(config, logger: logger)
+    // With PostgreSQL several instances may share the database: this one gets its id.
+    var instance: InstanceInfo?
+    if case .postgres = config.database {
+        instance = InstanceInfo(
+            instanceID: try InstanceIdentity.load(dataDirectory: config.dataDirectory),
+            address: config.instanceAddress ?? "\(config.host):\(config.port)",
+            version: tributaryVersion
+        )
+    }
+    let store = try await makeStore(config, instanceID: instance?.instanceID, logger: logger)
     let gate = try await EgressGate.start(policy: config.runtime.outbound, logger: logger)
     var gated = config
     gated.runtime.egress = gate
@@ -28,13 +38,25 @@ public func buildApplication(
         spool: spool,
         pollSpool: pollSpool,
         migrator: migrator,
+        instance: instance,
         logger: logger
     )
-    let router = buildRouter(config: config, store: store, service: pipeline.service, metrics: pipeline.exporter, migrator: migrator)
+    let router = buildRouter(
+        config: config,
+        store: store,
+        service: pipeline.service,
+        metrics: pipeline.exporter,
+        migrator: migrator,
+        instances: InstancesController(coordinator: pipeline.coordinator, supervisor: pipeline.supervisor, config: config)
+    )
+    // Started in this order, stopped in reverse: the demo's connectors, then the others, then the
+    // writer flushes, then the coordinator hands the leases over, then the store closes.
     var services: [any Service] = [
-        gate, store, migrator, pipeline.compactor, pipeline.deadLetters, SpoolSyncService(spool: pollSpool), pipeline.pollRows,
-        SpoolSyncService(spool: spool), pipeline.writer, pipeline.supervisor,
+        DataDirectoryLockService(lock: lock), gate, store, migrator, pipeline.compactor, pipeline.deadLetters,
+        SpoolSyncService(spool: pollSpool), pipeline.pollRows,
     ]
+    if let coordinator = pipeline.coordinator { services.append(coordinator) }
+    services += [SpoolSyncService(spool: spool), pipeline.writer, pipeline.supervisor]
     if let demo = config.demoConnectors {
         services.append(DemoConnectors(bodies: demo, service: pipeline.service, migrator: migrator, logger: logger))
     }
@@ -73,6 +95,8 @@ public struct Pipeline: Sendable {
     public let service: ConnectorService
     public let realtime: RealtimeEndpoint
     public let exporter: MetricsExporter
+    /// With several instances on PostgreSQL: which connectors run here.
+    public let coordinator: ClusterCoordinator?
 
     public init(
         config: AppConfig,
@@ -81,6 +105,7 @@ public struct Pipeline: Sendable {
         spool: Spool? = nil,
         pollSpool: Spool? = nil,
         migrator: DatabaseMigrator? = nil,
+        instance: InstanceInfo? = nil,
         logger: Logger
     ) {
         deadLetters = DeadLetterQueue(store: store, retained: config.maxDeadLetters, logger: logger)
@@ -128,6 +153,21 @@ public struct Pipeline: Sendable {
             logger: logger
         )
         exporter = MetricsExporter(pipeline: metrics, buffer: buffer, broadcaster: broadcaster, store: store, deadLetters: deadLetters)
+        if let instance, let clusterStore = store as? any ClusterStore & ConnectorStore {
+            let coordinator = ClusterCoordinator(
+                instance: instance,
+                store: clusterStore,
+                supervisor: supervisor,
+                broadcaster: broadcaster,
+                migrator: migrator,
+                settings: config.cluster,
+                logger: logger
+            )
+            supervisor.coordinate(with: coordinator)
+            self.coordinator = coordinator
+        } else {
+            coordinator = nil
+        }
     }
 }
 
@@ -138,6 +178,7 @@ public func buildRouter(
     service: ConnectorService,
     metrics: MetricsExporter? = nil,
     migrator: DatabaseMigrator? = nil,
+    instances: InstancesController? = nil,
     routes table: RouteTable<APIRequestContext> = RouteTable()
 ) -> Router<APIRequestContext> {
     let router = Router(context: APIRequestContext.self)
@@ -158,6 +199,7 @@ public func buildRouter(
     ConsoleAssets.load(logger: Logger(label: "tributary")).addRoutes(to: open)
     ConnectorController(service: service).addRoutes(to: table, in: api)
     QueryController(store: store, service: service).addRoutes(to: table, in: api)
+    instances?.addRoutes(to: table, in: api)
     table.add(.get, "/api/realtime", in: api) { _, _ in
         throw APIError(
             .upgradeRequired,
@@ -183,7 +225,8 @@ public func buildRealtimeRouter(config: AppConfig, endpoint: RealtimeEndpoint) -
 }
 
 /// The configured store, not yet migrated. It is a service: PostgreSQL's pool runs inside it.
-public func makeStore(_ config: AppConfig, logger: Logger) async throws -> any ConnectorStore {
+/// With `instanceID`, a PostgreSQL store fences writes by lease and announces committed batches.
+public func makeStore(_ config: AppConfig, instanceID: String? = nil, logger: Logger) async throws -> any ConnectorStore {
     switch config.database {
     case .sqlite(let path):
         return try await SQLiteStore.open(path: path, timeout: config.poolTimeout, logger: logger)
@@ -192,6 +235,7 @@ public func makeStore(_ config: AppConfig, logger: Logger) async throws -> any C
             settings: settings,
             poolMaximum: config.poolMaximum,
             timeout: config.poolTimeout,
+            instanceID: instanceID,
             logger: logger
         )
     }

@@ -109,6 +109,9 @@ public struct ConnectorContext: Sendable {
     public let state: ConnectorRuntimeState
     public let settings: ConnectorRuntimeSettings
     public let logger: Logger
+    /// With several instances: the epoch of this instance's lease on the connector, carried by
+    /// every message it receives (see `PendingMessage.lease`).
+    public var lease: Int64?
 
     /// Normalizes one text frame and hands its messages to the pipeline without waiting.
     /// Malformed frames and bad values are counted, logged and skipped.
@@ -186,7 +189,14 @@ public struct ConnectorContext: Sendable {
                 }
                 let sourceID = message.sourceID ?? "\(session.sessionID):\(session.sequence)"
                 accepted.append(
-                    PendingMessage(connectorID: connectorID, sessionID: session.sessionID, sourceID: sourceID, message: message, receivedAt: now)
+                    PendingMessage(
+                        connectorID: connectorID,
+                        sessionID: session.sessionID,
+                        sourceID: sourceID,
+                        message: message,
+                        receivedAt: now,
+                        lease: lease
+                    )
                 )
             }
             guard !accepted.isEmpty else { return }

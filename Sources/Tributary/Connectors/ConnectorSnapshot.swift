@@ -52,6 +52,7 @@ public struct ConnectorSnapshot: Sendable {
             "polling_interval": .number(config.pollingInterval),
             "field_mapping": config.fieldMapping ?? .null,
             "demo": .bool(record.demo),
+            "lease": record.lease.map { .number(String($0)) } ?? .null,
             "sealed": .object([
                 "api_key": .optional(sealed.apiKey), "api_secret": .optional(sealed.apiSecret), "passphrase": .optional(sealed.passphrase),
                 "bearer_token": .optional(sealed.bearerToken), "headers": .optional(sealed.headers), "query_params": .optional(sealed.queryParams),
@@ -100,7 +101,8 @@ public struct ConnectorSnapshot: Sendable {
             createdAt: now,
             updatedAt: now,
             status: ConnectorStatusRecord(status: .starting, lastError: nil, performanceMetrics: .object([:]), startedAt: nil, updatedAt: now),
-            demo: value["demo"]?.boolValue ?? false
+            demo: value["demo"]?.boolValue ?? false,
+            lease: value["lease"].flatMap { if case .number(let text) = $0 { Int64(text) } else { nil } }
         )
     }
 }

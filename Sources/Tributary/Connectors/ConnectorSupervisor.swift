@@ -24,6 +24,12 @@ public actor ConnectorSupervisor: Service {
     /// Whether `serve --demo` runs: it starts the demo connectors itself. Otherwise any demo
     /// connector still meant to run is set to stopped at start, since its fake exchange is gone.
     let demoMode: Bool
+    /// With several instances on one PostgreSQL: decides which connectors run here (leases);
+    /// API changes go to it instead of starting or stopping anything directly.
+    let placement = Mutex<(any ConnectorPlacement)?>(nil)
+    var coordinator: (any ConnectorPlacement)? { placement.withLock { $0 } }
+    /// Set once shutdown began: nothing starts any more (a coordinator's period may still run).
+    var stopping = false
 
     public init(
         store: any ConnectorRepository & SchemaMigrations,
@@ -49,8 +55,11 @@ public actor ConnectorSupervisor: Service {
         self.logger = logger
     }
 
+    /// Hands placement to `coordinator` (call before the services run).
+    public nonisolated func coordinate(with coordinator: any ConnectorPlacement) { placement.withLock { $0 = coordinator } }
+
     public func run() async throws {
-        await resume()
+        if coordinator == nil { await resume() }
         while !Task.isShuttingDownGracefully {
             do {
                 let interval = settings.statusInterval
@@ -60,6 +69,7 @@ public actor ConnectorSupervisor: Service {
             }
             await persistStatuses()
         }
+        stopping = true
         let entries = Array(running.values)
         running = [:]
         await Self.drain(entries)
@@ -134,6 +144,10 @@ public actor ConnectorSupervisor: Service {
     /// Brings the runtime in line with the record: (re)starts it with this configuration when
     /// its desired state is running, stops it otherwise.
     public func apply(_ record: ConnectorRecord) async {
+        if let coordinator {
+            await coordinator.changed(record.connectorID)
+            return
+        }
         await stop(record.connectorID)
         if record.desiredState == .running { start(record) }
     }
@@ -142,12 +156,47 @@ public actor ConnectorSupervisor: Service {
     public func remove(_ connectorID: String) async {
         await stop(connectorID, persist: false)
         metrics.remove(connectorID)
+        await coordinator?.changed(connectorID)
+    }
+
+    /// (Re)starts `record` here under lease `epoch` (the coordinator's call).
+    func run(_ record: ConnectorRecord, lease epoch: Int64) async {
+        await stop(record.connectorID)
+        if record.desiredState == .running { start(record, lease: epoch) }
+    }
+
+    /// Stops a connector here (the coordinator's call: its lease is lost or handed over).
+    func stopHere(_ connectorID: String) async { await stop(connectorID) }
+
+    /// The connectors running here.
+    var runningIDs: Set<String> { Set(running.keys) }
+
+    /// The record a connector running here was started with (its lease included).
+    func record(of connectorID: String) -> ConnectorRecord? { records[connectorID] }
+
+    /// The connectors the snapshot says ran here last, with their lease epochs (for a start
+    /// while the database is down).
+    func snapshotLeases() -> [(record: ConnectorRecord, lease: Int64)] {
+        (snapshot?.load() ?? []).filter { !$0.demo }.compactMap { record in record.lease.map { (record, $0) } }
+    }
+
+    /// Starts what the snapshot holds (the database is down at start; see `snapshotLeases`).
+    func startFromSnapshot() -> Int {
+        var started = 0
+        for (record, lease) in snapshotLeases() where running[record.connectorID] == nil {
+            start(record, lease: lease)
+            started += 1
+        }
+        return started
     }
 
     /// The live state of a running connector, if it runs.
     public func state(of connectorID: String) -> ConnectorRuntimeState? { running[connectorID]?.state }
 
-    func start(_ record: ConnectorRecord) {
+    func start(_ record: ConnectorRecord, lease: Int64? = nil) {
+        guard !stopping else { return }
+        var record = record
+        record.lease = lease
         let id = record.connectorID
         var logger = self.logger
         logger[metadataKey: "connector_id"] = "\(id)"
@@ -163,7 +212,8 @@ public actor ConnectorSupervisor: Service {
                 deadLetters: deadLetters,
                 state: state,
                 settings: settings,
-                logger: logger
+                logger: logger,
+                lease: lease
             )
             switch definition.connectorType {
             case .websocket:

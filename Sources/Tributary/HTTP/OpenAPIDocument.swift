@@ -191,6 +191,13 @@ enum OpenAPIDocument {
             "/api/batches": [
                 "get": operation("Flushed batches, newest first", parameters: [limit, cursor], ok: list("Batch"), errors: [invalid, unavailable])
             ],
+            "/api/instances": [
+                "get": operation(
+                    "The Tributary instances sharing this database (with SQLite: this one), each with the connectors it runs",
+                    ok: envelope(["type": "array", "items": ref("Instance")]),
+                    errors: [unavailable]
+                )
+            ],
             "/api/dead-letters": [
                 "get": operation(
                     "Records received but never stored (refused at normalization or by the database), newest first",
@@ -333,6 +340,14 @@ enum OpenAPIDocument {
                 ],
                 required: ["id", "connector_id", "timestamp"]
             ),
+            "Instance": object(
+                [
+                    "instance_id": string, "address": string, "version": string, "started_at": timestamp, "heartbeat_at": timestamp,
+                    "status": ["type": "string", "enum": ["alive", "lost", "stopped"]], "connectors": ["type": "array", "items": string],
+                    "self": ["type": "boolean", "description": "The instance that answered"],
+                ],
+                required: ["instance_id", "address", "version", "status", "connectors", "self"]
+            ),
             "DeadLetter": object(
                 [
                     "id": integer, "connector_id": string, "source_id": nullable("string"), "session_id": nullable("string"),
@@ -352,7 +367,7 @@ enum OpenAPIDocument {
         return .object([
             "openapi": "3.1.0",
             "info": [
-                "title": "Tributary", "version": "1.0.0",
+                "title": "Tributary", "version": .string(tributaryVersion),
                 "description": "Market data connectors, storage and live re-broadcast. JSON everywhere; errors carry detail, error_code, timestamp.",
             ],
             "security": [["bearer": []]],

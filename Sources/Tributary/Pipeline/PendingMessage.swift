@@ -16,8 +16,13 @@ public final class PendingMessage: Sendable {
     /// Already sent to realtime clients before it was stored (`"persisted": false`, while the
     /// database was unavailable): not sent again once it is.
     let announced = Atomic<Bool>(false)
+    /// With several instances: the epoch of the connector's lease when this was received. A
+    /// write from an epoch that is no longer the owner's is fenced (see `PostgresStore`). Not
+    /// kept in the spool: a message read back from it has none.
+    public let lease: Int64?
 
-    public init(connectorID: String, sessionID: String, sourceID: String, message: MarketMessage, receivedAt: Date) {
+    public init(connectorID: String, sessionID: String, sourceID: String, message: MarketMessage, receivedAt: Date, lease: Int64? = nil) {
+        self.lease = lease
         self.connectorID = connectorID
         self.sessionID = sessionID
         self.sourceID = sourceID
@@ -31,6 +36,7 @@ public final class PendingMessage: Sendable {
 
     /// A message read back from the spool: `data` as it was serialized when it was received.
     init(connectorID: String, sessionID: String, sourceID: String, message: MarketMessage, receivedAt: Date, data: String, announced: Bool = false) {
+        self.lease = nil
         self.announced.store(announced, ordering: .relaxed)
         self.connectorID = connectorID
         self.sessionID = sessionID

@@ -146,6 +146,8 @@ public struct ConnectorRecord: Sendable, Equatable {
     public var status: ConnectorStatusRecord
     /// Created by `serve --demo`: only the demo starts it.
     public var demo = false
+    /// With several instances: the lease epoch this instance runs it under (kept in the snapshot).
+    public var lease: Int64?
 }
 
 /// A `connector_status` row.

@@ -10,7 +10,7 @@ struct Migration: Sendable {
 }
 
 enum Migrations {
-    static let all: [Migration] = [initialSchema, candleRollup, deadLetters, demoConnectors]
+    static let all: [Migration] = [initialSchema, candleRollup, deadLetters, demoConnectors, cluster]
     static var latestVersion: Int { all.map(\.version).max() ?? 0 }
     /// Migrations and rollup rebuilds rewrite whole tables: they get an hour, not the pool timeout.
     static let timeout: Duration = .seconds(3600)
@@ -295,5 +295,49 @@ enum Migrations {
         name: "demo connectors",
         postgres: ["ALTER TABLE api_connectors ADD COLUMN demo BOOLEAN NOT NULL DEFAULT FALSE"],
         sqlite: ["ALTER TABLE api_connectors ADD COLUMN demo INTEGER NOT NULL DEFAULT 0"]
+    )
+
+    /// Several instances on one PostgreSQL (see `ClusterCoordinator`): `instances` (heartbeats)
+    /// and `connector_leases` (owner, epoch, expiry per running connector). SQLite, which is
+    /// single-instance, gets the same tables for a uniform schema and never writes them.
+    static let cluster = Migration(
+        version: 5,
+        name: "instances and connector leases",
+        postgres: [
+            """
+            CREATE TABLE instances (
+                instance_id TEXT PRIMARY KEY,
+                address TEXT NOT NULL,
+                version TEXT NOT NULL,
+                started_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+                heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+                stopped_at TIMESTAMPTZ
+            )
+            """,
+            """
+            CREATE TABLE connector_leases (
+                connector_id TEXT PRIMARY KEY REFERENCES api_connectors (connector_id) ON DELETE CASCADE,
+                owner TEXT NOT NULL,
+                epoch BIGINT NOT NULL,
+                expires_at TIMESTAMPTZ NOT NULL,
+                acquired_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+            )
+            """,
+            "CREATE INDEX idx_connector_leases_owner ON connector_leases (owner)",
+        ],
+        sqlite: [
+            """
+            CREATE TABLE instances (
+                instance_id TEXT PRIMARY KEY, address TEXT NOT NULL, version TEXT NOT NULL, started_at TEXT NOT NULL,
+                heartbeat_at TEXT NOT NULL, stopped_at TEXT
+            )
+            """,
+            """
+            CREATE TABLE connector_leases (
+                connector_id TEXT PRIMARY KEY REFERENCES api_connectors (connector_id) ON DELETE CASCADE,
+                owner TEXT NOT NULL, epoch INTEGER NOT NULL, expires_at TEXT NOT NULL, acquired_at TEXT NOT NULL
+            )
+            """,
+        ]
     )
 }

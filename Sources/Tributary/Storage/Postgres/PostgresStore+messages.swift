@@ -1,5 +1,6 @@
 import Foundation
 import PostgresNIO
+import Synchronization
 
 extension PostgresStore {
     /// Two batches in flight on two pooled connections: one is being written while the other
@@ -39,8 +40,83 @@ extension PostgresStore {
 
     /// One `INSERT ... SELECT FROM UNNEST(...)` per batch: one round trip and one statement for
     /// any number of rows. Decimals travel as text and are cast to NUMERIC by the server.
+    ///
+    /// With several instances (`instanceID`), two more things happen in the same transaction:
+    /// - **Fencing.** Messages received under a lease epoch that is no longer this instance's are
+    ///   refused when they carry no exchange identity (tickers, books: a second owner reading the
+    ///   same stream would store them twice). The lease rows are locked `FOR SHARE`, so a takeover
+    ///   waits for this commit or this write sees the takeover. Messages with an exchange identity
+    ///   (trades) are kept: the unique `(connector_id, source_id)` index already makes a second
+    ///   copy impossible, and refusing them would lose trades the new owner connected too late for.
+    /// - **Announcement.** The batch's row ids go out on the cluster channel on commit, for the
+    ///   other instances' realtime clients.
     public func insertMessages(_ messages: [PendingMessage], batch: BatchRecord) async throws -> [Int64?] {
         guard !messages.isEmpty else { return [] }
+        let instanceID = self.instanceID
+        var batchMetrics = batch.metrics
+        if let instanceID { batchMetrics["instance_id"] = .string(instanceID) }
+        let metrics = JSONValue.object(batchMetrics).serialized
+        let fenceable = Set(messages.lazy.filter { $0.lease != nil && $0.message.sourceID == nil }.map(\.connectorID))
+        return try await run("insert messages") { [logger, self] client in
+            try await client.withTransaction(logger: logger) { connection in
+                var writing = messages
+                if let instanceID, !fenceable.isEmpty {
+                    let rows = try await connection.query(
+                        """
+                        SELECT connector_id, epoch FROM connector_leases
+                        WHERE connector_id = ANY(\(Array(fenceable))::text[]) AND owner = \(instanceID) AND expires_at > NOW() FOR SHARE
+                        """,
+                        logger: logger
+                    )
+                    var current: [String: Int64] = [:]
+                    for try await (id, epoch) in rows.decode((String, Int64).self) { current[id] = epoch }
+                    writing = messages.filter { $0.lease == nil || $0.message.sourceID != nil || current[$0.connectorID] == $0.lease }
+                    if writing.count < messages.count {
+                        self.fencedMessages.add(messages.count - writing.count, ordering: .relaxed)
+                        logger.warning(
+                            "refused messages received under a lease this instance no longer holds",
+                            metadata: ["count": "\(messages.count - writing.count)", "error_type": "fenced"]
+                        )
+                    }
+                }
+                var ids: [PendingMessage.Identity: Int64] = [:]
+                if !writing.isEmpty {
+                    let rows = try await connection.query(Self.insertStatement(writing), logger: logger)
+                    for try await (id, connector, source) in rows.decode((Int64, String, String).self) {
+                        ids[PendingMessage.Identity(connectorID: connector, sourceID: source)] = id
+                    }
+                }
+                let messageIDs = messages.map { ids[$0.identity] }
+                let written = messageIDs.compactMap { $0 }
+                let stored = JSONValue.array(written.map { .number(String($0)) }).serialized
+                let announcement = instanceID.map { ClusterMessage.committed(batchID: batch.batchID, ids: written, from: $0) } ?? ""
+                // The batch's candle minutes, computed here from the rows really inserted (duplicates add nothing).
+                let d = CandleDeltaColumns(MinuteCandles(stored: messages, ids: messageIDs))
+                try await connection.query(
+                    """
+                    WITH deltas AS (
+                        INSERT INTO candle_deltas (\(unescaped: Self.candleColumns))
+                        SELECT i, \(unescaped: Self.fromMicroseconds("b")), e, o::numeric, h::numeric, l::numeric, c::numeric, v::numeric, n,
+                            \(unescaped: Self.fromMicroseconds("ot")), oi, \(unescaped: Self.fromMicroseconds("ct")), ci
+                        FROM UNNEST(\(d.instruments)::text[], \(d.buckets)::int8[], \(d.exchanges)::text[], \(d.opens)::text[], \(d.highs)::text[],
+                            \(d.lows)::text[], \(d.closes)::text[], \(d.volumes)::text[], \(d.counts)::int8[], \(d.openTimes)::int8[],
+                            \(d.openIDs)::int8[], \(d.closeTimes)::int8[], \(d.closeIDs)::int8[]) AS u(i, b, e, o, h, l, c, v, n, ot, oi, ct, ci)
+                    ), batch AS (
+                        INSERT INTO websocket_batches (batch_id, connector_id, message_count, messages, metrics)
+                        VALUES (\(batch.batchID), \(batch.connectorID), \(messages.count), \(stored)::jsonb, \(metrics)::jsonb)
+                        RETURNING 1
+                    )
+                    SELECT pg_notify(\(Self.clusterChannel), \(announcement)) FROM batch WHERE \(announcement) <> '' AND \(written.count) > 0
+                    """,
+                    logger: logger
+                )
+                return messageIDs
+            }
+        }
+    }
+
+    /// The `INSERT ... SELECT FROM UNNEST` of `messages`, returning each new row's id and identity.
+    static func insertStatement(_ messages: [PendingMessage]) -> PostgresQuery {
         var connectors: [String] = []
         var exchanges: [String] = []
         var instruments: [String] = []
@@ -68,48 +144,18 @@ extension PostgresStore {
             exchangeTimes.append(message.exchangeTimestampMs ?? -1)
             times.append(Timestamp.microseconds(pending.receivedAt))
         }
-        let metrics = JSONValue.object(batch.metrics).serialized
-        // Times travel as whole microseconds, the same ones the candle minutes below are computed from.
-        let insert: PostgresQuery = """
+        // Times travel as whole microseconds, the same ones the candle minutes are computed from.
+        return """
             INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, quantity, side, data, source_id,
                 session_id, exchange_timestamp, timestamp)
             SELECT c, e, NULLIF(i, ''), t, NULLIF(p, '')::numeric, NULLIF(q, '')::numeric, NULLIF(s, ''), d::jsonb, src, ses,
-                CASE WHEN ets < 0 THEN NULL ELSE to_timestamp(ets / 1000.0) END, \(unescaped: Self.fromMicroseconds("ts"))
+                CASE WHEN ets < 0 THEN NULL ELSE to_timestamp(ets / 1000.0) END, \(unescaped: fromMicroseconds("ts"))
             FROM UNNEST(\(connectors)::text[], \(exchanges)::text[], \(instruments)::text[], \(types)::text[], \(prices)::text[],
                 \(quantities)::text[], \(sides)::text[], \(data)::text[], \(sources)::text[], \(sessions)::text[],
                 \(exchangeTimes)::int8[], \(times)::int8[]) AS u(c, e, i, t, p, q, s, d, src, ses, ets, ts)
             ON CONFLICT (connector_id, source_id) DO NOTHING
             RETURNING id, connector_id, source_id
             """
-        return try await run("insert messages") { [logger] client in
-            try await client.withTransaction(logger: logger) { connection in
-                let rows = try await connection.query(insert, logger: logger)
-                var ids: [PendingMessage.Identity: Int64] = [:]
-                for try await (id, connector, source) in rows.decode((Int64, String, String).self) {
-                    ids[PendingMessage.Identity(connectorID: connector, sourceID: source)] = id
-                }
-                let messageIDs = messages.map { ids[$0.identity] }
-                let stored = JSONValue.array(messageIDs.compactMap { $0.map { .number(String($0)) } }).serialized
-                // The batch's candle minutes, computed here from the rows really inserted (duplicates add nothing).
-                let d = CandleDeltaColumns(MinuteCandles(stored: messages, ids: messageIDs))
-                try await connection.query(
-                    """
-                    WITH deltas AS (
-                        INSERT INTO candle_deltas (\(unescaped: Self.candleColumns))
-                        SELECT i, \(unescaped: Self.fromMicroseconds("b")), e, o::numeric, h::numeric, l::numeric, c::numeric, v::numeric, n,
-                            \(unescaped: Self.fromMicroseconds("ot")), oi, \(unescaped: Self.fromMicroseconds("ct")), ci
-                        FROM UNNEST(\(d.instruments)::text[], \(d.buckets)::int8[], \(d.exchanges)::text[], \(d.opens)::text[], \(d.highs)::text[],
-                            \(d.lows)::text[], \(d.closes)::text[], \(d.volumes)::text[], \(d.counts)::int8[], \(d.openTimes)::int8[],
-                            \(d.openIDs)::int8[], \(d.closeTimes)::int8[], \(d.closeIDs)::int8[]) AS u(i, b, e, o, h, l, c, v, n, ot, oi, ct, ci)
-                    )
-                    INSERT INTO websocket_batches (batch_id, connector_id, message_count, messages, metrics)
-                    VALUES (\(batch.batchID), \(batch.connectorID), \(messages.count), \(stored)::jsonb, \(metrics)::jsonb)
-                    """,
-                    logger: logger
-                )
-                return messageIDs
-            }
-        }
     }
 
     public func insertAPIData(_ row: APIDataRow) async throws -> Int64 {

@@ -11,13 +11,19 @@ import Synchronization
 public final class PostgresStore: ConnectorStore {
     public let client: PostgresClient
     let inFlight = Atomic<Int>(0)
+    /// With several instances: this instance's id. Writes are then fenced by lease and each
+    /// committed batch is announced on the cluster channel (see `insertMessages`).
+    public let instanceID: String?
+    /// Messages refused because their lease epoch was no longer this instance's.
+    public let fencedMessages = Atomic<Int>(0)
     let timeout: Duration
     let logger: Logger
 
     /// The advisory lock key that serializes migrations across processes ("tribmigr").
     static let migrationLockKey: Int64 = 0x7472_6962_6D69_6772
 
-    public init(settings: PostgresSettings, poolMaximum: Int, timeout: Duration, logger: Logger) {
+    public init(settings: PostgresSettings, poolMaximum: Int, timeout: Duration, instanceID: String? = nil, logger: Logger) {
+        self.instanceID = instanceID
         var configuration = PostgresClient.Configuration(
             host: settings.host,
             port: settings.port,

@@ -1,0 +1,340 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Lease settings of an instance among several on one PostgreSQL.
+public struct ClusterSettings: Sendable {
+    /// A lease not renewed for this long is free for another instance to take (`LEASE_TTL_MS`).
+    public var leaseTTL: Duration = .seconds(10)
+    /// How often leases are renewed and the connectors rebalanced (`LEASE_RENEW_MS`).
+    public var renewInterval: Duration = .seconds(2)
+
+    public init() {}
+}
+
+/// Runs this instance's share of the connectors when several Tributary instances share one
+/// PostgreSQL. PostgreSQL is the coordinator; there is no consensus of our own:
+/// - **Leases.** A `connector_leases` row per running connector names its owner and an epoch and
+///   expires unless renewed (every `renewInterval`). Only the owner runs the connector. Every
+///   message carries the epoch it was received under, and the store refuses a write from an
+///   epoch that is no longer the owner's (fencing; see `PostgresStore.insertMessages`).
+/// - **Balance.** Each period every instance heartbeats in `instances`, renews its leases, stops
+///   what it no longer owns or nobody wants running, releases what is over its share
+///   (`ceil(running / live instances)`), and takes free connectors up to its share. Releasing
+///   only above the share and taking only free connectors keeps it from flapping.
+/// - **Changes.** An API change anywhere is written to the database and announced on the cluster
+///   channel (`NOTIFY`); every instance wakes and the owner applies it. The period reconciles
+///   anything a lost notification missed.
+/// - **Realtime.** Each committed batch is announced with its row ids (or its batch id when too
+///   many); other instances read those rows and send them to their realtime clients. After the
+///   listening connection is lost, batches committed meanwhile are read back from
+///   `websocket_batches`.
+/// - **Failover.** A killed instance's leases expire after `leaseTTL` and are taken at the next
+///   period; a stopping instance releases them once its connectors have stopped and its messages
+///   are written, and says so, so others take them at once.
+public actor ClusterCoordinator: Service, ConnectorPlacement {
+    let instance: InstanceInfo
+    let store: any ClusterStore & ConnectorRepository & SchemaMigrations
+    let supervisor: ConnectorSupervisor
+    let broadcaster: Broadcaster
+    let migrator: DatabaseMigrator?
+    let settings: ClusterSettings
+    let logger: Logger
+    /// Connector id → the epoch of this instance's lease.
+    var owned: [String: Int64] = [:]
+    /// Batches already sent to realtime clients from another instance (bounded).
+    var relayed = RecentSet(capacity: 20_000)
+    /// When a notification was last heard (to close a gap after the listener reconnects).
+    var lastHeard: Date?
+    let wakeUp: AsyncStream<Void>.Continuation
+    let wakeUps: AsyncStream<Void>
+
+    public init(
+        instance: InstanceInfo,
+        store: any ClusterStore & ConnectorRepository & SchemaMigrations,
+        supervisor: ConnectorSupervisor,
+        broadcaster: Broadcaster,
+        migrator: DatabaseMigrator?,
+        settings: ClusterSettings,
+        logger: Logger
+    ) {
+        self.instance = instance
+        self.store = store
+        self.supervisor = supervisor
+        self.broadcaster = broadcaster
+        self.migrator = migrator
+        self.settings = settings
+        var logger = logger
+        logger[metadataKey: "instance_id"] = "\(instance.instanceID)"
+        self.logger = logger
+        (wakeUps, wakeUp) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// Every registered instance (for `GET /api/instances`).
+    func instances() async throws -> [InstanceRow] { try await store.instances() }
+
+    public nonisolated func changed(_ connectorID: String) async {
+        // This instance reacts at once; the others when the notification reaches them.
+        wakeUp.yield()
+        do {
+            try await store.notify(ClusterMessage.control(connectorID, from: instance.instanceID))
+        } catch {
+            // The next period reconciles it.
+            wakeUp.yield()
+        }
+    }
+
+    public func run() async throws {
+        if let migrator, await !migrator.waitUntilDone() { return }
+        let listener = Task { await self.listen() }
+        var first = true
+        var lastSuccess = ContinuousClock.now
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            do {
+                try await tick(first: first)
+                first = false
+                lastSuccess = .now
+            } catch {
+                if first, await supervisor.runningIDs.isEmpty {
+                    // The database is down at start: run what this instance ran last (the snapshot), spooling.
+                    let started = await supervisor.startFromSnapshot()
+                    if started > 0 {
+                        logger.warning(
+                            "database unavailable at start: started the connectors this instance held (snapshot); what they receive is spooled",
+                            metadata: ["count": "\(started)"]
+                        )
+                    }
+                }
+                if ContinuousClock.now - lastSuccess > settings.leaseTTL {
+                    logger.warning(
+                        "cannot reach the database to renew leases: connectors keep running and spool; another instance may take them over",
+                        metadata: ["error": "\(error)"]
+                    )
+                    lastSuccess = .now
+                }
+            }
+            await waitForWakeUp(settings.renewInterval)
+        }
+        listener.cancel()
+        await handOver()
+    }
+
+    /// Sleeps `interval` or until a notification wakes it; returns early on shutdown.
+    func waitForWakeUp(_ interval: Duration) async {
+        let wakeUps = self.wakeUps
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await Task.sleep(for: interval) }
+            group.addTask {
+                var iterator = wakeUps.makeAsyncIterator()
+                _ = await iterator.next()
+            }
+            group.addTask { try? await gracefulShutdown() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// One period: heartbeat, renew, reconcile with the desired states, balance.
+    func tick(first: Bool) async throws {
+        let me = instance.instanceID
+        let live = try await store.heartbeat(instance, ttl: settings.leaseTTL)
+        let held = try await store.renewLeases(owner: me, ttl: settings.leaseTTL)
+        let all = try await store.runningConnectors()
+        if first, !supervisor.demoMode { try await supervisor.leaveStopped(demos: all.filter(\.demo)) }
+        let wanted = Dictionary(all.filter { !$0.demo || supervisor.demoMode }.map { ($0.connectorID, $0) }, uniquingKeysWith: { a, _ in a })
+        let here = await supervisor.runningIDs
+        var release: [String] = []
+        // What runs here without a lease (lost to another instance, or a snapshot start) stops.
+        for id in here where held[id] == nil {
+            await supervisor.stopHere(id)
+            logger.warning("lease lost: connector stopped here", metadata: ["connector_id": "\(id)"])
+        }
+        var mine: [String: Int64] = [:]
+        for (id, epoch) in held {
+            if let record = wanted[id] {
+                mine[id] = epoch
+                await ensureRunning(record, lease: epoch)
+            } else {
+                await supervisor.stopHere(id)
+                release.append(id)
+            }
+        }
+        let share = (wanted.count + max(1, live.count) - 1) / max(1, live.count)
+        if mine.count > share {
+            // Over the share (an instance joined): hand over the newest-named ones.
+            for id in mine.keys.sorted().suffix(mine.count - share) {
+                await supervisor.stopHere(id)
+                mine[id] = nil
+                release.append(id)
+            }
+        }
+        if !release.isEmpty {
+            try await store.releaseLeases(release, owner: me)
+            try await store.notify(ClusterMessage.leases(from: me))
+            logger.info("released connectors", metadata: ["connectors": "\(release.sorted().joined(separator: ","))"])
+        }
+        if mine.count < share {
+            let leased = try await store.validLeases()
+            // Start from a different place on each instance, so instances do not all contend for the same ones.
+            let free = wanted.values.filter { leased[$0.connectorID] == nil && mine[$0.connectorID] == nil }
+                .sorted { fnv1a(me + $0.connectorID) < fnv1a(me + $1.connectorID) }
+            for record in free {
+                guard mine.count < share else { break }
+                guard let epoch = try await store.acquireLease(connectorID: record.connectorID, owner: me, ttl: settings.leaseTTL) else { continue }
+                mine[record.connectorID] = epoch
+                await ensureRunning(record, lease: epoch)
+                logger.info("lease taken", metadata: ["connector_id": "\(record.connectorID)", "epoch": "\(epoch)"])
+            }
+        }
+        owned = mine
+    }
+
+    /// Starts `record` here unless it already runs with this configuration and lease since the
+    /// last start or restart action (which sets `started_at`).
+    func ensureRunning(_ record: ConnectorRecord, lease epoch: Int64) async {
+        if let current = await supervisor.record(of: record.connectorID), current.lease == epoch, current.config == record.config,
+            current.sealedSecrets == record.sealedSecrets, current.status.startedAt == record.status.startedAt
+        {
+            return
+        }
+        await supervisor.run(record, lease: epoch)
+    }
+
+    /// At shutdown, once the connectors have stopped and their messages are written (this service
+    /// stops after the supervisor and the writer): let the leases go at once and say so.
+    func handOver() async {
+        let me = instance.instanceID
+        let leases = Array(owned.keys)
+        do {
+            try await store.releaseLeases(leases, owner: me)
+            try await store.markStopped(me)
+            try await store.notify(ClusterMessage.leases(from: me))
+            logger.info("leases handed over", metadata: ["count": "\(leases.count)"])
+        } catch {
+            logger.warning("could not hand over leases; they expire after the lease TTL", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Listens on the cluster channel until cancelled, reconnecting after a failure and then
+    /// reading back the batches it may have missed.
+    func listen() async {
+        var delay = Duration.milliseconds(100)
+        var reconnecting = false
+        while !Task.isCancelled {
+            do {
+                if reconnecting { await closeGap() }
+                try await store.listen { payload in await self.received(payload) }
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("cluster listener lost its connection; reconnecting", metadata: ["error": "\(error)"])
+            }
+            reconnecting = true
+            try? await Task.sleep(for: delay)
+            delay = min(delay * 2, .seconds(2))
+        }
+    }
+
+    func received(_ payload: String) async {
+        lastHeard = Date()
+        guard let message = ClusterMessage(parsing: payload) else { return }
+        switch message {
+        case .control, .leases:
+            wakeUp.yield()
+        case .rows(let batchID, let ids, let from):
+            guard from != instance.instanceID, relayed.insert(batchID) else { return }
+            await relay(ids: ids)
+        case .batch(let batchID, let from):
+            guard from != instance.instanceID, relayed.insert(batchID) else { return }
+            await relay(ids: (try? await store.batchMessageIDs(batchID: batchID)) ?? [])
+        }
+    }
+
+    func relay(ids: [Int64]) async {
+        do {
+            let messages = try await store.storedMessages(ids: ids)
+            if !messages.isEmpty { broadcaster.publish(messages) }
+        } catch {
+            logger.warning("could not read another instance's batch for realtime clients", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// After the listener reconnects: batches other instances committed since shortly before
+    /// the last notification heard, not relayed yet.
+    func closeGap() async {
+        let since = (lastHeard ?? Date()).addingTimeInterval(-5)
+        guard let batches = try? await store.batches(since: since, excludingInstance: instance.instanceID) else { return }
+        for batch in batches where relayed.insert(batch.batchID) {
+            await relay(ids: batch.ids)
+        }
+    }
+}
+
+/// The payloads of the cluster channel: small JSON objects.
+enum ClusterMessage: Equatable {
+    case control(String)
+    case leases
+    case rows(batchID: String, ids: [Int64], from: String)
+    case batch(String, from: String)
+
+    /// PostgreSQL refuses NOTIFY payloads of 8,000 bytes or more.
+    static let maxPayload = 7_900
+
+    static func control(_ connectorID: String, from: String) -> String {
+        JSONValue.object(["k": "control", "c": .string(connectorID), "i": .string(from)]).serialized
+    }
+
+    static func leases(from: String) -> String { JSONValue.object(["k": "leases", "i": .string(from)]).serialized }
+
+    /// A committed batch: its ids when they fit, else its batch id.
+    static func committed(batchID: String, ids: [Int64], from: String) -> String {
+        let rows = JSONValue.object([
+            "k": "rows", "b": .string(batchID), "i": .string(from), "ids": .array(ids.map { .number(String($0)) }),
+        ]).serialized
+        if rows.utf8.count < maxPayload { return rows }
+        return JSONValue.object(["k": "batch", "b": .string(batchID), "i": .string(from)]).serialized
+    }
+
+    init?(parsing payload: String) {
+        guard let value = try? JSONValue.parse(payload), let kind = value["k"]?.stringValue else { return nil }
+        let from = value["i"]?.stringValue ?? ""
+        switch kind {
+        case "control":
+            guard let id = value["c"]?.stringValue else { return nil }
+            self = .control(id)
+        case "leases":
+            self = .leases
+        case "rows":
+            guard let batchID = value["b"]?.stringValue, let ids = value["ids"]?.arrayValue else { return nil }
+            self = .rows(batchID: batchID, ids: ids.compactMap { if case .number(let text) = $0 { Int64(text) } else { nil } }, from: from)
+        case "batch":
+            guard let batchID = value["b"]?.stringValue else { return nil }
+            self = .batch(batchID, from: from)
+        default:
+            return nil
+        }
+    }
+}
+
+/// The most recent `capacity` strings, for "seen already?" checks.
+struct RecentSet: Sendable {
+    let capacity: Int
+    var members: Set<String> = []
+    var order: [String] = []
+    var next = 0
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    /// Adds `member`; false when it was there already.
+    mutating func insert(_ member: String) -> Bool {
+        guard members.insert(member).inserted else { return false }
+        if order.count < capacity {
+            order.append(member)
+        } else {
+            members.remove(order[next])
+            order[next] = member
+            next = (next + 1) % capacity
+        }
+        return true
+    }
+}

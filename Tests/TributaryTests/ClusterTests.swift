@@ -1,0 +1,225 @@
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import Logging
+import Synchronization
+import Testing
+
+@testable import Tributary
+
+/// Several instances on one PostgreSQL, in one process (the kill -9 cases run as processes in
+/// `scripts/cluster`): each connector runs on exactly one, a stopping instance hands its
+/// connectors over, any instance's API acts on the owner, and realtime clients of any instance
+/// get every committed update.
+@Suite(.timeLimit(.minutes(4))) struct ClusterTests {
+    /// A connector per instrument on the fake OKX exchange.
+    static func body(port: Int, instrument: String) -> String {
+        StreamingTests.okxBody(port: port, name: "okx-\(instrument.lowercased())", instruments: [instrument])
+    }
+
+    /// The instance configuration: `base`'s database, its own data directory, fast leases.
+    static func instanceConfig(_ base: AppConfig, _ index: Int) -> AppConfig {
+        var config = StreamingTests.fast(base)
+        config.dataDirectory = base.dataDirectory + "-instance\(index)"
+        config.cluster.leaseTTL = .seconds(3)
+        config.cluster.renewInterval = .milliseconds(250)
+        return config
+    }
+
+    /// connector id → owner instance id, from `/api/instances` of `client`.
+    static func owners(_ client: some TestClientProtocol) async throws -> [String: [String]] {
+        let instances = try await client.json(.get, "/api/instances").body["data"]?.arrayValue ?? []
+        var owners: [String: [String]] = [:]
+        for instance in instances where instance["status"] == "alive" {
+            let id = instance["instance_id"]?.stringValue ?? "?"
+            for connector in instance["connectors"]?.arrayValue ?? [] { owners[connector.stringValue ?? "?", default: []].append(id) }
+        }
+        return owners
+    }
+
+    static func selfID(_ client: some TestClientProtocol) async throws -> String {
+        let instances = try await client.json(.get, "/api/instances").body["data"]?.arrayValue ?? []
+        return instances.first { $0["self"] == true }?["instance_id"]?.stringValue ?? "?"
+    }
+
+    /// Creates a connector per instrument through `client` and starts each; returns their ids.
+    static func createAndStart(_ client: some TestClientProtocol, port: Int, instruments: [String]) async throws -> [String] {
+        var ids: [String] = []
+        for instrument in instruments {
+            let created = try await client.json(.post, "/api/connectors", body: body(port: port, instrument: instrument))
+            let id = try #require(created.body["connector_id"]?.stringValue)
+            ids.append(id)
+            #expect(try await client.json(.post, "/api/connectors/\(id)/start").status == .ok)
+        }
+        return ids
+    }
+
+    static func cleanUp(_ base: AppConfig) {
+        for index in 1...3 { try? FileManager.default.removeItem(atPath: base.dataDirectory + "-instance\(index)") }
+    }
+
+    @Test func eachConnectorRunsOnExactlyOneInstanceAndAStoppingInstanceHandsItsOnesOver() async throws {
+        guard TestBackend.enabled.contains(.postgres) else { return }
+        var options = SimulatorOptions()
+        options.rate = 50
+        options.instruments = (1...6).map { "C\($0)-USDT" }
+        let exchange = FakeExchange(options: options)
+        try await exchange.withRunning { port in
+            try await TestBackend.postgres.withConfig { base in
+                defer { Self.cleanUp(base) }
+                try await TestServer(config: Self.instanceConfig(base, 1)).run { first in
+                    try await TestServer(config: Self.instanceConfig(base, 2)).run { second in
+                        let ids = try await Self.createAndStart(first, port: port, instruments: exchange.options.instruments)
+                        let third = try await TestServer(config: Self.instanceConfig(base, 3)).run { client in
+                            let third = try await Self.selfID(client)
+                            // Balanced by count: 2 each, each connector on exactly one instance.
+                            let balanced = try await eventually(timeout: .seconds(20)) {
+                                let owners = try await Self.owners(first)
+                                let perInstance = Dictionary(grouping: owners.values.flatMap { $0 }, by: { $0 }).mapValues(\.count)
+                                return Set(owners.keys) == Set(ids) && owners.values.allSatisfy { $0.count == 1 } && perInstance.count == 3
+                                    && perInstance.values.allSatisfy { $0 == 2 }
+                            }
+                            let owners = try await Self.owners(first)
+                            #expect(balanced, "owners: \(owners)")
+                            // Every stream is read once: one connection per connector at the exchange.
+                            let connections = exchange.connectionCount
+                            try await Task.sleep(for: .seconds(1))
+                            #expect(exchange.connectionCount == connections, "no connector started twice")
+                            let stored = try await RawDatabase.strings(
+                                base,
+                                "SELECT count(*)::text FROM (SELECT connector_id, source_id FROM websocket_messages GROUP BY 1, 2 HAVING count(*) > 1) d"
+                            )
+                            #expect(stored == ["0"], "no duplicate rows")
+                            return third
+                        }
+                        // The third stopped gracefully: its connectors move within 2 s.
+                        let stoppedAt = ContinuousClock.now
+                        let movedOver = try await eventually(timeout: .seconds(10)) {
+                            let owners = try await Self.owners(first)
+                            return Set(owners.keys) == Set(ids) && !owners.values.flatMap { $0 }.contains(third)
+                                && owners.values.allSatisfy { $0.count == 1 }
+                        }
+                        let handover = ContinuousClock.now - stoppedAt
+                        let after = try await Self.owners(first)
+                        #expect(movedOver, "owners after the third stopped: \(after)")
+                        #expect(handover < .seconds(2), "handed over in \(handover)")
+                        _ = second
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func anyInstanceStopsAndStartsAConnectorOnItsOwnerAndRealtimeIsCompleteEverywhere() async throws {
+        guard TestBackend.enabled.contains(.postgres) else { return }
+        var options = SimulatorOptions()
+        options.rate = 100
+        options.total = 400
+        options.instruments = ["C1-USDT", "C2-USDT"]
+        let exchange = FakeExchange(options: options)
+        try await exchange.withRunning { port in
+            try await TestBackend.postgres.withConfig { base in
+                defer { Self.cleanUp(base) }
+                try await TestServer(config: Self.instanceConfig(base, 1)).run { first in
+                    try await TestServer(config: Self.instanceConfig(base, 2)).run { second in
+                        let listeners = [try await RealtimeListener(port: first.port!), try await RealtimeListener(port: second.port!)]
+                        defer { listeners.forEach { $0.close() } }
+                        let ids = try await Self.createAndStart(first, port: port, instruments: exchange.options.instruments)
+                        // Realtime: each instance's client gets every committed update once, whichever instance stored it.
+                        for (index, listener) in listeners.enumerated() {
+                            let updates = try await listener.waitForUpdates(400, timeout: .seconds(30))
+                            let rowIDs = updates.compactMap { $0["id"]?.text }
+                            #expect(rowIDs.count == 400 && Set(rowIDs).count == 400, "instance \(index + 1): \(rowIDs.count) updates")
+                        }
+                        let owners = try await Self.owners(first)
+                        #expect(Set(owners.keys) == Set(ids) && owners.values.allSatisfy { $0.count == 1 })
+                        #expect(Set(owners.values.flatMap { $0 }).count == 2, "one connector on each instance: \(owners)")
+
+                        // Stop through the instance that does not own it: the owner stops it.
+                        let firstID = try await Self.selfID(first)
+                        let notOwnedByFirst = try #require(ids.first { owners[$0] != [firstID] })
+                        #expect(try await first.json(.post, "/api/connectors/\(notOwnedByFirst)/stop").status == .ok)
+                        let stopped = try await eventually(timeout: .seconds(5)) {
+                            let owned = try await Self.owners(second)[notOwnedByFirst] != nil
+                            let status = try await second.json(.get, "/api/connectors/\(notOwnedByFirst)").body["data"]?["status"]
+                            return !owned && status == "stopped"
+                        }
+                        #expect(stopped, "stopped on its owner")
+                        // And start it again through the other: it runs on exactly one instance.
+                        #expect(try await second.json(.post, "/api/connectors/\(notOwnedByFirst)/start").status == .ok)
+                        let restarted = try await eventually(timeout: .seconds(5)) {
+                            try await Self.owners(first)[notOwnedByFirst]?.count == 1
+                        }
+                        #expect(restarted)
+                    }
+                }
+            }
+        }
+    }
+
+    /// A write under an epoch that is no longer the instance's is fenced: rows without an exchange
+    /// identity are refused, trades (which the unique index deduplicates) are kept.
+    @Test func writesFromAStaleLeaseAreFenced() async throws {
+        guard TestBackend.enabled.contains(.postgres) else { return }
+        try await TestBackend.postgres.withConfig { base in
+            guard case .postgres(let settings) = base.database else { return }
+            let logger = Logger(label: "test")
+            func store(_ instance: String) -> PostgresStore {
+                PostgresStore(settings: settings, poolMaximum: 2, timeout: .seconds(5), instanceID: instance, logger: logger)
+            }
+            let (old, new) = (store("inst_old"), store("inst_new"))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await old.run() }
+                group.addTask { try await new.run() }
+                defer { group.cancelAll() }
+                try await old.migrate()
+                let service = ConnectorService(
+                    store: old,
+                    secretBox: SecretBox(current: try EncryptionKey(base64: TestBackend.testKey)),
+                    logger: logger
+                )
+                let id = try await service.create(try JSONValue.parse(connectorBody("fenced", ["api_url": "wss://ws.okx.com:8443/ws/v5/public"])))
+                    .connectorID
+                let first = try #require(try await old.acquireLease(connectorID: id, owner: "inst_old", ttl: .seconds(30)))
+                #expect(try await new.acquireLease(connectorID: id, owner: "inst_new", ttl: .seconds(30)) == nil, "held by the old owner")
+                try await old.releaseLeases([id], owner: "inst_old")
+                let second = try #require(try await new.acquireLease(connectorID: id, owner: "inst_new", ttl: .seconds(30)))
+                #expect(second == first + 1, "a new owner, a new epoch")
+
+                func message(_ n: Int, identity: Bool, lease: Int64) -> PendingMessage {
+                    var market = MarketMessage(
+                        exchange: .okx,
+                        channel: identity ? "trades" : "tickers",
+                        messageType: identity ? .trade : .ticker,
+                        instrument: "BTC-USDT",
+                        price: "100.\(n)",
+                        quantity: "1",
+                        raw: .null
+                    )
+                    if identity { market.sourceID = "okx:trades:BTC-USDT:\(n)" }
+                    return PendingMessage(
+                        connectorID: id,
+                        sessionID: "ws_x",
+                        sourceID: market.sourceID ?? "ws_x:\(n)",
+                        message: market,
+                        receivedAt: Date(),
+                        lease: lease
+                    )
+                }
+                let batch = { BatchRecord(batchID: UUID().uuidString, connectorID: id, metrics: [:]) }
+                // The old owner, still writing under its old epoch.
+                let stale = try await old.insertMessages(
+                    [message(1, identity: false, lease: first), message(2, identity: true, lease: first)],
+                    batch: batch()
+                )
+                #expect(stale[0] == nil, "a ticker from the stale epoch is refused")
+                #expect(stale[1] != nil, "a trade is kept (its identity deduplicates it)")
+                #expect(old.fencedMessages.load(ordering: .relaxed) == 1)
+                // The new owner writes normally.
+                let current = try await new.insertMessages([message(3, identity: false, lease: second)], batch: batch())
+                #expect(current[0] != nil)
+                #expect(new.fencedMessages.load(ordering: .relaxed) == 0)
+            }
+        }
+    }
+}
