@@ -123,7 +123,7 @@ import Testing
                 try await TestServer(config: Self.instanceConfig(base, 1)).run { first in
                     try await TestServer(config: Self.instanceConfig(base, 2)).run { second in
                         let listeners = [try await RealtimeListener(port: first.port!), try await RealtimeListener(port: second.port!)]
-                        defer { listeners.forEach { $0.close() } }
+                        defer { for listener in listeners { listener.close() } }
                         let ids = try await Self.createAndStart(first, port: port, instruments: exchange.options.instruments)
                         // Realtime: each instance's client gets every committed update once, whichever instance stored it.
                         for (index, listener) in listeners.enumerated() {
