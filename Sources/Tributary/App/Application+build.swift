@@ -199,7 +199,7 @@ public func buildRouter(
     ConsoleAssets.load(logger: Logger(label: "tributary")).addRoutes(to: open)
     ConnectorController(service: service).addRoutes(to: table, in: api)
     QueryController(store: store, service: service).addRoutes(to: table, in: api)
-    instances?.addRoutes(to: table, in: api)
+    (instances ?? InstancesController(config: config)).addRoutes(to: table, in: api)
     table.add(.get, "/api/realtime", in: api) { _, _ in
         throw APIError(
             .upgradeRequired,

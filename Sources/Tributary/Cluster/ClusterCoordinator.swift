@@ -86,7 +86,6 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
     }
 
     public func run() async throws {
-        if let migrator, await !migrator.waitUntilDone() { return }
         let listener = Task { await self.listen() }
         var first = true
         var lastSuccess = ContinuousClock.now
@@ -138,6 +137,7 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
     /// One period: heartbeat, renew, reconcile with the desired states, balance.
     func tick(first: Bool) async throws {
         let me = instance.instanceID
+        try await store.checkReady()
         let live = try await store.heartbeat(instance, ttl: settings.leaseTTL)
         let held = try await store.renewLeases(owner: me, ttl: settings.leaseTTL)
         let all = try await store.runningConnectors()

@@ -145,6 +145,9 @@ public actor ConnectorSupervisor: Service {
     /// its desired state is running, stops it otherwise.
     public func apply(_ record: ConnectorRecord) async {
         if let coordinator {
+            // A stop takes effect here at once (the API answers with the stopped status); a start
+            // or a changed configuration is the owner's to apply, whichever instance it is.
+            if record.desiredState == .stopped { await stop(record.connectorID) }
             await coordinator.changed(record.connectorID)
             return
         }

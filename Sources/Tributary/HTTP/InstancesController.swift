@@ -5,11 +5,11 @@ import Hummingbird
 /// version, address and the connectors each runs. With SQLite (a single instance) it is this one.
 public struct InstancesController: Sendable {
     let coordinator: ClusterCoordinator?
-    let supervisor: ConnectorSupervisor
+    let supervisor: ConnectorSupervisor?
     let address: String
     let started = Date()
 
-    public init(coordinator: ClusterCoordinator?, supervisor: ConnectorSupervisor, config: AppConfig) {
+    public init(coordinator: ClusterCoordinator? = nil, supervisor: ConnectorSupervisor? = nil, config: AppConfig) {
         self.coordinator = coordinator
         self.supervisor = supervisor
         self.address = config.instanceAddress ?? "\(config.host):\(config.port)"
@@ -36,7 +36,7 @@ public struct InstancesController: Sendable {
                     heartbeatAt: Date(),
                     stopped: false,
                     alive: true,
-                    connectors: await supervisor.runningIDs.sorted()
+                    connectors: await supervisor?.runningIDs.sorted() ?? []
                 )
             ]
         }

@@ -133,6 +133,14 @@ public final class MetricsExporter: Sendable {
                     pipeline.flushFailures.load(ordering: .relaxed)
                 ),
             ] + spoolTotals
+            + ((store as? PostgresStore).flatMap { $0.instanceID == nil ? nil : $0 }.map { postgres in
+                [
+                    (
+                        "tributary_cluster_fenced_messages_total", "Messages refused as received under a lease this instance no longer holds",
+                        postgres.fencedMessages.load(ordering: .relaxed)
+                    )
+                ]
+            } ?? [])
         for (name, help, value) in totals {
             let delta = reported.withLock { reported in
                 defer { reported[name] = value }
