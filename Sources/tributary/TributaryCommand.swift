@@ -234,7 +234,10 @@ struct Simulate: AsyncParsableCommand {
 }
 
 struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks that print figures.", subcommands: [Ingest.self, Query.self, Soak.self])
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmarks that print figures.",
+        subcommands: [Ingest.self, Query.self, Soak.self, Cluster.self]
+    )
 
     struct Ingest: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -294,6 +297,36 @@ struct Bench: AsyncParsableCommand {
             soak.sampleEvery = .milliseconds(Int(sampleEvery * 1000))
             print("bench soak: \(config.description) rate=\(rate)/s minutes=\(minutes) restart_every=\(restartEvery)s")
             try await soak.run { print($0) }
+        }
+    }
+
+    struct Cluster: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Several instances on one PostgreSQL: throughput with 1, 2 and 3 instances, takeover after kill -9 and after a graceful stop.",
+            discussion:
+                "Needs PostgreSQL (--database-url or DATABASE_URL) and ENCRYPTION_KEY; empties Tributary's tables there. Starts real `tributary serve` processes on 127.0.0.1. On a 2-core machine the throughput figures show the cost of coordination, not a speedup."
+        )
+
+        @OptionGroup var settings: SettingsOptions
+        @Option(help: "Seconds of each throughput run.") var seconds = 10.0
+        @Option(help: "kill -9 takeovers to time.") var kills = 5
+        @Option(help: "Messages per second the exchange offers in the throughput runs (six connectors).") var offeredRate = 24_000.0
+
+        func validate() throws {
+            guard seconds.isFinite, (1...600).contains(seconds) else { throw ValidationError("--seconds must be 1 to 600") }
+            guard (1...100).contains(kills) else { throw ValidationError("--kills must be 1 to 100") }
+            guard offeredRate.isFinite, (6...600_000).contains(offeredRate) else { throw ValidationError("--offered-rate must be 6 to 600000") }
+        }
+
+        func run() async throws {
+            let config = try settings.benchConfig(name: "cluster")
+            defer { try? FileManager.default.removeItem(atPath: config.dataDirectory) }
+            var benchmark = ClusterBenchmark(config: config)
+            benchmark.seconds = seconds
+            benchmark.kills = kills
+            benchmark.offeredRate = offeredRate
+            print("bench cluster: \(config.description) lease_ttl=\(config.cluster.leaseTTL) renew=\(config.cluster.renewInterval)")
+            try await benchmark.run { print($0) }
         }
     }
 

@@ -36,6 +36,13 @@ struct BenchHTTPClient {
         return id
     }
 
+    /// The status code of a GET of `path`.
+    func status(_ path: String) async throws -> Int {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)"), timeout: .seconds(5))
+        _ = try await response.body.collect(upTo: 1 << 20)
+        return Int(response.status.code)
+    }
+
     func send(_ method: String, _ path: String, _ body: String?) async throws -> JSONValue {
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
         request.method = .init(rawValue: method)

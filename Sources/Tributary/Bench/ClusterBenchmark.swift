@@ -1,0 +1,299 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `tributary bench cluster`: real `tributary serve` processes on one PostgreSQL and an
+/// in-process fake exchange. Throughput with 1, 2 and 3 instances (six connectors at full speed),
+/// then with three instances and a paced stream: how long a takeover takes after `kill -9` of a
+/// connector's owner, and after a graceful stop. It empties the database's Tributary tables first.
+public struct ClusterBenchmark: Sendable {
+    public var config: AppConfig
+    public var seconds = 10.0
+    public var kills = 5
+    public var instances = [1, 2, 3]
+    /// Messages per second the exchange offers over the six connectors in the throughput runs.
+    public var offeredRate = 24_000.0
+
+    public init(config: AppConfig) { self.config = config }
+
+    static let instruments = (1...6).map { "C\($0)-USDT" }
+
+    public func run(log: @escaping @Sendable (String) -> Void) async throws {
+        guard case .postgres(let settings) = config.database, let key = config.encryptionKey else {
+            throw ConfigError("bench cluster needs PostgreSQL: set DATABASE_URL (or --database-url) and ENCRYPTION_KEY")
+        }
+        var quiet = Logger(label: "tributary.bench")
+        quiet.logLevel = .warning
+        let logger = quiet
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        let store = PostgresStore(settings: settings, poolMaximum: 2, timeout: .seconds(30), logger: logger)
+        let directory = config.dataDirectory
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await store.run() }
+            defer { tasks.cancelAll() }
+            try await store.migrate()
+            @Sendable func launch(_ count: Int) async throws -> [Instance] {
+                var launched: [Instance] = []
+                for index in 1...count {
+                    launched.append(
+                        try Instance(
+                            executable: executable,
+                            database: settings,
+                            key: key,
+                            directory: directory + "/instance\(index)",
+                            logger: logger
+                        )
+                    )
+                }
+                for instance in launched { try await instance.waitUntilReady() }
+                return launched
+            }
+
+            // The fake exchange runs as its own process too, so this one only measures.
+            func exchange(rate: Double) async throws -> (Child, Int) {
+                let port = Instance.freePort()
+                let child = try Child(
+                    executable: executable,
+                    arguments: [
+                        "simulate", "--port", "\(port)", "--rate", "\(rate)", "--trades-per-frame", "10", "--instruments",
+                        Self.instruments.joined(separator: ","),
+                    ],
+                    environment: ["PATH=/usr/bin:/bin"],
+                    log: directory + "/exchange.log"
+                )
+                let deadline = ContinuousClock.now + .seconds(30)
+                while ContinuousClock.now < deadline, (try? await BenchHTTPClient(port: port).status("/stats")) != 200 {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                return (child, port)
+            }
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+
+            // Throughput: six connectors offered `offeredRate` in all, spread over 1, 2 and 3 instances.
+            // (Not an unbounded flood: on 2 cores that starves every process, lease renewals included.)
+            do {
+                let (flat, port) = try await exchange(rate: offeredRate / Double(Self.instruments.count))
+                defer { flat.stop(signal: SIGKILL) }
+                log("instances  msg/s     (six connectors offered \(Int(offeredRate)) msg/s in all, \(seconds) s each)")
+                for count in instances {
+                    try await Self.reset(store)
+                    let running = try await launch(count)
+                    defer { for instance in running { instance.stop(signal: SIGKILL) } }
+                    _ = try await Self.connectors(running[0], exchangePort: port)
+                    _ = try await Self.waitUntilOwned(running[0], count: Self.instruments.count, timeout: .seconds(30))
+                    let before = try await Self.rows(store)
+                    let started = ContinuousClock.now
+                    try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+                    let rows = try await Self.rows(store) - before
+                    let rate = Double(rows) / (ContinuousClock.now - started).inSeconds
+                    log(String(format: "%9d  %8.0f", count, rate))
+                }
+            }
+
+            // Failover: three instances, one connector per instrument at 2,000 msg/s in all.
+            do {
+                let (paced, port) = try await exchange(rate: 2000.0 / Double(Self.instruments.count))
+                defer { paced.stop(signal: SIGKILL) }
+                try await Self.reset(store)
+                var running = try await launch(3)
+                defer { for instance in running { instance.stop(signal: SIGKILL) } }
+                let ids = try await Self.connectors(running[0], exchangePort: port)
+                _ = try await Self.waitUntilOwned(running[0], count: ids.count, timeout: .seconds(30))
+                var takeovers: [Duration] = []
+                for _ in 0..<kills {
+                    try await Task.sleep(for: .seconds(2))
+                    let owners = try await Self.owners(running[0])
+                    guard let target = ids.first, let owner = owners[target],
+                        let victim = running.firstIndex(where: { $0.instanceID == owner })
+                    else { continue }
+                    let killed = ContinuousClock.now
+                    running[victim].stop(signal: SIGKILL)
+                    let survivor = running[(victim + 1) % running.count]
+                    while ContinuousClock.now - killed < .seconds(30) {
+                        if let now = try? await Self.owners(survivor)[target], now != owner { break }
+                        try await Task.sleep(for: .milliseconds(50))
+                    }
+                    takeovers.append(ContinuousClock.now - killed)
+                    running[victim] = try Instance(
+                        executable: executable,
+                        database: settings,
+                        key: key,
+                        directory: running[victim].directory,
+                        logger: logger
+                    )
+                    try await running[victim].waitUntilReady()
+                }
+                // A graceful stop: how long until another instance holds each of its connectors.
+                let owners = try await Self.owners(running[0])
+                let leaving = running.count - 1
+                let theirs = Set(owners.filter { $0.value == running[leaving].instanceID }.map(\.key))
+                let stopped = ContinuousClock.now
+                running[leaving].stop(signal: SIGTERM)
+                while ContinuousClock.now - stopped < .seconds(30) {
+                    let now = (try? await Self.owners(running[0])) ?? [:]
+                    if theirs.allSatisfy({ now[$0] != nil && now[$0] != running[leaving].instanceID }) { break }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                let handover = ContinuousClock.now - stopped
+                let sorted = takeovers.sorted()
+                func ms(_ duration: Duration) -> String { String(format: "%.0f ms", duration.inSeconds * 1000) }
+                log(
+                    "kill -9 of an owner, \(sorted.count) times: takeover median \(sorted.isEmpty ? "-" : ms(sorted[sorted.count / 2])), max \(sorted.last.map(ms) ?? "-") (lease TTL \(config.cluster.leaseTTL))"
+                )
+                log("graceful stop of an instance with \(theirs.count) connectors: all taken over in \(ms(handover))")
+                let duplicates = try await Self.duplicates(store)
+                log("duplicate rows (same connector and trade id): \(duplicates)")
+            }
+        }
+    }
+
+    /// Empties the tables the benchmark fills.
+    static func reset(_ store: PostgresStore) async throws {
+        _ = try await store.run("reset") { client in
+            try await client.query(
+                "TRUNCATE websocket_messages, websocket_batches, candles_1m, candle_deltas, api_connector_data, connector_leases, instances, dead_letters, api_connectors CASCADE",
+                logger: Logger(label: "tributary.bench")
+            )
+        }
+    }
+
+    static func rows(_ store: PostgresStore) async throws -> Int64 {
+        try await store.run("count") { client in
+            for try await count in try await client.query("SELECT count(*) FROM websocket_messages", logger: Logger(label: "bench")).decode(
+                Int64.self
+            ) {
+                return count
+            }
+            return 0
+        }
+    }
+
+    static func duplicates(_ store: PostgresStore) async throws -> Int64 {
+        try await store.run("duplicates") { client in
+            let rows = try await client.query(
+                "SELECT count(*) - count(DISTINCT (connector_id, source_id)) FROM websocket_messages",
+                logger: Logger(label: "bench")
+            )
+            for try await count in rows.decode(Int64.self) { return count }
+            return 0
+        }
+    }
+
+    /// One OKX trades connector per instrument, created and started through `instance`.
+    static func connectors(_ instance: Instance, exchangePort: Int) async throws -> [String] {
+        var ids: [String] = []
+        for instrument in instruments {
+            let body: JSONValue = .object([
+                "name": .string("bench-\(instrument.lowercased())"), "connector_type": "websocket", "exchange": "okx",
+                "api_url": .string("ws://127.0.0.1:\(exchangePort)/ws/v5/public"),
+                "subscription_message": .object(["op": "subscribe", "args": .array([.object(["channel": "trades", "instId": .string(instrument)])])]),
+            ])
+            ids.append(try await BenchHTTPClient(port: instance.port).createAndStart(body))
+        }
+        return ids
+    }
+
+    /// connector id → owner instance id, as `instance` sees it.
+    static func owners(_ instance: Instance) async throws -> [String: String] {
+        let listed = try await BenchHTTPClient(port: instance.port).send("GET", "/api/instances", nil)
+        var owners: [String: String] = [:]
+        for row in listed["data"]?.arrayValue ?? [] where row["status"] == "alive" {
+            for connector in row["connectors"]?.arrayValue ?? [] { owners[connector.stringValue ?? ""] = row["instance_id"]?.stringValue }
+        }
+        return owners
+    }
+
+    static func waitUntilOwned(_ instance: Instance, count: Int, timeout: Duration) async throws -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if (try? await owners(instance).count) ?? 0 >= count { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+
+    /// A child process (posix_spawn; its output appended to `log`).
+    struct Child: Sendable {
+        let pid: pid_t
+
+        init(executable: String, arguments: [String], environment: [String], log: String) throws {
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+            var argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+            var envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+            defer { for pointer in argv + envp { free(pointer) } }
+            var pid: pid_t = 0
+            guard posix_spawn(&pid, executable, &actions, nil, &argv, &envp) == 0 else {
+                throw ConfigError("could not start \(executable) \(arguments.first ?? "")")
+            }
+            self.pid = pid
+        }
+
+        /// Sends `signal` and reaps the process (a SIGTERM is given 30 s to finish).
+        func stop(signal: Int32) {
+            kill(pid, signal)
+            var status: Int32 = 0
+            let deadline = Date().addingTimeInterval(30)
+            while waitpid(pid, &status, WNOHANG) == 0, Date() < deadline { usleep(10_000) }
+            if Date() >= deadline {
+                kill(pid, SIGKILL)
+                waitpid(pid, &status, 0)
+            }
+        }
+    }
+
+    /// A `tributary serve` child process on a free port with its own data directory.
+    struct Instance: Sendable {
+        let child: Child
+        let port: Int
+        let directory: String
+        let instanceID: String
+
+        init(executable: String, database: PostgresSettings, key: String, directory: String, logger: Logger) throws {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            port = Self.freePort()
+            self.directory = directory
+            instanceID = try InstanceIdentity.load(dataDirectory: directory)
+            let environment = [
+                "POSTGRES_HOST=\(database.host)", "POSTGRES_PORT=\(database.port)", "POSTGRES_USER=\(database.username)",
+                "POSTGRES_PASSWORD=\(database.password ?? "")", "POSTGRES_DB=\(database.database)", "ENCRYPTION_KEY=\(key)", "PORT=\(port)",
+                "HOST=127.0.0.1", "TRIBUTARY_DATA_DIR=\(directory)",
+                "TRIBUTARY_ALLOW_PRIVATE_TARGETS=127.0.0.1/32", "LOG_LEVEL=warning", "PATH=/usr/bin:/bin",
+            ]
+            child = try Child(executable: executable, arguments: ["serve"], environment: environment, log: directory + "/server.log")
+        }
+
+        func waitUntilReady() async throws {
+            let deadline = ContinuousClock.now + .seconds(60)
+            while ContinuousClock.now < deadline {
+                if let ready = try? await BenchHTTPClient(port: port).status("/ready"), ready == 200 { return }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            throw ConfigError("instance on port \(port) did not become ready (see \(directory)/server.log)")
+        }
+
+        func stop(signal: Int32) { child.stop(signal: signal) }
+
+        static func freePort() -> Int {
+            let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(descriptor) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = 0
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) } }
+            _ = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+            }
+            return Int(UInt16(bigEndian: address.sin_port))
+        }
+    }
+}
