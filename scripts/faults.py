@@ -470,6 +470,7 @@ def scenario_cluster_kill():
         server.start()
     ids = {}
     for server in servers:
+        wait_until(lambda: any(i.get("self") for i in instances_of(server)), 30)
         ids[next(i["instance_id"] for i in instances_of(server) if i.get("self"))] = server
     connector = start_connector(servers[0], simulator)
     wait_until(lambda: owner_of(servers[0], connector) is not None, 30)

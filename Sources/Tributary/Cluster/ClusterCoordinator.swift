@@ -251,6 +251,8 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
     }
 
     func relay(ids: [Int64]) async {
+        // Reading the rows back costs a query and a parse per batch: only for clients to send them to.
+        guard broadcaster.clientCount > 0 else { return }
         do {
             let messages = try await store.storedMessages(ids: ids)
             if !messages.isEmpty { broadcaster.publish(messages) }

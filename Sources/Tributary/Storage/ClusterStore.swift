@@ -14,7 +14,7 @@ public protocol ClusterStore: Sendable {
     /// goes up by one when the owner changes. Nil when another instance holds it (or the
     /// connector is gone).
     func acquireLease(connectorID: String, owner: String, ttl: Duration) async throws -> Int64?
-    /// Lets leases go at once (expired now; epochs kept, so they keep increasing).
+    /// Lets leases go at once: expired now and owned by nobody (epochs kept, so they keep increasing).
     func releaseLeases(_ connectorIDs: [String], owner: String) async throws
     /// Every lease that has not expired: connector id → owner.
     func validLeases() async throws -> [String: String]

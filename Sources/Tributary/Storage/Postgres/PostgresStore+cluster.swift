@@ -98,7 +98,7 @@ extension PostgresStore: ClusterStore {
         guard !connectorIDs.isEmpty else { return }
         _ = try await run("release leases") { [logger] client in
             try await client.query(
-                "UPDATE connector_leases SET expires_at = NOW() WHERE owner = \(owner) AND connector_id = ANY(\(connectorIDs)::text[])",
+                "UPDATE connector_leases SET expires_at = NOW(), owner = '' WHERE owner = \(owner) AND connector_id = ANY(\(connectorIDs)::text[])",
                 logger: logger
             )
         }
