@@ -209,6 +209,14 @@ class Run:
         print(f"  {self.name}: chart grew from {first} to {canvas().get_attribute('data-trades')} trades")
         self.shot("chart")
 
+        # The instances view: this server, alive, running the connector.
+        self.css("#tab-instances").click()
+        self.wait(lambda: "alive" in self.css("#instances-table tbody").text and "this one" in self.css("#instances-table tbody").text,
+                  "this instance in the instances view")
+        if name not in self.css("#instances-table tbody").text:
+            raise Failure(f"{self.name}: the instances view does not list the running connector")
+        self.shot("instances")
+
         # Stop it.
         self.css("#tab-connectors").click()
         self.wait(lambda: self.row(name) is not None, "the connectors view again")

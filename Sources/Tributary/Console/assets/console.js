@@ -129,6 +129,7 @@ function showView(view, focus) {
   if (view === "live") connectLive();
   if (view === "chart") loadChart();
   if (view === "dead-letters" || view === "batches") loadTable(view, true);
+  if (view === "instances") loadInstances();
 }
 
 function setupTabs() {
@@ -768,8 +769,38 @@ function batchRow(batch) {
   );
 }
 
+async function loadInstances() {
+  let body;
+  try {
+    body = await api("GET", "/api/instances");
+  } catch (_) {
+    return;
+  }
+  const tbody = $("#instances-table tbody");
+  tbody.replaceChildren();
+  for (const instance of body.data || []) {
+    const name = element("td", { class: "mono", text: instance.instance_id });
+    if (instance.self) name.append(element("span", { class: "tag", text: "this one" }));
+    const status = instance.status === "alive" ? "running" : instance.status === "stopped" ? "stopped" : "error";
+    tbody.append(
+      element(
+        "tr",
+        {},
+        name,
+        element("td", {}, element("span", { class: "badge status-" + status, text: instance.status })),
+        element("td", { class: "mono", text: instance.address || "" }),
+        element("td", { text: instance.version || "" }),
+        element("td", { text: relativeTime(instance.heartbeat_at), title: instance.heartbeat_at || "" }),
+        element("td", { text: (instance.connectors || []).map(connectorName).join(", ") || "—" })
+      )
+    );
+  }
+}
+
 function setupTables() {
-  for (const button of $$("[data-refresh]")) button.addEventListener("click", () => loadTable(button.dataset.refresh, true));
+  for (const button of $$("[data-refresh]")) {
+    button.addEventListener("click", () => (button.dataset.refresh === "instances" ? loadInstances() : loadTable(button.dataset.refresh, true)));
+  }
   for (const button of $$("[data-more]")) button.addEventListener("click", () => loadTable(button.dataset.more, false));
 }
 
@@ -786,7 +817,9 @@ function start() {
   if (state.token) $("#token-button").hidden = false;
   refreshConnectors().then(() => showView(location.hash.slice(1) || "connectors", false));
   setInterval(() => {
-    if (!document.hidden && !$("#token-dialog").open) refreshConnectors();
+    if (document.hidden || $("#token-dialog").open) return;
+    refreshConnectors();
+    if (state.view === "instances") loadInstances();
   }, 2000);
 }
 
