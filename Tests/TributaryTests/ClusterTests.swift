@@ -157,6 +157,48 @@ import Testing
         }
     }
 
+    /// When an instance's listening connection is cut, it reconnects and reads back the batches
+    /// committed meanwhile: its realtime clients still get every update, once.
+    @Test func realtimeGapsAreClosedAfterTheListenerReconnects() async throws {
+        guard TestBackend.enabled.contains(.postgres) else { return }
+        var options = SimulatorOptions()
+        options.rate = 150
+        options.total = 600
+        options.instruments = ["C1-USDT"]
+        let exchange = FakeExchange(options: options)
+        try await exchange.withRunning { port in
+            try await TestBackend.postgres.withConfig { base in
+                defer { Self.cleanUp(base) }
+                try await TestServer(config: Self.instanceConfig(base, 1)).run { first in
+                    try await TestServer(config: Self.instanceConfig(base, 2)).run { second in
+                        let listeners = [try await RealtimeListener(port: first.port!), try await RealtimeListener(port: second.port!)]
+                        defer { for listener in listeners { listener.close() } }
+                        let ids = try await Self.createAndStart(first, port: port, instruments: exchange.options.instruments)
+                        let owned = try await eventually(timeout: .seconds(10)) { try await Self.owners(first)[ids[0]] != nil }
+                        #expect(owned)
+                        // The client of the instance where the connector does not run.
+                        let owner = try await Self.owners(first)[ids[0]]?.first
+                        let listener = try await Self.selfID(first) == owner ? listeners[1] : listeners[0]
+                        // Cut every LISTEN connection twice while trades flow.
+                        for _ in 0..<2 {
+                            try await Task.sleep(for: .milliseconds(800))
+                            _ = try await RawDatabase.strings(
+                                base,
+                                "SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+                            )
+                        }
+                        let stored = try await eventually(timeout: .seconds(20)) { try await StreamingTests.count(base, ids[0]) == 600 }
+                        #expect(stored)
+                        let updates = try await listener.waitForUpdates(600, timeout: .seconds(20))
+                        let rowIDs = updates.compactMap { $0["id"]?.text }
+                        #expect(rowIDs.count == 600, "updates at the other instance: \(rowIDs.count)")
+                        #expect(Set(rowIDs).count == rowIDs.count, "none twice")
+                    }
+                }
+            }
+        }
+    }
+
     /// A write under an epoch that is no longer the instance's is fenced: rows without an exchange
     /// identity are refused, trades (which the unique index deduplicates) are kept.
     @Test func writesFromAStaleLeaseAreFenced() async throws {

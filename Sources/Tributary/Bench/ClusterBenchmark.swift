@@ -1,5 +1,7 @@
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import PostgresNIO
 
 #if canImport(Glibc)
@@ -281,19 +283,12 @@ public struct ClusterBenchmark: Sendable {
 
         func stop(signal: Int32) { child.stop(signal: signal) }
 
+        /// A port nothing listens on now (bound once on 127.0.0.1 and let go).
         static func freePort() -> Int {
-            let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(descriptor) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            address.sin_port = 0
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) } }
-            _ = withUnsafeMutablePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
-            }
-            return Int(UInt16(bigEndian: address.sin_port))
+            guard let channel = try? ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).wait()
+            else { return 0 }
+            defer { try? channel.close().wait() }
+            return channel.localAddress?.port ?? 0
         }
     }
 }

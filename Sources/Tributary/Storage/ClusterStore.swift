@@ -25,8 +25,9 @@ public protocol ClusterStore: Sendable {
     /// Sends `payload` to every listener of the cluster channel (delivered on commit).
     func notify(_ payload: String) async throws
     /// Runs `handle` for every notification on the cluster channel until cancelled or the
-    /// connection fails (then it throws; the caller reconnects).
-    func listen(_ handle: @escaping @Sendable (String) async -> Void) async throws
+    /// connection fails (then it throws; the caller reconnects). `listening` runs once the
+    /// `LISTEN` is in place, before any notification is handled.
+    func listen(listening: @escaping @Sendable () async -> Void, _ handle: @escaping @Sendable (String) async -> Void) async throws
     /// Committed messages by id, as the realtime API sends them (for another instance's batch).
     func storedMessages(ids: [Int64]) async throws -> [StoredMessage]
     /// The ids a committed batch wrote (`websocket_batches.messages`), for a batch too large to name in a notification.

@@ -125,9 +125,10 @@ extension PostgresStore: ClusterStore {
         }
     }
 
-    public func listen(_ handle: @escaping @Sendable (String) async -> Void) async throws {
+    public func listen(listening: @escaping @Sendable () async -> Void, _ handle: @escaping @Sendable (String) async -> Void) async throws {
         try await client.withConnection { connection in
             try await connection.listen(on: Self.clusterChannel) { notifications in
+                await listening()
                 for try await notification in notifications { await handle(notification.payload) }
             }
         }
