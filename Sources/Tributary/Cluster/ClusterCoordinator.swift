@@ -226,7 +226,10 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
                 // The gap is read once LISTEN is back, so nothing committed in between is missed
                 // (what is both read and heard is relayed once: by batch id).
                 let closing = reconnecting
-                try await store.listen(listening: { if closing { await self.closeGap() } }) { payload in await self.received(payload) }
+                try await store.listen(
+                    listening: { if closing { await self.closeGap() } },
+                    { payload in await self.received(payload) }
+                )
             } catch {
                 if Task.isCancelled { return }
                 logger.warning("cluster listener lost its connection; reconnecting", metadata: ["error": "\(error)"])
