@@ -159,7 +159,6 @@ public struct Pipeline: Sendable {
                 store: clusterStore,
                 supervisor: supervisor,
                 broadcaster: broadcaster,
-                migrator: migrator,
                 settings: config.cluster,
                 logger: logger
             )

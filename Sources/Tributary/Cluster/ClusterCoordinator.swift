@@ -38,7 +38,6 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
     let store: any ClusterStore & ConnectorRepository & SchemaMigrations
     let supervisor: ConnectorSupervisor
     let broadcaster: Broadcaster
-    let migrator: DatabaseMigrator?
     let settings: ClusterSettings
     let logger: Logger
     /// Connector id → the epoch of this instance's lease.
@@ -55,7 +54,6 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
         store: any ClusterStore & ConnectorRepository & SchemaMigrations,
         supervisor: ConnectorSupervisor,
         broadcaster: Broadcaster,
-        migrator: DatabaseMigrator?,
         settings: ClusterSettings,
         logger: Logger
     ) {
@@ -63,7 +61,6 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
         self.store = store
         self.supervisor = supervisor
         self.broadcaster = broadcaster
-        self.migrator = migrator
         self.settings = settings
         var logger = logger
         logger[metadataKey: "instance_id"] = "\(instance.instanceID)"
@@ -206,10 +203,14 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
     func handOver() async {
         let me = instance.instanceID
         let leases = Array(owned.keys)
+        let store = self.store
         do {
-            try await store.releaseLeases(leases, owner: me)
-            try await store.markStopped(me)
-            try await store.notify(ClusterMessage.leases(from: me))
+            // Bounded: with the database away, the leases simply expire (a stop must not wait on it).
+            try await withDeadline(.seconds(2), "hand over leases") {
+                try await store.releaseLeases(leases, owner: me)
+                try await store.markStopped(me)
+                try await store.notify(ClusterMessage.leases(from: me))
+            }
             logger.info("leases handed over", metadata: ["count": "\(leases.count)"])
         } catch {
             logger.warning("could not hand over leases; they expire after the lease TTL", metadata: ["error": "\(error)"])
