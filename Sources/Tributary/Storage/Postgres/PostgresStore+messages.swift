@@ -81,9 +81,15 @@ extension PostgresStore {
                 }
                 var ids: [PendingMessage.Identity: Int64] = [:]
                 if !writing.isEmpty {
+                    // One row of arrays rather than a row per message: a result streamed over many
+                    // reads trips a fatal precondition in PostgresNIO's row stream when the server
+                    // closes the connection meanwhile (RowStreamStateMachine, seen when PostgreSQL
+                    // stopped during a write under load).
                     let rows = try await connection.query(Self.insertStatement(writing), logger: logger)
-                    for try await (id, connector, source) in rows.decode((Int64, String, String).self) {
-                        ids[PendingMessage.Identity(connectorID: connector, sourceID: source)] = id
+                    for try await (newIDs, connectors, sources) in rows.decode(([Int64], [String], [String]).self) {
+                        for (index, id) in newIDs.enumerated() where index < connectors.count && index < sources.count {
+                            ids[PendingMessage.Identity(connectorID: connectors[index], sourceID: sources[index])] = id
+                        }
                     }
                 }
                 let messageIDs = messages.map { ids[$0.identity] }
@@ -115,7 +121,8 @@ extension PostgresStore {
         }
     }
 
-    /// The `INSERT ... SELECT FROM UNNEST` of `messages`, returning each new row's id and identity.
+    /// The `INSERT ... SELECT FROM UNNEST` of `messages`, returning one row: the new rows' ids,
+    /// connectors and source ids as three arrays in the same order.
     static func insertStatement(_ messages: [PendingMessage]) -> PostgresQuery {
         var connectors: [String] = []
         var exchanges: [String] = []
@@ -146,15 +153,20 @@ extension PostgresStore {
         }
         // Times travel as whole microseconds, the same ones the candle minutes are computed from.
         return """
-            INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, quantity, side, data, source_id,
-                session_id, exchange_timestamp, timestamp)
-            SELECT c, e, NULLIF(i, ''), t, NULLIF(p, '')::numeric, NULLIF(q, '')::numeric, NULLIF(s, ''), d::jsonb, src, ses,
-                CASE WHEN ets < 0 THEN NULL ELSE to_timestamp(ets / 1000.0) END, \(unescaped: fromMicroseconds("ts"))
-            FROM UNNEST(\(connectors)::text[], \(exchanges)::text[], \(instruments)::text[], \(types)::text[], \(prices)::text[],
-                \(quantities)::text[], \(sides)::text[], \(data)::text[], \(sources)::text[], \(sessions)::text[],
-                \(exchangeTimes)::int8[], \(times)::int8[]) AS u(c, e, i, t, p, q, s, d, src, ses, ets, ts)
-            ON CONFLICT (connector_id, source_id) DO NOTHING
-            RETURNING id, connector_id, source_id
+            WITH inserted AS (
+                INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, quantity, side, data, source_id,
+                    session_id, exchange_timestamp, timestamp)
+                SELECT c, e, NULLIF(i, ''), t, NULLIF(p, '')::numeric, NULLIF(q, '')::numeric, NULLIF(s, ''), d::jsonb, src, ses,
+                    CASE WHEN ets < 0 THEN NULL ELSE to_timestamp(ets / 1000.0) END, \(unescaped: fromMicroseconds("ts"))
+                FROM UNNEST(\(connectors)::text[], \(exchanges)::text[], \(instruments)::text[], \(types)::text[], \(prices)::text[],
+                    \(quantities)::text[], \(sides)::text[], \(data)::text[], \(sources)::text[], \(sessions)::text[],
+                    \(exchangeTimes)::int8[], \(times)::int8[]) AS u(c, e, i, t, p, q, s, d, src, ses, ets, ts)
+                ON CONFLICT (connector_id, source_id) DO NOTHING
+                RETURNING id, connector_id, source_id
+            )
+            SELECT COALESCE(array_agg(id), '{}'::int8[]), COALESCE(array_agg(connector_id), '{}'::text[]),
+                COALESCE(array_agg(source_id), '{}'::text[])
+            FROM inserted
             """
     }
 
