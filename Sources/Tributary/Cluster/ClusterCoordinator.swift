@@ -86,12 +86,17 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
         let listener = Task { await self.listen() }
         var first = true
         var lastSuccess = ContinuousClock.now
+        // Whether the last period reached the database (else there is no handing over at shutdown).
+        var reachable = false
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             do {
-                try await tick(first: first)
-                first = false
+                let isFirst = first
+                // A period waiting on an unreachable database must not hold up a shutdown.
+                try await cancelWhenGracefulShutdown { try await self.tick(first: isFirst) }
                 lastSuccess = .now
+                reachable = true
             } catch {
+                reachable = false
                 if first, await supervisor.runningIDs.isEmpty {
                     // The database is down at start: run what this instance ran last (the snapshot), spooling.
                     let started = await supervisor.startFromSnapshot()
@@ -110,10 +115,15 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
                     lastSuccess = .now
                 }
             }
+            first = false
             await waitForWakeUp(settings.renewInterval)
         }
         listener.cancel()
-        await handOver()
+        if reachable {
+            await handOver()
+        } else {
+            logger.notice("stopping without the database: this instance's leases expire after the lease TTL")
+        }
     }
 
     /// Sleeps `interval` or until a notification wakes it; returns early on shutdown.

@@ -188,7 +188,7 @@ public actor ConnectorSupervisor: Service {
         var started = 0
         for (record, lease) in snapshotLeases() where running[record.connectorID] == nil {
             start(record, lease: lease)
-            started += 1
+            if running[record.connectorID] != nil { started += 1 }
         }
         return started
     }
