@@ -96,6 +96,8 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
                 lastSuccess = .now
                 reachable = true
             } catch {
+                // A period cut short by the shutdown says nothing about the database.
+                if Task.isShuttingDownGracefully { break }
                 reachable = false
                 if first, await supervisor.runningIDs.isEmpty {
                     // The database is down at start: run what this instance ran last (the snapshot), spooling.
