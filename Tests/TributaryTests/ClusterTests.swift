@@ -54,6 +54,24 @@ import Testing
         return ids
     }
 
+    /// Two instances on one fresh PostgreSQL database, with `exchange` running: `body` gets the
+    /// exchange's port, the base configuration and a client of each instance.
+    static func withTwoInstances(
+        _ exchange: FakeExchange,
+        _ body: @escaping @Sendable (Int, AppConfig, any TestClientProtocol, any TestClientProtocol) async throws -> Void
+    ) async throws {
+        try await exchange.withRunning { port in
+            try await TestBackend.postgres.withConfig { base in
+                defer { cleanUp(base) }
+                try await TestServer(config: instanceConfig(base, 1)).run { first in
+                    try await TestServer(config: instanceConfig(base, 2)).run { second in
+                        try await body(port, base, first, second)
+                    }
+                }
+            }
+        }
+    }
+
     static func cleanUp(_ base: AppConfig) {
         for index in 1...3 { try? FileManager.default.removeItem(atPath: base.dataDirectory + "-instance\(index)") }
     }
@@ -64,49 +82,41 @@ import Testing
         options.rate = 50
         options.instruments = (1...6).map { "C\($0)-USDT" }
         let exchange = FakeExchange(options: options)
-        try await exchange.withRunning { port in
-            try await TestBackend.postgres.withConfig { base in
-                defer { Self.cleanUp(base) }
-                try await TestServer(config: Self.instanceConfig(base, 1)).run { first in
-                    try await TestServer(config: Self.instanceConfig(base, 2)).run { second in
-                        let ids = try await Self.createAndStart(first, port: port, instruments: exchange.options.instruments)
-                        let third = try await TestServer(config: Self.instanceConfig(base, 3)).run { client in
-                            let third = try await Self.selfID(client)
-                            // Balanced by count: 2 each, each connector on exactly one instance.
-                            let balanced = try await eventually(timeout: .seconds(20)) {
-                                let owners = try await Self.owners(first)
-                                let perInstance = Dictionary(grouping: owners.values.flatMap { $0 }, by: { $0 }).mapValues(\.count)
-                                return Set(owners.keys) == Set(ids) && owners.values.allSatisfy { $0.count == 1 } && perInstance.count == 3
-                                    && perInstance.values.allSatisfy { $0 == 2 }
-                            }
-                            let owners = try await Self.owners(first)
-                            #expect(balanced, "owners: \(owners)")
-                            // Every stream is read once: one connection per connector at the exchange.
-                            let connections = exchange.connectionCount
-                            try await Task.sleep(for: .seconds(1))
-                            #expect(exchange.connectionCount == connections, "no connector started twice")
-                            let stored = try await RawDatabase.strings(
-                                base,
-                                "SELECT count(*)::text FROM (SELECT connector_id, source_id FROM websocket_messages GROUP BY 1, 2 HAVING count(*) > 1) d"
-                            )
-                            #expect(stored == ["0"], "no duplicate rows")
-                            return third
-                        }
-                        // The third stopped gracefully: its connectors move within 2 s.
-                        let stoppedAt = ContinuousClock.now
-                        let movedOver = try await eventually(timeout: .seconds(10)) {
-                            let owners = try await Self.owners(first)
-                            return Set(owners.keys) == Set(ids) && !owners.values.flatMap { $0 }.contains(third)
-                                && owners.values.allSatisfy { $0.count == 1 }
-                        }
-                        let handover = ContinuousClock.now - stoppedAt
-                        let after = try await Self.owners(first)
-                        #expect(movedOver, "owners after the third stopped: \(after)")
-                        #expect(handover < .seconds(2), "handed over in \(handover)")
-                        _ = second
-                    }
+        try await Self.withTwoInstances(exchange) { port, base, first, _ in
+            let ids = try await Self.createAndStart(first, port: port, instruments: exchange.options.instruments)
+            let third = try await TestServer(config: Self.instanceConfig(base, 3)).run { client in
+                let third = try await Self.selfID(client)
+                // Balanced by count: 2 each, each connector on exactly one instance.
+                let balanced = try await eventually(timeout: .seconds(20)) {
+                    let owners = try await Self.owners(first)
+                    let perInstance = Dictionary(grouping: owners.values.flatMap { $0 }, by: { $0 }).mapValues(\.count)
+                    return Set(owners.keys) == Set(ids) && owners.values.allSatisfy { $0.count == 1 } && perInstance.count == 3
+                        && perInstance.values.allSatisfy { $0 == 2 }
                 }
+                let owners = try await Self.owners(first)
+                #expect(balanced, "owners: \(owners)")
+                // Every stream is read once: one connection per connector at the exchange.
+                let connections = exchange.connectionCount
+                try await Task.sleep(for: .seconds(1))
+                #expect(exchange.connectionCount == connections, "no connector started twice")
+                let stored = try await RawDatabase.strings(
+                    base,
+                    "SELECT count(*)::text FROM (SELECT connector_id, source_id FROM websocket_messages GROUP BY 1, 2 HAVING count(*) > 1) d"
+                )
+                #expect(stored == ["0"], "no duplicate rows")
+                return third
             }
+            // The third stopped gracefully: its connectors move within 2 s.
+            let stoppedAt = ContinuousClock.now
+            let movedOver = try await eventually(timeout: .seconds(10)) {
+                let owners = try await Self.owners(first)
+                return Set(owners.keys) == Set(ids) && !owners.values.flatMap { $0 }.contains(third)
+                    && owners.values.allSatisfy { $0.count == 1 }
+            }
+            let handover = ContinuousClock.now - stoppedAt
+            let after = try await Self.owners(first)
+            #expect(movedOver, "owners after the third stopped: \(after)")
+            #expect(handover < .seconds(2), "handed over in \(handover)")
         }
     }
 
@@ -117,43 +127,36 @@ import Testing
         options.total = 400
         options.instruments = ["C1-USDT", "C2-USDT"]
         let exchange = FakeExchange(options: options)
-        try await exchange.withRunning { port in
-            try await TestBackend.postgres.withConfig { base in
-                defer { Self.cleanUp(base) }
-                try await TestServer(config: Self.instanceConfig(base, 1)).run { first in
-                    try await TestServer(config: Self.instanceConfig(base, 2)).run { second in
-                        let listeners = [try await RealtimeListener(port: first.port!), try await RealtimeListener(port: second.port!)]
-                        defer { for listener in listeners { listener.close() } }
-                        let ids = try await Self.createAndStart(first, port: port, instruments: exchange.options.instruments)
-                        // Realtime: each instance's client gets every committed update once, whichever instance stored it.
-                        for (index, listener) in listeners.enumerated() {
-                            let updates = try await listener.waitForUpdates(400, timeout: .seconds(30))
-                            let rowIDs = updates.compactMap { $0["id"]?.text }
-                            #expect(rowIDs.count == 400 && Set(rowIDs).count == 400, "instance \(index + 1): \(rowIDs.count) updates")
-                        }
-                        let owners = try await Self.owners(first)
-                        #expect(Set(owners.keys) == Set(ids) && owners.values.allSatisfy { $0.count == 1 })
-                        #expect(Set(owners.values.flatMap { $0 }).count == 2, "one connector on each instance: \(owners)")
-
-                        // Stop through the instance that does not own it: the owner stops it.
-                        let firstID = try await Self.selfID(first)
-                        let notOwnedByFirst = try #require(ids.first { owners[$0] != [firstID] })
-                        #expect(try await first.json(.post, "/api/connectors/\(notOwnedByFirst)/stop").status == .ok)
-                        let stopped = try await eventually(timeout: .seconds(5)) {
-                            let owned = try await Self.owners(second)[notOwnedByFirst] != nil
-                            let status = try await second.json(.get, "/api/connectors/\(notOwnedByFirst)").body["data"]?["status"]
-                            return !owned && status == "stopped"
-                        }
-                        #expect(stopped, "stopped on its owner")
-                        // And start it again through the other: it runs on exactly one instance.
-                        #expect(try await second.json(.post, "/api/connectors/\(notOwnedByFirst)/start").status == .ok)
-                        let restarted = try await eventually(timeout: .seconds(5)) {
-                            try await Self.owners(first)[notOwnedByFirst]?.count == 1
-                        }
-                        #expect(restarted)
-                    }
-                }
+        try await Self.withTwoInstances(exchange) { port, base, first, second in
+            let listeners = [try await RealtimeListener(port: first.port!), try await RealtimeListener(port: second.port!)]
+            defer { for listener in listeners { listener.close() } }
+            let ids = try await Self.createAndStart(first, port: port, instruments: exchange.options.instruments)
+            // Realtime: each instance's client gets every committed update once, whichever instance stored it.
+            for (index, listener) in listeners.enumerated() {
+                let updates = try await listener.waitForUpdates(400, timeout: .seconds(30))
+                let rowIDs = updates.compactMap { $0["id"]?.text }
+                #expect(rowIDs.count == 400 && Set(rowIDs).count == 400, "instance \(index + 1): \(rowIDs.count) updates")
             }
+            let owners = try await Self.owners(first)
+            #expect(Set(owners.keys) == Set(ids) && owners.values.allSatisfy { $0.count == 1 })
+            #expect(Set(owners.values.flatMap { $0 }).count == 2, "one connector on each instance: \(owners)")
+
+            // Stop through the instance that does not own it: the owner stops it.
+            let firstID = try await Self.selfID(first)
+            let notOwnedByFirst = try #require(ids.first { owners[$0] != [firstID] })
+            #expect(try await first.json(.post, "/api/connectors/\(notOwnedByFirst)/stop").status == .ok)
+            let stopped = try await eventually(timeout: .seconds(5)) {
+                let owned = try await Self.owners(second)[notOwnedByFirst] != nil
+                let status = try await second.json(.get, "/api/connectors/\(notOwnedByFirst)").body["data"]?["status"]
+                return !owned && status == "stopped"
+            }
+            #expect(stopped, "stopped on its owner")
+            // And start it again through the other: it runs on exactly one instance.
+            #expect(try await second.json(.post, "/api/connectors/\(notOwnedByFirst)/start").status == .ok)
+            let restarted = try await eventually(timeout: .seconds(5)) {
+                try await Self.owners(first)[notOwnedByFirst]?.count == 1
+            }
+            #expect(restarted)
         }
     }
 
@@ -166,36 +169,29 @@ import Testing
         options.total = 600
         options.instruments = ["C1-USDT"]
         let exchange = FakeExchange(options: options)
-        try await exchange.withRunning { port in
-            try await TestBackend.postgres.withConfig { base in
-                defer { Self.cleanUp(base) }
-                try await TestServer(config: Self.instanceConfig(base, 1)).run { first in
-                    try await TestServer(config: Self.instanceConfig(base, 2)).run { second in
-                        let listeners = [try await RealtimeListener(port: first.port!), try await RealtimeListener(port: second.port!)]
-                        defer { for listener in listeners { listener.close() } }
-                        let ids = try await Self.createAndStart(first, port: port, instruments: exchange.options.instruments)
-                        let owned = try await eventually(timeout: .seconds(10)) { try await Self.owners(first)[ids[0]] != nil }
-                        #expect(owned)
-                        // The client of the instance where the connector does not run.
-                        let owner = try await Self.owners(first)[ids[0]]?.first
-                        let listener = try await Self.selfID(first) == owner ? listeners[1] : listeners[0]
-                        // Cut every LISTEN connection twice while trades flow.
-                        for _ in 0..<2 {
-                            try await Task.sleep(for: .milliseconds(800))
-                            _ = try await RawDatabase.strings(
-                                base,
-                                "SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
-                            )
-                        }
-                        let stored = try await eventually(timeout: .seconds(20)) { try await StreamingTests.count(base, ids[0]) == 600 }
-                        #expect(stored)
-                        let updates = try await listener.waitForUpdates(600, timeout: .seconds(20))
-                        let rowIDs = updates.compactMap { $0["id"]?.text }
-                        #expect(rowIDs.count == 600, "updates at the other instance: \(rowIDs.count)")
-                        #expect(Set(rowIDs).count == rowIDs.count, "none twice")
-                    }
-                }
+        try await Self.withTwoInstances(exchange) { port, base, first, second in
+            let listeners = [try await RealtimeListener(port: first.port!), try await RealtimeListener(port: second.port!)]
+            defer { for listener in listeners { listener.close() } }
+            let ids = try await Self.createAndStart(first, port: port, instruments: exchange.options.instruments)
+            let owned = try await eventually(timeout: .seconds(10)) { try await Self.owners(first)[ids[0]] != nil }
+            #expect(owned)
+            // The client of the instance where the connector does not run.
+            let owner = try await Self.owners(first)[ids[0]]?.first
+            let listener = try await Self.selfID(first) == owner ? listeners[1] : listeners[0]
+            // Cut every LISTEN connection twice while trades flow.
+            for _ in 0..<2 {
+                try await Task.sleep(for: .milliseconds(800))
+                _ = try await RawDatabase.strings(
+                    base,
+                    "SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+                )
             }
+            let stored = try await eventually(timeout: .seconds(20)) { try await StreamingTests.count(base, ids[0]) == 600 }
+            #expect(stored)
+            let updates = try await listener.waitForUpdates(600, timeout: .seconds(20))
+            let rowIDs = updates.compactMap { $0["id"]?.text }
+            #expect(rowIDs.count == 600, "updates at the other instance: \(rowIDs.count)")
+            #expect(Set(rowIDs).count == rowIDs.count, "none twice")
         }
     }
 

@@ -69,7 +69,7 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
     }
 
     /// Every registered instance (for `GET /api/instances`).
-    func instances() async throws -> [InstanceRow] { try await store.instances() }
+    func instances() async throws -> [InstanceRow] { try await store.instances(ttl: settings.leaseTTL) }
 
     public nonisolated func changed(_ connectorID: String) async {
         // This instance reacts at once; the others when the notification reaches them.

@@ -64,8 +64,9 @@ struct SimulatedMarket: Sendable {
             let noise = Int64(venue.next() % 5) - 2
             let printed = max(1, priceTicks + noise)
             // Pareto sizes (alpha 1.3): mostly the minimum, now and then a block hundreds of times larger.
+            // Capped as a Double, so no draw can reach a conversion that traps.
             let minimum = Double(profile.minimumLots)
-            let lots = min(profile.minimumLots * 20_000, Int64((minimum / pow(venue.unit(open: true), 1 / 1.3)).rounded(.down)))
+            let lots = Int64(min(minimum * 20_000, (minimum / pow(venue.unit(open: true), 1 / 1.3)).rounded(.down)))
             let trade = SimulatedTrade(
                 id: nextID,
                 price: decimalString(printed, scale: profile.tickScale),

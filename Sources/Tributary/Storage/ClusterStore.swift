@@ -20,8 +20,9 @@ public protocol ClusterStore: Sendable {
     func validLeases() async throws -> [String: String]
     /// Marks an instance as stopped (a graceful shutdown), so others do not wait for its heartbeat.
     func markStopped(_ instanceID: String) async throws
-    /// Every registered instance with the connectors it holds valid leases for, newest first.
-    func instances() async throws -> [InstanceRow]
+    /// Every registered instance with the connectors it holds valid leases for, newest first;
+    /// alive when its heartbeat is younger than `ttl`.
+    func instances(ttl: Duration) async throws -> [InstanceRow]
     /// Sends `payload` to every listener of the cluster channel (delivered on commit).
     func notify(_ payload: String) async throws
     /// Runs `handle` for every notification on the cluster channel until cancelled or the

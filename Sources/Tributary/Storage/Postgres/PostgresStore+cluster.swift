@@ -19,9 +19,7 @@ extension PostgresStore: ClusterStore {
         return try await instances(ttl: ttl).filter(\.alive)
     }
 
-    public func instances() async throws -> [InstanceRow] { try await instances(ttl: .seconds(10)) }
-
-    func instances(ttl: Duration) async throws -> [InstanceRow] {
+    public func instances(ttl: Duration) async throws -> [InstanceRow] {
         let ttlMs = ttl.inMilliseconds
         return try await run("instances") { [logger] client in
             let rows = try await client.query(

@@ -56,7 +56,9 @@ extension PostgresStore {
         var batchMetrics = batch.metrics
         if let instanceID { batchMetrics["instance_id"] = .string(instanceID) }
         let metrics = JSONValue.object(batchMetrics).serialized
-        let fenceable = Set(messages.lazy.filter { $0.lease != nil && $0.message.sourceID == nil }.map(\.connectorID))
+        // Only with several instances, and only connectors with rows that have no exchange identity.
+        let fenceable: Set<String> =
+            instanceID == nil ? [] : Set(messages.lazy.filter { $0.lease != nil && $0.message.sourceID == nil }.map(\.connectorID))
         return try await run("insert messages") { [logger, self] client in
             try await client.withTransaction(logger: logger) { connection in
                 var writing = messages
