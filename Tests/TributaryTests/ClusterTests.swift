@@ -120,6 +120,76 @@ import Testing
         }
     }
 
+    /// Balanced by count, then by message rate: two heavy connectors that count balancing left on
+    /// one instance end up one on each (a swap with a light one), and stay there.
+    @Test func connectorsAreBalancedByMessageRateAndStayPut() async throws {
+        guard TestBackend.enabled.contains(.postgres) else { return }
+        var heavyOptions = SimulatorOptions()
+        heavyOptions.rate = 200
+        heavyOptions.instruments = ["C1-USDT", "C2-USDT", "C3-USDT", "C4-USDT"]
+        var lightOptions = heavyOptions
+        lightOptions.rate = 5
+        let (heavyExchange, lightExchange) = (FakeExchange(options: heavyOptions), FakeExchange(options: lightOptions))
+        let instruments = heavyOptions.instruments
+        try await heavyExchange.withRunning { heavyPort in
+            try await lightExchange.withRunning { lightPort in
+                try await TestBackend.postgres.withConfig { base in
+                    defer { Self.cleanUp(base) }
+                    try await TestServer(config: Self.instanceConfig(base, 1)).run { first in
+                        // Four connectors on the first instance alone; when the second joins, count
+                        // balancing releases the last two by id: make those the light ones, so the
+                        // heavy two are left together.
+                        var created: [String] = []
+                        for instrument in instruments {
+                            let response = try await first.json(.post, "/api/connectors", body: Self.body(port: heavyPort, instrument: instrument))
+                            created.append(try #require(response.body["connector_id"]?.stringValue))
+                        }
+                        let ids = created.sorted()
+                        let heavy = Set(ids.prefix(2))
+                        for (id, instrument) in zip(ids.suffix(2), instruments.suffix(2)) {
+                            let light = StreamingTests.okxBody(port: lightPort, name: "light-\(id)", instruments: [instrument])
+                            #expect(try await first.json(.put, "/api/connectors/\(id)", body: light).status == .ok)
+                        }
+                        for id in ids { #expect(try await first.json(.post, "/api/connectors/\(id)/start").status == .ok) }
+                        let allOnFirst = try await eventually(timeout: .seconds(10)) { try await Self.owners(first).count == 4 }
+                        #expect(allOnFirst)
+                        try await TestServer(config: Self.instanceConfig(base, 2)).run { second in
+                            let secondID = try await Self.selfID(second)
+                            func heavyPerInstance() async throws -> [String: Int] {
+                                let owners = try await Self.owners(first)
+                                guard Set(owners.keys) == Set(ids), owners.values.allSatisfy({ $0.count == 1 }) else { return [:] }
+                                return Dictionary(grouping: heavy.compactMap { owners[$0]?.first }, by: { $0 }).mapValues(\.count)
+                            }
+                            // Count balancing first: the two light ones move, the heavy ones stay together.
+                            let countBalanced = try await eventually(timeout: .seconds(10)) {
+                                try await Self.owners(first).values.flatMap { $0 }.filter { $0 == secondID }.count == 2
+                            }
+                            #expect(countBalanced)
+                            // Then by rate: one heavy on each instance, two connectors each.
+                            let rateBalanced = try await eventually(timeout: .seconds(30)) {
+                                let perInstance = try await heavyPerInstance()
+                                return perInstance.count == 2 && perInstance.values.allSatisfy { $0 == 1 }
+                            }
+                            let owners = try await Self.owners(first)
+                            #expect(rateBalanced, "heavy: \(heavy), owners: \(owners)")
+                            let counts = Dictionary(grouping: owners.values.flatMap { $0 }, by: { $0 }).mapValues(\.count)
+                            #expect(counts.values.sorted() == [2, 2], "still balanced by count: \(counts)")
+                            // And nothing moves after that (hysteresis), over more than a settle time.
+                            let connections = heavyExchange.connectionCount + lightExchange.connectionCount
+                            try await Task.sleep(for: .seconds(5))
+                            #expect(try await Self.owners(first) == owners, "no further moves")
+                            #expect(heavyExchange.connectionCount + lightExchange.connectionCount == connections, "no reconnection")
+                            let rates =
+                                try await first.json(.get, "/api/instances").body["data"]?.arrayValue?
+                                .filter { $0["status"] == "alive" }.compactMap { $0["messages_per_second"]?.text.flatMap(Double.init) } ?? []
+                            #expect(rates.count == 2 && rates.allSatisfy { $0 > 150 && $0 < 260 }, "loads: \(rates)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test func anyInstanceStopsAndStartsAConnectorOnItsOwnerAndRealtimeIsCompleteEverywhere() async throws {
         guard TestBackend.enabled.contains(.postgres) else { return }
         var options = SimulatorOptions()
@@ -220,7 +290,7 @@ import Testing
                     .connectorID
                 let first = try #require(try await old.acquireLease(connectorID: id, owner: "inst_old", ttl: .seconds(30)))
                 #expect(try await new.acquireLease(connectorID: id, owner: "inst_new", ttl: .seconds(30)) == nil, "held by the old owner")
-                try await old.releaseLeases([id], owner: "inst_old")
+                try await old.releaseLeases([id], owner: "inst_old", to: nil, ttl: .seconds(30))
                 let second = try #require(try await new.acquireLease(connectorID: id, owner: "inst_new", ttl: .seconds(30)))
                 #expect(second == first + 1, "a new owner, a new epoch")
 
@@ -257,6 +327,15 @@ import Testing
                 let current = try await new.insertMessages([message(3, identity: false, lease: second)], batch: batch())
                 #expect(current[0] != nil)
                 #expect(new.fencedMessages.load(ordering: .relaxed) == 0)
+
+                // A hand-over to a named instance: reserved for it, not for anyone else.
+                #expect(try await old.requestHandOver(connectorID: id, owner: "inst_new", epoch: second, to: "inst_old"))
+                #expect(try await old.requestHandOver(connectorID: id, owner: "inst_new", epoch: first, to: "inst_old") == false, "a stale epoch")
+                try await new.releaseLeases([id], owner: "inst_new", to: "inst_old", ttl: .seconds(30))
+                #expect(try await old.validLeases()[id]?.offeredTo == "inst_old")
+                #expect(try await old.acquireLease(connectorID: id, owner: "inst_third", ttl: .seconds(30)) == nil, "reserved for another")
+                #expect(try await old.acquireLease(connectorID: id, owner: "inst_old", ttl: .seconds(30)) == second + 1)
+                #expect(try await old.validLeases()[id].map { ($0.owner, $0.offeredTo) } ?? ("?", "?") == ("inst_old", nil))
             }
         }
     }

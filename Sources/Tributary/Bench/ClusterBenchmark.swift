@@ -1,8 +1,10 @@
 import Foundation
+import HummingbirdWSClient
 import Logging
 import NIOCore
 import NIOPosix
 import PostgresNIO
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -19,6 +21,10 @@ public struct ClusterBenchmark: Sendable {
     public var instances = [1, 2, 3]
     /// Messages per second the exchange offers over the six connectors in the throughput runs.
     public var offeredRate = 24_000.0
+    /// Messages per second of the realtime relay runs (two instances, with and without clients).
+    public var relayRate = 20_000.0
+    /// Rounds of each relay variant, alternated.
+    public var relayRounds = 2
 
     public init(config: AppConfig) { self.config = config }
 
@@ -93,6 +99,57 @@ public struct ClusterBenchmark: Sendable {
                     let rows = try await Self.rows(store) - before
                     let rate = Double(rows) / (ContinuousClock.now - started).inSeconds
                     log(String(format: "%9d  %8.0f", count, rate))
+                }
+            }
+
+            // Realtime across instances: two instances at `relayRate`, alternately without realtime
+            // clients (each batch is still announced with NOTIFY) and with one client on each
+            // instance (each instance reads the other's batches back and sends them).
+            do {
+                let (relayed, port) = try await exchange(rate: relayRate / Double(Self.instruments.count))
+                defer { relayed.stop(signal: SIGKILL) }
+                try await Self.reset(store)
+                let running = try await launch(2)
+                defer { for instance in running { instance.stop(signal: SIGKILL) } }
+                _ = try await Self.connectors(running[0], exchangePort: port)
+                _ = try await Self.waitUntilOwned(running[0], count: Self.instruments.count, timeout: .seconds(30))
+                try await Task.sleep(for: .seconds(2))
+                log(
+                    "realtime relay, 2 instances, six connectors offered \(Int(relayRate)) msg/s, \(seconds) s a round (CPU in cores: each instance, all PostgreSQL processes)"
+                )
+                log("clients  msg/s  batches/s  instance CPU  PostgreSQL CPU  client updates/s  updates/stored")
+                for round in 0..<(relayRounds * 2) {
+                    let withClients = round % 2 == 1
+                    let clients = withClients ? running.map { RelayClient(port: $0.port, logger: logger) } : []
+                    for client in clients { try await client.waitConnected() }
+                    let (rowsBefore, batchesBefore) = (try await Self.rows(store), try await Self.batches(store))
+                    let cpuBefore = running.map { CPUTime.of(pid: $0.child.pid) }
+                    let postgresBefore = CPUTime.postgres()
+                    let started = ContinuousClock.now
+                    let countsBefore = clients.map(\.count)
+                    try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+                    let elapsed = (ContinuousClock.now - started).inSeconds
+                    let counts = zip(clients, countsBefore).map { $0.count - $1 }
+                    let rows = try await Self.rows(store) - rowsBefore
+                    let batches = try await Self.batches(store) - batchesBefore
+                    let cpu = zip(running, cpuBefore).map { (CPUTime.of(pid: $0.child.pid) - $1) / elapsed }
+                    let postgres = (CPUTime.postgres() - postgresBefore) / elapsed
+                    for client in clients { client.close() }
+                    let perClient = counts.isEmpty ? "-" : counts.map { String(format: "%.0f", Double($0) / elapsed) }.joined(separator: " / ")
+                    let complete =
+                        counts.isEmpty ? "-" : counts.map { String(format: "%.3f", Double($0) / Double(max(rows, 1))) }.joined(separator: " / ")
+                    log(
+                        String(
+                            format: "%7d  %5.0f  %9.0f  %@  %14.2f  %@  %@",
+                            clients.count,
+                            Double(rows) / elapsed,
+                            Double(batches) / elapsed,
+                            cpu.map { String(format: "%.2f", $0) }.joined(separator: " + ").padding(toLength: 12, withPad: " ", startingAt: 0),
+                            postgres,
+                            perClient.padding(toLength: 16, withPad: " ", startingAt: 0),
+                            complete
+                        )
+                    )
                 }
             }
 
@@ -171,6 +228,86 @@ public struct ClusterBenchmark: Sendable {
                 return count
             }
             return 0
+        }
+    }
+
+    static func batches(_ store: PostgresStore) async throws -> Int64 {
+        try await store.run("count") { client in
+            for try await count in try await client.query("SELECT count(*) FROM websocket_batches", logger: Logger(label: "bench")).decode(
+                Int64.self
+            ) {
+                return count
+            }
+            return 0
+        }
+    }
+
+    /// A realtime client of one instance, counting the updates it receives (every instrument).
+    final class RelayClient: Sendable {
+        final class Counts: Sendable {
+            let received = Atomic<Int>(0)
+            let connected = Atomic<Bool>(false)
+        }
+        let counts = Counts()
+        let task: Task<Void, Never>
+
+        init(port: Int, logger: Logger) {
+            let counts = self.counts
+            task = Task {
+                try? await WebSocketClient.connect(
+                    url: "ws://127.0.0.1:\(port)/api/realtime",
+                    configuration: .init(maxFrameSize: 1 << 20),
+                    logger: logger
+                ) {
+                    inbound,
+                    _,
+                    _ in
+                    for try await message in inbound.messages(maxSize: 1 << 20) {
+                        guard case .text(let text) = message else { continue }
+                        if text.hasPrefix(#"{"type":"data_update""#) {
+                            counts.received.add(1, ordering: .relaxed)
+                        } else if text.hasPrefix(#"{"type":"connected""#) {
+                            counts.connected.store(true, ordering: .relaxed)
+                        }
+                    }
+                }
+            }
+        }
+
+        var count: Int { counts.received.load(ordering: .relaxed) }
+
+        func waitConnected() async throws {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !counts.connected.load(ordering: .relaxed) {
+                guard ContinuousClock.now < deadline else { throw ConfigError("realtime client did not connect") }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+
+        func close() { task.cancel() }
+    }
+
+    /// CPU seconds (user + system) from `/proc`.
+    enum CPUTime {
+        static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+
+        static func of(pid: pid_t) -> Double {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { return 0 }
+            // Fields after the command name: state is field 3, utime 14, stime 15.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+            return (user + system) / ticksPerSecond
+        }
+
+        /// Every process named `postgres` (the server and its backends).
+        static func postgres() -> Double {
+            let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+            return pids.compactMap { pid_t($0) }.reduce(0) { total, pid in
+                let name = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+                return name == "postgres" ? total + of(pid: pid) : total
+            }
         }
     }
 

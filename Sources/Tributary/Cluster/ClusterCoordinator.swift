@@ -44,6 +44,10 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
     var owned: [String: Int64] = [:]
     /// Batches already sent to realtime clients from another instance (bounded).
     var relayed = RecentSet(capacity: 20_000)
+    /// Connector id → its smoothed message rate (per second), for the leases it holds.
+    var rates: [String: Double] = [:]
+    /// Connector id → its received counter when last measured.
+    var counted: [String: (received: Int, at: ContinuousClock.Instant)] = [:]
     /// When a notification was last heard (to close a gap after the listener reconnects).
     var lastHeard: Date?
     let wakeUp: AsyncStream<Void>.Continuation
@@ -143,27 +147,33 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
         }
     }
 
-    /// One period: heartbeat, renew, reconcile with the desired states, balance.
+    /// One period: heartbeat, renew, reconcile with the desired states, balance by count, then by rate.
     func tick(first: Bool) async throws {
         let me = instance.instanceID
         try await store.checkReady()
         let live = try await store.heartbeat(instance, ttl: settings.leaseTTL)
-        let held = try await store.renewLeases(owner: me, ttl: settings.leaseTTL)
+        let held = try await store.renewLeases(owner: me, ttl: settings.leaseTTL, rates: rates.filter { owned[$0.key] != nil })
         let all = try await store.runningConnectors()
         if first, !supervisor.demoMode { try await supervisor.leaveStopped(demos: all.filter(\.demo)) }
         let wanted = Dictionary(all.filter { !$0.demo || supervisor.demoMode }.map { ($0.connectorID, $0) }, uniquingKeysWith: { a, _ in a })
+        let liveIDs = Set(live.map(\.instanceID))
         let here = await supervisor.runningIDs
         var release: [String] = []
+        // Connector id → the instance it is handed to (asked for by a rate balance).
+        var handOvers: [String: String] = [:]
         // What runs here without a lease (lost to another instance, or a snapshot start) stops.
         for id in here where held[id] == nil {
             await supervisor.stopHere(id)
             logger.warning("lease lost: connector stopped here", metadata: ["connector_id": "\(id)"])
         }
         var mine: [String: Int64] = [:]
-        for (id, epoch) in held {
-            if let record = wanted[id] {
-                mine[id] = epoch
-                await ensureRunning(record, lease: epoch)
+        for (id, lease) in held {
+            if let to = lease.handOverTo, wanted[id] != nil {
+                await supervisor.stopHere(id)
+                handOvers[id] = to
+            } else if let record = wanted[id] {
+                mine[id] = lease.epoch
+                await ensureRunning(record, lease: lease.epoch)
             } else {
                 await supervisor.stopHere(id)
                 release.append(id)
@@ -179,24 +189,95 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
             }
         }
         if !release.isEmpty {
-            try await store.releaseLeases(release, owner: me)
-            try await store.notify(ClusterMessage.leases(from: me))
+            try await store.releaseLeases(release, owner: me, to: nil, ttl: settings.leaseTTL)
             logger.info("released connectors", metadata: ["connectors": "\(release.sorted().joined(separator: ","))"])
         }
-        if mine.count < share {
-            let leased = try await store.validLeases()
+        for (to, ids) in Dictionary(grouping: handOvers.keys, by: { handOvers[$0] ?? "" }) {
+            try await store.releaseLeases(ids, owner: me, to: to, ttl: settings.leaseTTL)
+            logger.info(
+                "handed connectors over to balance message rates",
+                metadata: ["connectors": "\(ids.sorted().joined(separator: ","))", "to": "\(to)"]
+            )
+        }
+        if !release.isEmpty || !handOvers.isEmpty { try await store.notify(ClusterMessage.leases(from: me)) }
+        let leased = try await store.validLeases()
+        var took = false
+        // What another instance handed to this one (a rate balance), then free ones up to the share.
+        let offered = wanted.values.filter { leased[$0.connectorID]?.owner == "" && leased[$0.connectorID]?.offeredTo == me }
+        let free = wanted.values.filter { leased[$0.connectorID] == nil && mine[$0.connectorID] == nil }
             // Start from a different place on each instance, so instances do not all contend for the same ones.
-            let free = wanted.values.filter { leased[$0.connectorID] == nil && mine[$0.connectorID] == nil }
-                .sorted { fnv1a(me + $0.connectorID) < fnv1a(me + $1.connectorID) }
-            for record in free {
-                guard mine.count < share else { break }
-                guard let epoch = try await store.acquireLease(connectorID: record.connectorID, owner: me, ttl: settings.leaseTTL) else { continue }
-                mine[record.connectorID] = epoch
-                await ensureRunning(record, lease: epoch)
-                logger.info("lease taken", metadata: ["connector_id": "\(record.connectorID)", "epoch": "\(epoch)"])
-            }
+            .sorted { fnv1a(me + $0.connectorID) < fnv1a(me + $1.connectorID) }
+        for record in offered + free {
+            let isOffer = leased[record.connectorID] != nil
+            guard mine.count < share || (isOffer && mine.count <= share) else { continue }
+            guard let epoch = try await store.acquireLease(connectorID: record.connectorID, owner: me, ttl: settings.leaseTTL) else { continue }
+            mine[record.connectorID] = epoch
+            took = true
+            await ensureRunning(record, lease: epoch)
+            logger.info("lease taken", metadata: ["connector_id": "\(record.connectorID)", "epoch": "\(epoch)"])
         }
         owned = mine
+        await measureRates(seeds: leased)
+        // Balance by rate only in a calm period: nothing moved here and nothing in flight anywhere.
+        if release.isEmpty, handOvers.isEmpty, !took {
+            try await balanceRates(wanted: Set(wanted.keys), live: liveIDs, leases: leased)
+        }
+    }
+
+    /// Updates the smoothed message rate of each connector this instance holds from its
+    /// received counter (a connector just taken starts from the rate its last owner recorded).
+    func measureRates(seeds: [String: LeaseRow]) async {
+        let now = ContinuousClock.now
+        // Smoothed over about five periods, whatever the time between two periods.
+        let smoothing = (settings.renewInterval * 5).inSeconds
+        for id in owned.keys {
+            guard let received = await supervisor.state(of: id)?.counters.received.load(ordering: .relaxed) else { continue }
+            defer { counted[id] = (received, now) }
+            guard let last = counted[id], received >= last.received, now > last.at else {
+                if rates[id] == nil, let seed = seeds[id]?.rate, seed.isFinite, seed >= 0 { rates[id] = seed }
+                continue
+            }
+            let seconds = (now - last.at).inSeconds
+            let instant = Double(received - last.received) / seconds
+            let weight = 1 - exp(-seconds / smoothing)
+            rates[id] = (rates[id] ?? instant) * (1 - weight) + instant * weight
+        }
+        rates = rates.filter { owned[$0.key] != nil }
+        counted = counted.filter { owned[$0.key] != nil }
+    }
+
+    /// Balance by message rate, within the balance by count: the instance with the highest load
+    /// (the sum of its connectors' rates) moves one connector to the instance with the lowest, or
+    /// swaps one with it, when that at least halves the difference between the two and the
+    /// difference is above `RateBalance.minimumGap` and a quarter of its load. Only connectors
+    /// held for `RateBalance.settlePeriods` periods move, so rates are measured and nothing flaps.
+    /// A swap asks the other instance to hand its connector over (it sees that when renewing).
+    func balanceRates(wanted: Set<String>, live: Set<String>, leases: [String: LeaseRow]) async throws {
+        let me = instance.instanceID
+        guard live.count > 1, live.contains(me) else { return }
+        var members: [String: [(id: String, lease: LeaseRow)]] = Dictionary(uniqueKeysWithValues: live.map { ($0, []) })
+        for id in wanted {
+            // Something free or in flight: the count balance is not done yet.
+            guard let lease = leases[id], lease.offeredTo == nil, live.contains(lease.owner) else { return }
+            members[lease.owner, default: []].append((id, lease))
+        }
+        guard let plan = RateBalance.plan(me: me, members: members, settle: settings.renewInterval * RateBalance.settlePeriods) else { return }
+        if let back = plan.back {
+            guard let lease = leases[back], try await store.requestHandOver(connectorID: back, owner: plan.to, epoch: lease.epoch, to: me) else {
+                return
+            }
+        }
+        await supervisor.stopHere(plan.give)
+        owned[plan.give] = nil
+        try await store.releaseLeases([plan.give], owner: me, to: plan.to, ttl: settings.leaseTTL)
+        try await store.notify(ClusterMessage.leases(from: me))
+        logger.info(
+            "balancing message rates",
+            metadata: [
+                "connector_id": "\(plan.give)", "to": "\(plan.to)", "in_exchange_for": "\(plan.back ?? "-")",
+                "load_msg_s": "\(Int(plan.load))", "other_load_msg_s": "\(Int(plan.otherLoad))",
+            ]
+        )
     }
 
     /// Starts `record` here unless it already runs with this configuration and lease since the
@@ -215,11 +296,11 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
     func handOver() async {
         let me = instance.instanceID
         let leases = Array(owned.keys)
-        let store = self.store
+        let (store, ttl) = (self.store, settings.leaseTTL)
         do {
             // Bounded: with the database away, the leases simply expire (a stop must not wait on it).
             try await withDeadline(.seconds(2), "hand over leases") {
-                try await store.releaseLeases(leases, owner: me)
+                try await store.releaseLeases(leases, owner: me, to: nil, ttl: ttl)
                 try await store.markStopped(me)
                 try await store.notify(ClusterMessage.leases(from: me))
             }
@@ -287,6 +368,51 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
         for batch in batches where relayed.insert(batch.batchID) {
             await relay(ids: batch.ids)
         }
+    }
+}
+
+/// The choice of a balance by message rate (see `ClusterCoordinator.balanceRates`).
+struct RateBalance: Equatable {
+    /// The connector this instance gives away, to whom, and what it takes back (a swap).
+    var give: String
+    var to: String
+    var back: String?
+    /// The two loads before the move (messages per second).
+    var load: Double
+    var otherLoad: Double
+
+    /// Below this difference of load (messages per second) no connector moves.
+    static let minimumGap = 50.0
+    /// How many periods a connector must have been held before it moves again.
+    static let settlePeriods = 10
+
+    /// `members`: each live instance's leases. Nil unless `me` has the highest load and a move
+    /// to the instance with the lowest at least halves their difference.
+    static func plan(me: String, members: [String: [(id: String, lease: LeaseRow)]], settle: Duration) -> RateBalance? {
+        func load(_ instance: String) -> Double { members[instance, default: []].reduce(0) { $0 + max(0, $1.lease.rate) } }
+        let byLoad = members.keys.sorted { (load($0), $0) < (load($1), $1) }
+        guard byLoad.count > 1, byLoad.last == me, let other = byLoad.first else { return nil }
+        let gap = load(me) - load(other)
+        guard gap > max(minimumGap, load(me) / 4) else { return nil }
+        let total = members.values.reduce(0) { $0 + $1.count }
+        let (low, high) = (total / members.count, (total + members.count - 1) / members.count)
+        let mine = members[me, default: []].filter { $0.lease.heldFor >= settle }
+        let theirs = members[other, default: []].filter { $0.lease.heldFor >= settle }
+        // A single move only within the balance by count; a swap keeps both counts.
+        let canMove = members[me, default: []].count - 1 >= low && members[other, default: []].count + 1 <= high
+        var best: (remaining: Double, give: String, back: String?)?
+        for give in mine {
+            var options: [(String?, Double)] = canMove ? [(nil, 0)] : []
+            options += theirs.map { ($0.id, max(0, $0.lease.rate)) }
+            for (back, backRate) in options {
+                let moved = max(0, give.lease.rate) - backRate
+                guard moved > 0 else { continue }
+                let remaining = abs(gap - 2 * moved)
+                if remaining <= gap / 2, remaining < best?.remaining ?? .infinity { best = (remaining, give.id, back) }
+            }
+        }
+        guard let best else { return nil }
+        return RateBalance(give: best.give, to: other, back: best.back, load: load(me), otherLoad: load(other))
     }
 }
 

@@ -27,6 +27,9 @@ public struct InstancesController: Sendable {
             rows = try await coordinator.instances()
         } else {
             me = "local"
+            let running = await supervisor?.runningIDs.sorted() ?? []
+            var rate = 0.0
+            for id in running { rate += await supervisor?.state(of: id)?.counters.sampleRate() ?? 0 }
             rows = [
                 InstanceRow(
                     instanceID: me,
@@ -36,7 +39,8 @@ public struct InstancesController: Sendable {
                     heartbeatAt: Date(),
                     stopped: false,
                     alive: true,
-                    connectors: await supervisor?.runningIDs.sorted() ?? []
+                    connectors: running,
+                    messagesPerSecond: rate
                 )
             ]
         }

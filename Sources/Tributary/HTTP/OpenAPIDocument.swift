@@ -345,8 +345,11 @@ enum OpenAPIDocument {
                     "instance_id": string, "address": string, "version": string, "started_at": timestamp, "heartbeat_at": timestamp,
                     "status": ["type": "string", "enum": ["alive", "lost", "stopped"]], "connectors": ["type": "array", "items": string],
                     "self": ["type": "boolean", "description": "The instance that answered"],
+                    "messages_per_second": [
+                        "type": "number", "description": "The sum of its connectors' recent message rates (what balancing by rate evens out)",
+                    ],
                 ],
-                required: ["instance_id", "address", "version", "status", "connectors", "self"]
+                required: ["instance_id", "address", "version", "status", "connectors", "self", "messages_per_second"]
             ),
             "DeadLetter": object(
                 [

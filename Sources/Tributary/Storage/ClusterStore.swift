@@ -7,17 +7,22 @@ public protocol ClusterStore: Sendable {
     /// Records this instance as alive (upsert) and returns every instance whose heartbeat is
     /// younger than `ttl`, this one included.
     func heartbeat(_ instance: InstanceInfo, ttl: Duration) async throws -> [InstanceRow]
-    /// Extends every lease `owner` holds (expired ones too, if nobody took them) and returns
-    /// connector id → epoch of those it still holds.
-    func renewLeases(owner: String, ttl: Duration) async throws -> [String: Int64]
-    /// Takes the lease of `connectorID` when it is free, expired, or already `owner`'s; the epoch
-    /// goes up by one when the owner changes. Nil when another instance holds it (or the
-    /// connector is gone).
+    /// Extends every lease `owner` holds (expired ones too, if nobody took them), records the
+    /// message rates measured for them (`rates`, per second; others keep theirs), forgets
+    /// hand-over requests from instances no longer alive, and returns those it still holds.
+    func renewLeases(owner: String, ttl: Duration, rates: [String: Double]) async throws -> [String: HeldLease]
+    /// Takes the lease of `connectorID` when it is free, expired, reserved for `owner`, or already
+    /// `owner`'s; the epoch goes up by one when the owner changes. Nil when another instance holds
+    /// or has been offered it (or the connector is gone).
     func acquireLease(connectorID: String, owner: String, ttl: Duration) async throws -> Int64?
-    /// Lets leases go at once: expired now and owned by nobody (epochs kept, so they keep increasing).
-    func releaseLeases(_ connectorIDs: [String], owner: String) async throws
-    /// Every lease that has not expired: connector id → owner.
-    func validLeases() async throws -> [String: String]
+    /// Lets leases go (epochs kept, so they keep increasing): with `to` nil at once to anyone;
+    /// with `to` reserved for that instance until `ttl` passes, then to anyone.
+    func releaseLeases(_ connectorIDs: [String], owner: String, to: String?, ttl: Duration) async throws
+    /// Asks the owner of `connectorID` (`owner`, at `epoch`) to hand it over to `to`: the owner
+    /// sees it when renewing. False when the lease has changed meanwhile.
+    func requestHandOver(connectorID: String, owner: String, epoch: Int64, to: String) async throws -> Bool
+    /// Every lease that has not expired (held, or reserved for an instance).
+    func validLeases() async throws -> [String: LeaseRow]
     /// Marks an instance as stopped (a graceful shutdown), so others do not wait for its heartbeat.
     func markStopped(_ instanceID: String) async throws
     /// Every registered instance with the connectors it holds valid leases for, newest first;
@@ -35,6 +40,26 @@ public protocol ClusterStore: Sendable {
     func batchMessageIDs(batchID: String) async throws -> [Int64]
     /// Batches committed by instances other than `excludingInstance` since `since`: (batch id, message ids).
     func batches(since: Date, excludingInstance: String) async throws -> [(batchID: String, ids: [Int64])]
+}
+
+/// A lease this instance holds.
+public struct HeldLease: Sendable, Equatable {
+    public var epoch: Int64
+    /// Another instance the lease should be handed over to (balancing by message rate).
+    public var handOverTo: String?
+}
+
+/// A valid lease as every instance sees it.
+public struct LeaseRow: Sendable, Equatable {
+    /// The holder; empty while reserved for `offeredTo`.
+    public var owner: String
+    public var epoch: Int64
+    /// The connector's recent message rate (per second), as its owner last measured it.
+    public var rate: Double
+    /// Reserved for (owner empty), or asked to be handed over to (owner set).
+    public var offeredTo: String?
+    /// How long the current owner has held it.
+    public var heldFor: Duration
 }
 
 /// This instance, as it registers.
@@ -60,6 +85,8 @@ public struct InstanceRow: Sendable, Equatable {
     public var stopped: Bool
     public var alive: Bool
     public var connectors: [String]
+    /// The sum of its connectors' recent message rates, as recorded in their leases.
+    public var messagesPerSecond: Double
 
     public var json: JSONValue {
         .object([
@@ -67,6 +94,7 @@ public struct InstanceRow: Sendable, Equatable {
             "started_at": .string(Timestamp.format(startedAt)), "heartbeat_at": .string(Timestamp.format(heartbeatAt)),
             "status": .string(stopped ? "stopped" : alive ? "alive" : "lost"),
             "connectors": .array(connectors.map { .string($0) }),
+            "messages_per_second": .number(String(format: "%.1f", messagesPerSecond.isFinite ? messagesPerSecond : 0)),
         ])
     }
 }

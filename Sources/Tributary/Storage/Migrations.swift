@@ -10,7 +10,7 @@ struct Migration: Sendable {
 }
 
 enum Migrations {
-    static let all: [Migration] = [initialSchema, candleRollup, deadLetters, demoConnectors, cluster]
+    static let all: [Migration] = [initialSchema, candleRollup, deadLetters, demoConnectors, cluster, leaseRates]
     static var latestVersion: Int { all.map(\.version).max() ?? 0 }
     /// Migrations and rollup rebuilds rewrite whole tables: they get an hour, not the pool timeout.
     static let timeout: Duration = .seconds(3600)
@@ -338,6 +338,23 @@ enum Migrations {
                 owner TEXT NOT NULL, epoch INTEGER NOT NULL, expires_at TEXT NOT NULL, acquired_at TEXT NOT NULL
             )
             """,
+        ]
+    )
+
+    /// Balancing by message rate (see `ClusterCoordinator.balanceRates`): each lease carries its
+    /// connector's recent message rate, and a lease can be handed to a named instance
+    /// (`offered_to`): reserved for it until it expires, or, on a held lease, a request to its
+    /// owner to hand it over.
+    static let leaseRates = Migration(
+        version: 6,
+        name: "lease rates and hand-over offers",
+        postgres: [
+            "ALTER TABLE connector_leases ADD COLUMN rate DOUBLE PRECISION NOT NULL DEFAULT 0",
+            "ALTER TABLE connector_leases ADD COLUMN offered_to TEXT",
+        ],
+        sqlite: [
+            "ALTER TABLE connector_leases ADD COLUMN rate REAL NOT NULL DEFAULT 0",
+            "ALTER TABLE connector_leases ADD COLUMN offered_to TEXT",
         ]
     )
 }

@@ -791,6 +791,7 @@ async function loadInstances() {
         element("td", { class: "mono", text: instance.address || "" }),
         element("td", { text: instance.version || "" }),
         element("td", { text: relativeTime(instance.heartbeat_at), title: instance.heartbeat_at || "" }),
+        element("td", { class: "num", text: instance.messages_per_second == null ? "—" : String(instance.messages_per_second) }),
         element("td", { text: (instance.connectors || []).map(connectorName).join(", ") || "—" })
       )
     );

@@ -27,7 +27,8 @@ extension PostgresStore: ClusterStore {
                 SELECT i.instance_id, i.address, i.version, i.started_at, i.heartbeat_at, i.stopped_at IS NOT NULL,
                     i.stopped_at IS NULL AND i.heartbeat_at > NOW() - \(ttlMs) * INTERVAL '1 millisecond',
                     COALESCE((SELECT string_agg(l.connector_id, ',' ORDER BY l.connector_id) FROM connector_leases l
-                        WHERE l.owner = i.instance_id AND l.expires_at > NOW()), '')
+                        WHERE l.owner = i.instance_id AND l.expires_at > NOW()), ''),
+                    COALESCE((SELECT sum(l.rate) FROM connector_leases l WHERE l.owner = i.instance_id AND l.expires_at > NOW()), 0)
                 FROM instances i
                 WHERE i.heartbeat_at > NOW() - INTERVAL '1 day'
                 ORDER BY i.started_at DESC
@@ -35,8 +36,8 @@ extension PostgresStore: ClusterStore {
                 logger: logger
             )
             var instances: [InstanceRow] = []
-            for try await (id, address, version, started, heartbeat, stopped, alive, connectors) in rows.decode(
-                (String, String, String, Date, Date, Bool, Bool, String).self
+            for try await (id, address, version, started, heartbeat, stopped, alive, connectors, rate) in rows.decode(
+                (String, String, String, Date, Date, Bool, Bool, String, Double).self
             ) {
                 instances.append(
                     InstanceRow(
@@ -47,7 +48,8 @@ extension PostgresStore: ClusterStore {
                         heartbeatAt: heartbeat,
                         stopped: stopped,
                         alive: alive,
-                        connectors: connectors.split(separator: ",").map(String.init)
+                        connectors: connectors.split(separator: ",").map(String.init),
+                        messagesPerSecond: rate
                     )
                 )
             }
@@ -55,18 +57,25 @@ extension PostgresStore: ClusterStore {
         }
     }
 
-    public func renewLeases(owner: String, ttl: Duration) async throws -> [String: Int64] {
+    public func renewLeases(owner: String, ttl: Duration, rates: [String: Double]) async throws -> [String: HeldLease] {
         let ttlMs = ttl.inMilliseconds
+        let ids = Array(rates.keys)
+        let values = ids.map { rates[$0] ?? 0 }
         return try await run("renew leases") { [logger] client in
             let rows = try await client.query(
                 """
-                UPDATE connector_leases SET expires_at = NOW() + \(ttlMs) * INTERVAL '1 millisecond'
-                WHERE owner = \(owner) RETURNING connector_id, epoch
+                UPDATE connector_leases l SET expires_at = NOW() + \(ttlMs) * INTERVAL '1 millisecond',
+                    rate = COALESCE((SELECT r.rate FROM unnest(\(ids)::text[], \(values)::float8[]) AS r(id, rate) WHERE r.id = l.connector_id), l.rate),
+                    offered_to = (SELECT i.instance_id FROM instances i WHERE i.instance_id = l.offered_to AND i.stopped_at IS NULL
+                        AND i.heartbeat_at > NOW() - \(ttlMs) * INTERVAL '1 millisecond')
+                WHERE owner = \(owner) RETURNING connector_id, epoch, offered_to
                 """,
                 logger: logger
             )
-            var leases: [String: Int64] = [:]
-            for try await (id, epoch) in rows.decode((String, Int64).self) { leases[id] = epoch }
+            var leases: [String: HeldLease] = [:]
+            for try await (id, epoch, offeredTo) in rows.decode((String, Int64, String?).self) {
+                leases[id] = HeldLease(epoch: epoch, handOverTo: offeredTo)
+            }
             return leases
         }
     }
@@ -81,8 +90,10 @@ extension PostgresStore: ClusterStore {
                 WHERE EXISTS (SELECT 1 FROM api_connectors WHERE connector_id = \(connectorID))
                 ON CONFLICT (connector_id) DO UPDATE SET
                     epoch = CASE WHEN connector_leases.owner = EXCLUDED.owner THEN connector_leases.epoch ELSE connector_leases.epoch + 1 END,
-                    owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at, acquired_at = NOW()
+                    acquired_at = CASE WHEN connector_leases.owner = EXCLUDED.owner THEN connector_leases.acquired_at ELSE NOW() END,
+                    owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at, offered_to = NULL
                 WHERE connector_leases.owner = EXCLUDED.owner OR connector_leases.expires_at <= NOW()
+                    OR (connector_leases.owner = '' AND connector_leases.offered_to = EXCLUDED.owner)
                 RETURNING epoch
                 """,
                 logger: logger
@@ -92,21 +103,49 @@ extension PostgresStore: ClusterStore {
         }
     }
 
-    public func releaseLeases(_ connectorIDs: [String], owner: String) async throws {
+    public func releaseLeases(_ connectorIDs: [String], owner: String, to: String?, ttl: Duration) async throws {
         guard !connectorIDs.isEmpty else { return }
+        // Reserved for `to` for one lease TTL: if it never comes, anyone takes it after that.
+        let reserveMs = to == nil ? 0 : ttl.inMilliseconds
         _ = try await run("release leases") { [logger] client in
             try await client.query(
-                "UPDATE connector_leases SET expires_at = NOW(), owner = '' WHERE owner = \(owner) AND connector_id = ANY(\(connectorIDs)::text[])",
+                """
+                UPDATE connector_leases SET expires_at = NOW() + \(reserveMs) * INTERVAL '1 millisecond', owner = '', offered_to = \(to)
+                WHERE owner = \(owner) AND connector_id = ANY(\(connectorIDs)::text[])
+                """,
                 logger: logger
             )
         }
     }
 
-    public func validLeases() async throws -> [String: String] {
+    public func requestHandOver(connectorID: String, owner: String, epoch: Int64, to: String) async throws -> Bool {
+        try await run("request hand-over") { [logger] client in
+            let rows = try await client.query(
+                """
+                UPDATE connector_leases SET offered_to = \(to)
+                WHERE connector_id = \(connectorID) AND owner = \(owner) AND epoch = \(epoch) AND expires_at > NOW()
+                RETURNING 1
+                """,
+                logger: logger
+            )
+            for try await _ in rows.decode(Int.self) { return true }
+            return false
+        }
+    }
+
+    public func validLeases() async throws -> [String: LeaseRow] {
         try await run("leases") { [logger] client in
-            let rows = try await client.query("SELECT connector_id, owner FROM connector_leases WHERE expires_at > NOW()", logger: logger)
-            var leases: [String: String] = [:]
-            for try await (id, owner) in rows.decode((String, String).self) { leases[id] = owner }
+            let rows = try await client.query(
+                """
+                SELECT connector_id, owner, epoch, rate, offered_to, (EXTRACT(EPOCH FROM NOW() - acquired_at) * 1000)::int8
+                FROM connector_leases WHERE expires_at > NOW()
+                """,
+                logger: logger
+            )
+            var leases: [String: LeaseRow] = [:]
+            for try await (id, owner, epoch, rate, offeredTo, heldMs) in rows.decode((String, String, Int64, Double, String?, Int64).self) {
+                leases[id] = LeaseRow(owner: owner, epoch: epoch, rate: rate, offeredTo: offeredTo, heldFor: .milliseconds(max(0, heldMs)))
+            }
             return leases
         }
     }
