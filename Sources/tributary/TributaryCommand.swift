@@ -311,11 +311,15 @@ struct Bench: AsyncParsableCommand {
         @Option(help: "Seconds of each throughput run.") var seconds = 10.0
         @Option(help: "kill -9 takeovers to time.") var kills = 5
         @Option(help: "Messages per second the exchange offers in the throughput runs (six connectors).") var offeredRate = 24_000.0
+        @Option(help: "Messages per second of the realtime relay runs (two instances).") var relayRate = 20_000.0
+        @Option(help: "Relay runs without and with realtime clients, alternated: how many of each.") var relayRounds = 2
 
         func validate() throws {
             guard seconds.isFinite, (1...600).contains(seconds) else { throw ValidationError("--seconds must be 1 to 600") }
             guard (1...100).contains(kills) else { throw ValidationError("--kills must be 1 to 100") }
             guard offeredRate.isFinite, (6...600_000).contains(offeredRate) else { throw ValidationError("--offered-rate must be 6 to 600000") }
+            guard relayRate.isFinite, (6...600_000).contains(relayRate) else { throw ValidationError("--relay-rate must be 6 to 600000") }
+            guard (0...20).contains(relayRounds) else { throw ValidationError("--relay-rounds must be 0 to 20") }
         }
 
         func run() async throws {
@@ -325,6 +329,8 @@ struct Bench: AsyncParsableCommand {
             benchmark.seconds = seconds
             benchmark.kills = kills
             benchmark.offeredRate = offeredRate
+            benchmark.relayRate = relayRate
+            benchmark.relayRounds = relayRounds
             print("bench cluster: \(config.description) lease_ttl=\(config.cluster.leaseTTL) renew=\(config.cluster.renewInterval)")
             try await benchmark.run { print($0) }
         }

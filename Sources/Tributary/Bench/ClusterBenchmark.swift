@@ -104,50 +104,61 @@ public struct ClusterBenchmark: Sendable {
 
             // Realtime across instances: two instances at `relayRate`, alternately without realtime
             // clients (each batch is still announced with NOTIFY) and with one client on each
-            // instance (each instance reads the other's batches back and sends them).
-            do {
+            // instance, subscribed to one instrument (each instance reads the other's batches back
+            // and sends them on).
+            if relayRounds > 0 {
                 let (relayed, port) = try await exchange(rate: relayRate / Double(Self.instruments.count))
                 defer { relayed.stop(signal: SIGKILL) }
                 try await Self.reset(store)
                 let running = try await launch(2)
                 defer { for instance in running { instance.stop(signal: SIGKILL) } }
-                _ = try await Self.connectors(running[0], exchangePort: port)
+                let connectorIDs = try await Self.connectors(running[0], exchangePort: port)
                 _ = try await Self.waitUntilOwned(running[0], count: Self.instruments.count, timeout: .seconds(30))
                 try await Task.sleep(for: .seconds(2))
                 log(
                     "realtime relay, 2 instances, six connectors offered \(Int(relayRate)) msg/s, \(seconds) s a round (CPU in cores: each instance, all PostgreSQL processes)"
                 )
-                log("clients  msg/s  batches/s  instance CPU  PostgreSQL CPU  client updates/s  updates/stored")
+                log("clients  msg/s  batches/s  instance CPU  PostgreSQL CPU  \(Self.instruments[0]) updates received at each instance")
+                let watched = Self.instruments[0]
                 for round in 0..<(relayRounds * 2) {
                     let withClients = round % 2 == 1
-                    let clients = withClients ? running.map { RelayClient(port: $0.port, logger: logger) } : []
+                    let clients = withClients ? running.map { RelayClient(port: $0.port, instrument: watched, logger: logger) } : []
                     for client in clients { try await client.waitConnected() }
                     let (rowsBefore, batchesBefore) = (try await Self.rows(store), try await Self.batches(store))
                     let cpuBefore = running.map { CPUTime.of(pid: $0.child.pid) }
                     let postgresBefore = CPUTime.postgres()
                     let started = ContinuousClock.now
-                    let countsBefore = clients.map(\.count)
                     try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
                     let elapsed = (ContinuousClock.now - started).inSeconds
-                    let counts = zip(clients, countsBefore).map { $0.count - $1 }
                     let rows = try await Self.rows(store) - rowsBefore
                     let batches = try await Self.batches(store) - batchesBefore
                     let cpu = zip(running, cpuBefore).map { (CPUTime.of(pid: $0.child.pid) - $1) / elapsed }
                     let postgres = (CPUTime.postgres() - postgresBefore) / elapsed
+                    // Completeness: every row of the watched instrument between the first and the
+                    // last id a client received (read once the clients have caught up).
+                    try await Task.sleep(for: .seconds(2))
+                    var completeness: [String] = []
+                    let owner = try await Self.owners(running[0])
+                    for (client, instance) in zip(clients, running) {
+                        let ids = client.ids
+                        guard let first = ids.min(), let last = ids.max() else {
+                            completeness.append("none")
+                            continue
+                        }
+                        let expected = try await Self.rows(store, instrument: watched, ids: first...last)
+                        let how = owner[connectorIDs[0]] == instance.instanceID ? "local" : "relayed"
+                        completeness.append("\(Set(ids).count) of \(expected) \(how)")
+                    }
                     for client in clients { client.close() }
-                    let perClient = counts.isEmpty ? "-" : counts.map { String(format: "%.0f", Double($0) / elapsed) }.joined(separator: " / ")
-                    let complete =
-                        counts.isEmpty ? "-" : counts.map { String(format: "%.3f", Double($0) / Double(max(rows, 1))) }.joined(separator: " / ")
                     log(
                         String(
-                            format: "%7d  %5.0f  %9.0f  %@  %14.2f  %@  %@",
+                            format: "%7d  %5.0f  %9.0f  %@  %14.2f  %@",
                             clients.count,
                             Double(rows) / elapsed,
                             Double(batches) / elapsed,
                             cpu.map { String(format: "%.2f", $0) }.joined(separator: " + ").padding(toLength: 12, withPad: " ", startingAt: 0),
                             postgres,
-                            perClient.padding(toLength: 16, withPad: " ", startingAt: 0),
-                            complete
+                            completeness.isEmpty ? "-" : completeness.joined(separator: " / ")
                         )
                     )
                 }
@@ -231,6 +242,17 @@ public struct ClusterBenchmark: Sendable {
         }
     }
 
+    static func rows(_ store: PostgresStore, instrument: String, ids: ClosedRange<Int64>) async throws -> Int64 {
+        try await store.run("count") { client in
+            let rows = try await client.query(
+                "SELECT count(*) FROM websocket_messages WHERE instrument = \(instrument) AND id BETWEEN \(ids.lowerBound) AND \(ids.upperBound)",
+                logger: Logger(label: "bench")
+            )
+            for try await count in rows.decode(Int64.self) { return count }
+            return 0
+        }
+    }
+
     static func batches(_ store: PostgresStore) async throws -> Int64 {
         try await store.run("count") { client in
             for try await count in try await client.query("SELECT count(*) FROM websocket_batches", logger: Logger(label: "bench")).decode(
@@ -243,42 +265,42 @@ public struct ClusterBenchmark: Sendable {
     }
 
     /// A realtime client of one instance, counting the updates it receives (every instrument).
+    /// A realtime client of one instance subscribed to `instrument`, keeping the row ids it receives.
     final class RelayClient: Sendable {
-        final class Counts: Sendable {
-            let received = Atomic<Int>(0)
+        final class Received: Sendable {
+            let ids = Mutex<[Int64]>([])
             let connected = Atomic<Bool>(false)
         }
-        let counts = Counts()
+        let received = Received()
         let task: Task<Void, Never>
 
-        init(port: Int, logger: Logger) {
-            let counts = self.counts
+        init(port: Int, instrument: String, logger: Logger) {
+            let received = self.received
+            let url = "ws://127.0.0.1:\(port)/api/realtime?instrument=\(instrument)"
             task = Task {
-                try? await WebSocketClient.connect(
-                    url: "ws://127.0.0.1:\(port)/api/realtime",
-                    configuration: .init(maxFrameSize: 1 << 20),
-                    logger: logger
-                ) {
-                    inbound,
-                    _,
-                    _ in
+                try? await WebSocketClient.connect(url: url, configuration: .init(maxFrameSize: 1 << 20), logger: logger) { inbound, _, _ in
                     for try await message in inbound.messages(maxSize: 1 << 20) {
                         guard case .text(let text) = message else { continue }
                         if text.hasPrefix(#"{"type":"data_update""#) {
-                            counts.received.add(1, ordering: .relaxed)
+                            let id: Int64? =
+                                switch (try? JSONValue.parse(text))?["data"]?["id"] {
+                                case .number(let text), .string(let text): Int64(text)
+                                default: nil
+                                }
+                            if let id { received.ids.withLock { $0.append(id) } }
                         } else if text.hasPrefix(#"{"type":"connected""#) {
-                            counts.connected.store(true, ordering: .relaxed)
+                            received.connected.store(true, ordering: .relaxed)
                         }
                     }
                 }
             }
         }
 
-        var count: Int { counts.received.load(ordering: .relaxed) }
+        var ids: [Int64] { received.ids.withLock { $0 } }
 
         func waitConnected() async throws {
             let deadline = ContinuousClock.now + .seconds(10)
-            while !counts.connected.load(ordering: .relaxed) {
+            while !received.connected.load(ordering: .relaxed) {
                 guard ContinuousClock.now < deadline else { throw ConfigError("realtime client did not connect") }
                 try await Task.sleep(for: .milliseconds(20))
             }

@@ -45,16 +45,44 @@ public struct IngestBenchmark: Sendable {
     public func run(log: @Sendable (String) -> Void) async throws {
         var logger = Logger(label: "tributary.bench")
         logger.logLevel = .warning
-        let throughput = try await phase(rate: 0, total: messages, measureLatency: false, logger: logger)
-        log(
-            String(
-                format: "throughput: %d messages in %.2f s = %.0f messages/s end to end (committed and broadcast)",
-                messages,
-                throughput.seconds,
-                Double(messages) / throughput.seconds
+        // PostgreSQL: the yardstick is a COPY of the rows this run writes, into the emptied table.
+        var replay: ReplayCopy?
+        if case .postgres(let settings) = config.database {
+            replay = ReplayCopy(store: PostgresStore(settings: settings, poolMaximum: 1, timeout: .seconds(30), logger: logger), logger: logger)
+        }
+        try await withReplayStore(replay) { replay in
+            try await replay?.store.migrate()
+            let empty = try await replay?.rowCount() == 0
+            let throughput = try await phase(rate: 0, total: messages, measureLatency: false, logger: logger)
+            let rate = Double(messages) / throughput.seconds
+            log(
+                String(
+                    format: "throughput: %d messages in %.2f s = %.0f messages/s end to end (committed and broadcast)",
+                    messages,
+                    throughput.seconds,
+                    rate
+                )
             )
-        )
-        log("integrity: \(throughput.stored) rows stored, \(throughput.distinct) distinct source ids (expected \(messages))")
+            log("integrity: \(throughput.stored) rows stored, \(throughput.distinct) distinct source ids (expected \(messages))")
+            guard let replay else { return }
+            guard empty else {
+                log("replay COPY skipped: websocket_messages was not empty before the run (use an empty database for the yardstick)")
+                return
+            }
+            let dump = config.dataDirectory + "/replay.copy"
+            defer { try? FileManager.default.removeItem(atPath: dump) }
+            let copied = try await replay.run(dumpingTo: dump)
+            let copyRate = Double(copied.rows) / copied.seconds
+            log(
+                String(
+                    format: "replay COPY of the same %d rows into the emptied table (indexes kept): %.2f s = %.0f rows/s; ingest / COPY = %.2f",
+                    copied.rows,
+                    copied.seconds,
+                    copyRate,
+                    rate / copyRate
+                )
+            )
+        }
         let total = Int(latencyRate * latencySeconds)
         let latency = try await phase(rate: latencyRate, total: total, measureLatency: true, logger: logger)
         let sorted = latency.latenciesMs.sorted()
@@ -71,6 +99,16 @@ public struct IngestBenchmark: Sendable {
             )
         )
         log("peak memory (VmHWM): \(Self.peakMemoryMB()) MB")
+    }
+
+    /// Runs `body` with the replay's store running (if there is one).
+    func withReplayStore<T: Sendable>(_ replay: ReplayCopy?, _ body: (ReplayCopy?) async throws -> T) async throws -> T {
+        guard let replay else { return try await body(nil) }
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await replay.store.run() }
+            defer { tasks.cancelAll() }
+            return try await body(replay)
+        }
     }
 
     struct PhaseResult {
