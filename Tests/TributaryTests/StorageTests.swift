@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 import Testing
 
 @testable import Tributary
@@ -213,5 +214,97 @@ extension ConnectorConfig {
             pollingInterval: 1000,
             fieldMapping: nil
         )
+    }
+}
+
+/// PostgreSQL writes batches with `COPY` and falls back to `INSERT ... ON CONFLICT`: both store
+/// exactly the same values, and a batch that meets stored rows loses none of its new ones.
+@Suite(.timeLimit(.minutes(3))) struct CopyWriteTests {
+    /// Messages with everything COPY's text format must escape, and times across the range.
+    static func awkward(_ connector: String) -> [PendingMessage] {
+        let texts = ["back\\slash", "tab\there", "new\nline", "cr\rreturn", "quote\"s", "ünïcødé ✓ 🚀", "\\N", "end\\"]
+        let times: [Int64?] = [nil, 0, -1_000, 1_767_225_600_123, 253_402_300_799_999, 951_782_400_000, 4_107_542_400_000, 1]
+        let received: [Double] = [1_767_225_600.123456, 0.000001, -86_400.5, 253_402_300_799.999, 951_782_399.999999, 1e9, 1, 1_767_225_601]
+        return texts.indices.map { index in
+            var message = HardeningTests.trade { message in
+                message.sourceID = "okx:trades:BTC-USDT:\(index)"
+                message.price = ["0.00000001", "123456789012345678.123456789", "100"][index % 3]
+                message.instrument = index == 2 ? nil : "I-\(texts[index])"
+                message.side = index == 3 ? nil : texts[index]
+                message.exchangeTimestampMs = times[index]
+                message.raw = ["text": .string(texts[index]), "n": .number("\(index)")]
+            }
+            message.quantity = index == 4 ? nil : "1.5"
+            return PendingMessage(
+                connectorID: connector,
+                sessionID: "ws_\(texts[index])",
+                sourceID: message.sourceID ?? "",
+                message: message,
+                receivedAt: Date(timeIntervalSince1970: received[index])
+            )
+        }
+    }
+
+    static let columns =
+        "exchange, instrument, message_type, price::text, quantity::text, side, data::text, source_id, session_id, exchange_timestamp::text, timestamp::text"
+
+    @Test func copyAndInsertStoreTheSameValues() async throws {
+        guard TestBackend.enabled.contains(.postgres) else { return }
+        try await TestBackend.postgres.withConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let postgres = try #require(store as? PostgresStore)
+                // One connector written with COPY, the other with INSERT (as after a conflict).
+                postgres.conflicts.conflicted(["conn_insert"])
+                let copied = try await store.insertMessages(
+                    Self.awkward("conn_copy"),
+                    batch: BatchRecord(batchID: "b_copy", connectorID: nil, metrics: [:])
+                )
+                let inserted = try await store.insertMessages(
+                    Self.awkward("conn_insert"),
+                    batch: BatchRecord(batchID: "b_insert", connectorID: nil, metrics: [:])
+                )
+                #expect(copied.allSatisfy { $0 != nil } && inserted.allSatisfy { $0 != nil })
+                #expect(postgres.copyConflicts.load(ordering: .relaxed) == 0)
+                func rows(_ connector: String) async throws -> [String?] {
+                    try await RawDatabase.strings(
+                        config,
+                        "SELECT concat_ws('|', id::text, \(Self.columns)) FROM websocket_messages WHERE connector_id = '\(connector)' ORDER BY source_id"
+                    )
+                }
+                let viaCopy = try await rows("conn_copy")
+                let viaInsert = try await rows("conn_insert")
+                #expect(viaCopy.count == 8)
+                // The ids the write returned are the rows' ids.
+                let copiedIDs = try await RawDatabase.strings(
+                    config,
+                    "SELECT id::text FROM websocket_messages WHERE connector_id = 'conn_copy' ORDER BY id"
+                )
+                #expect(copiedIDs == copied.compactMap { $0 }.sorted().map { String($0) })
+                // Everything but the id is the same.
+                let strip = { (row: String?) in row.map { String($0.drop { $0 != "|" }) } }
+                #expect(viaCopy.map(strip) == viaInsert.map(strip))
+                #expect(viaCopy.contains { $0?.contains("back\\slash") == true } && viaCopy.contains { $0?.contains("tab\there") == true })
+            }
+        }
+    }
+
+    @Test func aCopyThatMeetsStoredRowsFallsBackAndKeepsTheNewOnes() async throws {
+        guard TestBackend.enabled.contains(.postgres) else { return }
+        try await TestBackend.postgres.withConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let postgres = try #require(store as? PostgresStore)
+                let messages = Self.awkward("conn_a")
+                _ = try await store.insertMessages(Array(messages[2..<4]), batch: BatchRecord(batchID: "b1", connectorID: nil, metrics: [:]))
+                let ids = try await store.insertMessages(messages, batch: BatchRecord(batchID: "b2", connectorID: nil, metrics: [:]))
+                #expect(ids.enumerated().map { $0.element == nil } == messages.indices.map { (2..<4).contains($0) })
+                #expect(postgres.copyConflicts.load(ordering: .relaxed) == 1)
+                // The connector keeps to INSERT for a while: a second overlap costs no failed COPY.
+                _ = try await store.insertMessages(messages, batch: BatchRecord(batchID: "b3", connectorID: nil, metrics: [:]))
+                #expect(postgres.copyConflicts.load(ordering: .relaxed) == 1)
+                #expect(try await RawDatabase.strings(config, "SELECT count(*)::text FROM websocket_messages") == ["8"])
+            }
+        }
     }
 }

@@ -43,6 +43,14 @@ struct BenchHTTPClient {
         return Int(response.status.code)
     }
 
+    /// The value of an unlabelled metric on `/metrics` (nil when absent).
+    func metric(_ name: String) async throws -> Double? {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics"), timeout: .seconds(5))
+        let text = String(buffer: try await response.body.collect(upTo: 1 << 22))
+        let line = text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+        return line.flatMap { Double($0.split(separator: " ").last ?? "") }
+    }
+
     func send(_ method: String, _ path: String, _ body: String?) async throws -> JSONValue {
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
         request.method = .init(rawValue: method)

@@ -134,20 +134,19 @@ public struct ClusterBenchmark: Sendable {
                     let batches = try await Self.batches(store) - batchesBefore
                     let cpu = zip(running, cpuBefore).map { (CPUTime.of(pid: $0.child.pid) - $1) / elapsed }
                     let postgres = (CPUTime.postgres() - postgresBefore) / elapsed
-                    // Completeness: every row of the watched instrument between the first and the
-                    // last id a client received (read once the clients have caught up).
+                    // Completeness: of every committed batch a client received any row of, it must
+                    // have received every row of the watched instrument (a batch is published at
+                    // once, so the first and last batch of the window count whole). Read once the
+                    // clients have caught up.
                     try await Task.sleep(for: .seconds(2))
                     var completeness: [String] = []
                     let owner = try await Self.owners(running[0])
                     for (client, instance) in zip(clients, running) {
-                        let ids = client.ids
-                        guard let first = ids.min(), let last = ids.max() else {
-                            completeness.append("none")
-                            continue
-                        }
-                        let expected = try await Self.rows(store, instrument: watched, ids: first...last)
+                        let received = Set(client.ids)
+                        let expected = try await Self.watchedRows(store, instrument: watched, ofBatchesWithAnyOf: received)
+                        let dropped = try await BenchHTTPClient(port: instance.port).metric("tributary_realtime_dropped_updates_total") ?? 0
                         let how = owner[connectorIDs[0]] == instance.instanceID ? "local" : "relayed"
-                        completeness.append("\(Set(ids).count) of \(expected) \(how)")
+                        completeness.append("\(received.intersection(expected).count) of \(expected.count) \(how) (\(Int(dropped)) dropped)")
                     }
                     for client in clients { client.close() }
                     log(
@@ -242,14 +241,25 @@ public struct ClusterBenchmark: Sendable {
         }
     }
 
-    static func rows(_ store: PostgresStore, instrument: String, ids: ClosedRange<Int64>) async throws -> Int64 {
-        try await store.run("count") { client in
+    /// The ids of `instrument`'s rows in every batch that wrote any of `ids`.
+    static func watchedRows(_ store: PostgresStore, instrument: String, ofBatchesWithAnyOf ids: Set<Int64>) async throws -> Set<Int64> {
+        guard let first = ids.min(), let last = ids.max() else { return [] }
+        return try await store.run("count") { client in
             let rows = try await client.query(
-                "SELECT count(*) FROM websocket_messages WHERE instrument = \(instrument) AND id BETWEEN \(ids.lowerBound) AND \(ids.upperBound)",
+                """
+                WITH batches AS (
+                    SELECT b.messages FROM websocket_batches b
+                    WHERE EXISTS (SELECT 1 FROM jsonb_array_elements_text(b.messages) AS m(id) WHERE m.id::int8 = ANY(\(Array(ids))::int8[]))
+                        AND b.timestamp > NOW() - INTERVAL '10 minutes'
+                )
+                SELECT COALESCE(array_agg(w.id), '{}') FROM websocket_messages w
+                WHERE w.instrument = \(instrument) AND w.id BETWEEN \(first) - 1000000 AND \(last) + 1000000
+                    AND w.id IN (SELECT m.id::int8 FROM batches, jsonb_array_elements_text(batches.messages) AS m(id))
+                """,
                 logger: Logger(label: "bench")
             )
-            for try await count in rows.decode(Int64.self) { return count }
-            return 0
+            for try await watched in rows.decode([Int64].self) { return Set(watched) }
+            return []
         }
     }
 

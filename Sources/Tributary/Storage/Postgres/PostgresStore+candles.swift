@@ -38,7 +38,12 @@ extension PostgresStore {
     }
 
     /// SQL for the timestamptz of `column`, whole microseconds since 1970 (exact: no float seconds).
-    static func fromMicroseconds(_ column: String) -> String { "(timestamptz 'epoch' + \(column) * interval '1 microsecond')" }
+    /// The `timestamptz` of whole microseconds since 1970, exact across years 0001 to 9999
+    /// (`interval * number` goes through a double: whole seconds and the microseconds left over are
+    /// each exact, their product as one number is not past 2^53 µs, about the year 2255).
+    static func fromMicroseconds(_ column: String) -> String {
+        "(timestamptz 'epoch' + (\(column)) / 1000000 * interval '1 second' + (\(column)) % 1000000 * interval '1 microsecond')"
+    }
 
     /// Upserts merged candles into `candles_1m`, merging with the row already there.
     static func upsertCandles(_ candles: String) -> String {

@@ -50,8 +50,33 @@ extension PostgresStore {
     ///   copy impossible, and refusing them would lose trades the new owner connected too late for.
     /// - **Announcement.** The batch's row ids go out on the cluster channel on commit, for the
     ///   other instances' realtime clients.
+    ///
+    /// The rows go in with `COPY` (ids reserved from the sequence beforehand, so nothing needs to
+    /// come back); a `COPY` that meets a row already stored fails as a whole, and the batch is
+    /// written again with `INSERT ... ON CONFLICT DO NOTHING`, which its connectors keep using
+    /// for `ConflictMemory.hold` (a reconnect that re-delivers trades, a spool read back).
     public func insertMessages(_ messages: [PendingMessage], batch: BatchRecord) async throws -> [Int64?] {
         guard !messages.isEmpty else { return [] }
+        let connectors = Set(messages.map(\.connectorID))
+        if !conflicts.recentlyConflicted(connectors) {
+            do {
+                return try await writeMessages(messages, batch: batch, copy: true)
+            } catch is CopyConflict {
+                conflicts.conflicted(connectors)
+                copyConflicts.add(1, ordering: .relaxed)
+                logger.info(
+                    "a batch met rows already stored: written with INSERT ... ON CONFLICT instead, for its connectors for a while",
+                    metadata: ["connectors": "\(connectors.sorted().joined(separator: ","))"]
+                )
+            }
+        }
+        return try await writeMessages(messages, batch: batch, copy: false)
+    }
+
+    /// A `COPY` refused by the unique `(connector_id, source_id)` index.
+    struct CopyConflict: Error {}
+
+    func writeMessages(_ messages: [PendingMessage], batch: BatchRecord, copy: Bool) async throws -> [Int64?] {
         let instanceID = self.instanceID
         var batchMetrics = batch.metrics
         if let instanceID { batchMetrics["instance_id"] = .string(instanceID) }
@@ -82,7 +107,18 @@ extension PostgresStore {
                     }
                 }
                 var ids: [PendingMessage.Identity: Int64] = [:]
-                if !writing.isEmpty {
+                if !writing.isEmpty, copy {
+                    let newIDs = try await self.reservedIDs.take(writing.count, on: connection, logger: logger)
+                    let rows = CopyRows.encode(writing, ids: newIDs)
+                    do {
+                        try await connection.copyFrom(table: "websocket_messages", columns: CopyRows.columns, logger: logger) { writer in
+                            try await writer.write(rows)
+                        }
+                    } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
+                        throw CopyConflict()
+                    }
+                    for (message, id) in zip(writing, newIDs) { ids[message.identity] = id }
+                } else if !writing.isEmpty {
                     // One row of arrays rather than a row per message: a result streamed over many
                     // reads trips a fatal precondition in PostgresNIO's row stream when the server
                     // closes the connection meanwhile (RowStreamStateMachine, seen when PostgreSQL
@@ -159,7 +195,7 @@ extension PostgresStore {
                 INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, quantity, side, data, source_id,
                     session_id, exchange_timestamp, timestamp)
                 SELECT c, e, NULLIF(i, ''), t, NULLIF(p, '')::numeric, NULLIF(q, '')::numeric, NULLIF(s, ''), d::jsonb, src, ses,
-                    CASE WHEN ets < 0 THEN NULL ELSE to_timestamp(ets / 1000.0) END, \(unescaped: fromMicroseconds("ts"))
+                    CASE WHEN ets < 0 THEN NULL ELSE \(unescaped: fromMicroseconds("ets * 1000")) END, \(unescaped: fromMicroseconds("ts"))
                 FROM UNNEST(\(connectors)::text[], \(exchanges)::text[], \(instruments)::text[], \(types)::text[], \(prices)::text[],
                     \(quantities)::text[], \(sides)::text[], \(data)::text[], \(sources)::text[], \(sessions)::text[],
                     \(exchangeTimes)::int8[], \(times)::int8[]) AS u(c, e, i, t, p, q, s, d, src, ses, ets, ts)

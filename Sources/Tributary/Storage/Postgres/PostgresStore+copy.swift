@@ -1,0 +1,191 @@
+import Foundation
+import NIOCore
+import PostgresNIO
+import Synchronization
+
+/// Ids taken from `websocket_messages_id_seq` ahead of time, so a batch written with `COPY`
+/// (which returns nothing) knows its rows' ids. Unused ids are gaps, as after a rollback.
+final class ReservedIDs: Sendable {
+    private let ids = Mutex<(values: [Int64], next: Int)>(([], 0))
+    /// Ids fetched at once (one round trip each time the reserve runs out).
+    static let block = 8_192
+
+    /// `count` ids, fetching more from the sequence on `connection` when the reserve is short.
+    func take(_ count: Int, on connection: PostgresConnection, logger: Logger) async throws -> [Int64] {
+        if let taken = takeReserved(count) { return taken }
+        let fetch = max(count, Self.block)
+        let rows = try await connection.query(
+            "SELECT array_agg(nextval('websocket_messages_id_seq')) FROM generate_series(1, \(fetch))",
+            logger: logger
+        )
+        var fetched: [Int64] = []
+        for try await values in rows.decode([Int64].self) { fetched = values }
+        guard fetched.count >= count else { throw StoreError.corrupt("the id sequence returned \(fetched.count) of \(fetch) ids") }
+        return ids.withLock { reserve in
+            // What is left over joins the reserve (another writer may have refilled it meanwhile).
+            let taken = Array(fetched.prefix(count))
+            reserve.values = Array(reserve.values[reserve.next...]) + fetched.dropFirst(count)
+            reserve.next = 0
+            return taken
+        }
+    }
+
+    private func takeReserved(_ count: Int) -> [Int64]? {
+        ids.withLock { reserve in
+            guard reserve.values.count - reserve.next >= count else { return nil }
+            defer { reserve.next += count }
+            return Array(reserve.values[reserve.next..<(reserve.next + count)])
+        }
+    }
+}
+
+/// Connectors whose rows recently met a row already stored (a unique violation in a `COPY`):
+/// their batches are written with `INSERT ... ON CONFLICT DO NOTHING` for a while.
+final class ConflictMemory: Sendable {
+    private let until = Mutex<[String: ContinuousClock.Instant]>([:])
+    /// How long a connector keeps to `INSERT` after a conflict.
+    static let hold = Duration.seconds(60)
+
+    func recentlyConflicted(_ connectors: some Sequence<String>) -> Bool {
+        let now = ContinuousClock.now
+        return until.withLock { until in
+            until = until.filter { $0.value > now }
+            return connectors.contains { until[$0] != nil }
+        }
+    }
+
+    func conflicted(_ connectors: some Sequence<String>) {
+        let end = ContinuousClock.now + Self.hold
+        until.withLock { until in for id in connectors { until[id] = end } }
+    }
+}
+
+/// The rows of a batch in `COPY`'s text format, in `columns` order.
+enum CopyRows {
+    static let columns = [
+        "id", "connector_id", "exchange", "instrument", "message_type", "price", "quantity", "side", "data", "source_id", "session_id",
+        "exchange_timestamp", "timestamp",
+    ]
+
+    static func encode(_ messages: [PendingMessage], ids: [Int64]) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(messages.count * 400)
+        for (pending, id) in zip(messages, ids) {
+            let message = pending.message
+            buffer.writeString(String(id))
+            tab(&buffer)
+            field(pending.connectorID, &buffer)
+            tab(&buffer)
+            field(message.exchange.rawValue, &buffer)
+            tab(&buffer)
+            field(nonEmpty(message.instrument), &buffer)
+            tab(&buffer)
+            field(message.messageType.rawValue, &buffer)
+            tab(&buffer)
+            field(nonEmpty(message.price), &buffer)
+            tab(&buffer)
+            field(nonEmpty(message.quantity), &buffer)
+            tab(&buffer)
+            field(nonEmpty(message.side), &buffer)
+            tab(&buffer)
+            field(pending.data, &buffer)
+            tab(&buffer)
+            field(pending.sourceID, &buffer)
+            tab(&buffer)
+            field(pending.sessionID, &buffer)
+            tab(&buffer)
+            // As the INSERT path stores them: a time before 1970 from an exchange is left out.
+            if let ms = message.exchangeTimestampMs, ms >= 0, Timestamp.isValid(milliseconds: ms) {
+                timestamp(microseconds: ms * 1000, &buffer)
+            } else {
+                buffer.writeStaticString("\\N")
+            }
+            tab(&buffer)
+            timestamp(microseconds: Timestamp.microseconds(pending.receivedAt), &buffer)
+            buffer.writeInteger(UInt8(ascii: "\n"))
+        }
+        return buffer
+    }
+
+    static func nonEmpty(_ value: String?) -> String? { value?.isEmpty == false ? value : nil }
+
+    static func tab(_ buffer: inout ByteBuffer) { buffer.writeInteger(UInt8(ascii: "\t")) }
+
+    /// `\N` for nil; backslash, tab, newline and carriage return escaped.
+    static func field(_ value: String?, _ buffer: inout ByteBuffer) {
+        guard var value else {
+            buffer.writeStaticString("\\N")
+            return
+        }
+        value.withUTF8 { bytes in
+            var start = 0
+            for (index, byte) in bytes.enumerated() {
+                let escaped: StaticString
+                switch byte {
+                case UInt8(ascii: "\\"): escaped = "\\\\"
+                case UInt8(ascii: "\t"): escaped = "\\t"
+                case UInt8(ascii: "\n"): escaped = "\\n"
+                case UInt8(ascii: "\r"): escaped = "\\r"
+                default: continue
+                }
+                buffer.writeBytes(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: bytes[start..<index])))
+                buffer.writeStaticString(escaped)
+                start = index + 1
+            }
+            buffer.writeBytes(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: bytes[start...])))
+        }
+    }
+
+    /// `YYYY-MM-DD HH:MM:SS.ffffff+00` for microseconds since 1970 (years 0001 to 9999, which
+    /// `Timestamp.microseconds` and `Timestamp.isValid` guarantee).
+    static func timestamp(microseconds: Int64, _ buffer: inout ByteBuffer) {
+        let (days, inDay) = floorDivision(microseconds, 86_400_000_000)
+        let (year, month, day) = civil(days: days)
+        let seconds = inDay / 1_000_000
+        digits(year, 4, &buffer)
+        buffer.writeInteger(UInt8(ascii: "-"))
+        digits(month, 2, &buffer)
+        buffer.writeInteger(UInt8(ascii: "-"))
+        digits(day, 2, &buffer)
+        buffer.writeInteger(UInt8(ascii: " "))
+        digits(seconds / 3600, 2, &buffer)
+        buffer.writeInteger(UInt8(ascii: ":"))
+        digits(seconds / 60 % 60, 2, &buffer)
+        buffer.writeInteger(UInt8(ascii: ":"))
+        digits(seconds % 60, 2, &buffer)
+        buffer.writeInteger(UInt8(ascii: "."))
+        digits(inDay % 1_000_000, 6, &buffer)
+        buffer.writeStaticString("+00")
+    }
+
+    static func floorDivision(_ value: Int64, _ divisor: Int64) -> (Int64, Int64) {
+        let quotient = value / divisor
+        let remainder = value % divisor
+        return remainder < 0 ? (quotient - 1, remainder + divisor) : (quotient, remainder)
+    }
+
+    /// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's `civil_from_days`).
+    static func civil(days: Int64) -> (year: Int64, month: Int64, day: Int64) {
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let shiftedMonth = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * shiftedMonth + 2) / 5 + 1
+        let month = shiftedMonth < 10 ? shiftedMonth + 3 : shiftedMonth - 9
+        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
+    }
+
+    /// `value` (not negative) in exactly `width` decimal digits, zero-padded.
+    static func digits(_ value: Int64, _ width: Int, _ buffer: inout ByteBuffer) {
+        var divisor: Int64 = 1
+        for _ in 1..<width { divisor *= 10 }
+        var rest = value
+        while divisor > 0 {
+            buffer.writeInteger(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: rest / divisor % 10))
+            rest %= divisor
+            divisor /= 10
+        }
+    }
+}
