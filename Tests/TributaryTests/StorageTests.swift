@@ -308,3 +308,85 @@ extension ConnectorConfig {
         }
     }
 }
+
+/// `RETENTION_DAYS`: old rows go in bounded deletes, recent ones and the candles stay.
+@Suite(.timeLimit(.minutes(3))) struct RetentionTests {
+    @Test(arguments: TestBackend.enabled)
+    func oldRowsAreDeletedInBoundedStepsAndCandlesStay(_ backend: TestBackend) async throws {
+        try await backend.withConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let now = Date()
+                let old = now.addingTimeInterval(-40 * 86_400)
+                func trade(_ index: Int, at date: Date) -> PendingMessage {
+                    let message = HardeningTests.trade { message in
+                        message.sourceID = "okx:trades:BTC-USDT:\(index)"
+                        message.price = "\(100 + index)"
+                        message.exchangeTimestampMs = Int64(date.timeIntervalSince1970 * 1000)
+                    }
+                    return PendingMessage(
+                        connectorID: "conn_r",
+                        sessionID: "ws_1",
+                        sourceID: message.sourceID ?? "",
+                        message: message,
+                        receivedAt: date
+                    )
+                }
+                let oldTrades = (0..<5).map { trade($0, at: old.addingTimeInterval(Double($0))) }
+                _ = try await store.insertMessages(oldTrades, batch: BatchRecord(batchID: "b_old", connectorID: nil, metrics: [:]))
+                _ = try await store.insertMessages(
+                    [trade(10, at: now), trade(11, at: now)],
+                    batch: BatchRecord(batchID: "b_new", connectorID: nil, metrics: [:])
+                )
+                try await store.insertDeadLetters([
+                    DeadLetter(
+                        connectorID: "conn_r",
+                        sourceID: nil,
+                        sessionID: nil,
+                        stage: .normalize,
+                        reason: "r",
+                        error: "e",
+                        raw: "{}",
+                        timestamp: old
+                    )
+                ])
+                _ = try await store.compactCandles()
+                let candlesBefore = try await store.candles(
+                    instrument: "BTC-USDT",
+                    exchange: nil,
+                    since: old.addingTimeInterval(-120),
+                    until: old.addingTimeInterval(120),
+                    interval: .oneMinute
+                )
+
+                var retention = Retention(store: store, days: 30, metrics: PipelineMetrics(), logger: Logger(label: "test"))
+                retention.batchSize = 2
+                retention.pause = .milliseconds(1)
+                let deleted = try await retention.prune(now: now)
+                #expect(deleted[.messages] == 5, "\(deleted)")
+                #expect(deleted[.deadLetters] == 1)
+                let left = try await RawDatabase.strings(config, "SELECT source_id FROM websocket_messages ORDER BY source_id")
+                #expect(left == ["okx:trades:BTC-USDT:10", "okx:trades:BTC-USDT:11"])
+                // The old minute's candle is still there, the same as before.
+                let candlesAfter = try await store.candles(
+                    instrument: "BTC-USDT",
+                    exchange: nil,
+                    since: old.addingTimeInterval(-120),
+                    until: old.addingTimeInterval(120),
+                    interval: .oneMinute
+                )
+                #expect(!candlesBefore.isEmpty && candlesAfter == candlesBefore)
+                // Nothing more to delete the second time.
+                #expect(try await retention.prune(now: now).values.reduce(0, +) == 0)
+            }
+        }
+    }
+
+    @Test func retentionDaysIsCheckedWhereItEnters() throws {
+        #expect(try AppConfig.load(environment: ["RETENTION_DAYS": "30"]).retentionDays == 30)
+        #expect(try AppConfig.load(environment: [:]).retentionDays == nil)
+        for bad in ["0", "-1", "abc", "36501"] {
+            #expect(throws: ConfigError.self) { try AppConfig.load(environment: ["RETENTION_DAYS": bad]) }
+        }
+    }
+}

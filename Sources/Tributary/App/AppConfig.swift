@@ -68,6 +68,8 @@ public struct AppConfig: Sendable {
     public var maxRealtimeClients = 256
     /// Most dead letters kept; older ones are deleted.
     public var maxDeadLetters = 100_000
+    /// Stored rows older than this many days are deleted (`RETENTION_DAYS`); nil keeps everything.
+    public var retentionDays: Int?
     /// Most connectors; creating one more gets a 409.
     public var maxConnectors = 1000
     /// Several instances on one PostgreSQL: lease timing (see `ClusterCoordinator`).
@@ -141,6 +143,9 @@ public struct AppConfig: Sendable {
         config.maxRealtimeClients = try integer(settings, "MAX_REALTIME_CLIENTS", default: 256, range: 1...100_000)
         config.maxDeadLetters = try integer(settings, "MAX_DEAD_LETTERS", default: 100_000, range: 1...100_000_000)
         config.maxConnectors = try integer(settings, "MAX_CONNECTORS", default: 1000, range: 1...100_000)
+        if settings["RETENTION_DAYS"] != nil {
+            config.retentionDays = try integer(settings, "RETENTION_DAYS", default: 0, range: 1...36_500)
+        }
         config.cluster.leaseTTL = .milliseconds(try integer(settings, "LEASE_TTL_MS", default: 10_000, range: 1000...600_000))
         config.cluster.renewInterval = .milliseconds(try integer(settings, "LEASE_RENEW_MS", default: 2000, range: 100...60_000))
         guard config.cluster.renewInterval * 3 <= config.cluster.leaseTTL else {

@@ -55,6 +55,9 @@ public func buildApplication(
         DataDirectoryLockService(lock: lock), gate, store, migrator, pipeline.compactor, pipeline.deadLetters,
         SpoolSyncService(spool: pollSpool), pipeline.pollRows,
     ]
+    if let days = config.retentionDays {
+        services.append(Retention(store: store, days: days, metrics: pipeline.metrics, logger: logger))
+    }
     if let coordinator = pipeline.coordinator { services.append(coordinator) }
     services += [SpoolSyncService(spool: spool), pipeline.writer, pipeline.supervisor]
     if let demo = config.demoConnectors {

@@ -46,6 +46,16 @@ public protocol MessageSink: Sendable {
     func insertDeadLetters(_ letters: [DeadLetter]) async throws
     /// Deletes all but the newest `keeping` dead letters.
     func pruneDeadLetters(keeping: Int) async throws
+    /// Deletes at most `limit` rows of `table` stored before `cutoff`; returns how many.
+    func deleteRows(of table: RetainedTable, before cutoff: Date, limit: Int) async throws -> Int
+}
+
+/// The tables `RETENTION_DAYS` applies to (by their `timestamp` column). `candles_1m` is kept.
+public enum RetainedTable: String, Sendable, CaseIterable {
+    case messages = "websocket_messages"
+    case pollResults = "api_connector_data"
+    case batches = "websocket_batches"
+    case deadLetters = "dead_letters"
 }
 
 /// The read side of the query API.

@@ -297,6 +297,17 @@ extension QueryableStore {
         )
     }
 
+    /// One bounded delete: the ids of at most `limit` old rows, found through the `timestamp`
+    /// index where the table has one, then deleted by primary key.
+    public func deleteRows(of table: RetainedTable, before cutoff: Date, limit: Int) async throws -> Int {
+        var builder = QueryBuilder(dialect)
+        let before = builder.bind(.date(cutoff))
+        let count = builder.bind(.integer(Int64(limit)))
+        let name = table.rawValue
+        let sql = "DELETE FROM \(name) WHERE id IN (SELECT id FROM \(name) WHERE timestamp < \(before) LIMIT \(count)) RETURNING id"
+        return try await fetch("delete old rows", sql, builder.arguments).count
+    }
+
     /// After a write whose outcome is unknown (the connection broke or timed out after the
     /// statement was sent): nil when batch `batchID` was not committed; else the id each message
     /// got in it (nil for one that was a duplicate then), from the ids its `websocket_batches` row lists.

@@ -1,0 +1,79 @@
+import Foundation
+import Logging
+import Prometheus
+import ServiceLifecycle
+
+/// `RETENTION_DAYS`: every `interval` (and once shortly after start) deletes stored messages,
+/// poll results, batch records and dead letters older than the retention, in bounded deletes of
+/// `batchSize` rows with a pause between them, so ingest keeps its share of the database (and on
+/// SQLite, of the one connection). One-minute candles (`candles_1m`) are kept: candle queries
+/// over older periods still answer, trade points and raw messages do not.
+public struct Retention: Service {
+    let store: any MessageSink & SchemaMigrations
+    let days: Int
+    let metrics: PipelineMetrics
+    let logger: Logger
+    var interval: Duration = .seconds(3600)
+    var firstRun: Duration = .seconds(10)
+    var batchSize = 5_000
+    var pause: Duration = .milliseconds(50)
+
+    public init(store: any MessageSink & SchemaMigrations, days: Int, metrics: PipelineMetrics, logger: Logger) {
+        self.store = store
+        self.days = days
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        var wait = firstRun
+        var failing = false
+        while !Task.isShuttingDownGracefully {
+            do {
+                let delay = wait
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
+            } catch {
+                break
+            }
+            wait = interval
+            do {
+                try await store.checkReady()
+                let deleted = try await cancelWhenGracefulShutdown { try await prune(now: Date()) }
+                let total = deleted.values.reduce(0, +)
+                if total > 0 || failing {
+                    logger.info(
+                        "retention: deleted rows older than \(days) days",
+                        metadata: deleted.reduce(into: [:]) { $0[$1.key.rawValue] = "\($1.value)" }
+                    )
+                }
+                failing = false
+            } catch {
+                if Task.isShuttingDownGracefully { break }
+                if !failing { logger.warning("retention failed; retrying at the next run", metadata: ["error": "\(error)"]) }
+                failing = true
+                wait = min(interval, .seconds(60))
+            }
+        }
+    }
+
+    /// Deletes everything older than the retention at `now`, table by table; rows deleted per table.
+    func prune(now: Date) async throws -> [RetainedTable: Int] {
+        let cutoff = now.addingTimeInterval(-Double(days) * 86_400)
+        var deleted: [RetainedTable: Int] = [:]
+        for table in RetainedTable.allCases {
+            let counter = metrics.registry.makeCounter(
+                descriptor: MetricsExporter.descriptor("tributary_retention_deleted_rows_total", "Rows deleted by RETENTION_DAYS, by table"),
+                labels: [("table", table.rawValue)]
+            )
+            while true {
+                try Task.checkCancellation()
+                let count = try await store.deleteRows(of: table, before: cutoff, limit: batchSize)
+                deleted[table, default: 0] += count
+                counter.increment(by: Int64(count))
+                guard count == batchSize else { break }
+                try await Task.sleep(for: pause)
+            }
+        }
+        return deleted
+    }
+}
