@@ -238,7 +238,7 @@ struct Simulate: AsyncParsableCommand {
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print figures.",
-        subcommands: [Ingest.self, Query.self, Soak.self, Cluster.self]
+        subcommands: [Ingest.self, Query.self, Soak.self, Cluster.self, Fanout.self]
     )
 
     struct Ingest: AsyncParsableCommand {
@@ -334,6 +334,35 @@ struct Bench: AsyncParsableCommand {
             benchmark.relayRate = relayRate
             benchmark.relayRounds = relayRounds
             print("bench cluster: \(config.description) lease_ttl=\(config.cluster.leaseTTL) renew=\(config.cluster.renewInterval)")
+            try await benchmark.run { print($0) }
+        }
+    }
+
+    struct Fanout: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Many realtime clients on one server: delivered updates, latency and server CPU, filtered and unfiltered.",
+            discussion:
+                "Starts a `tributary serve` process (SQLite in a temporary directory, or PostgreSQL with --database-url or DATABASE_URL) and a `tributary simulate` process on 127.0.0.1; the clients run in this process."
+        )
+
+        @OptionGroup var settings: SettingsOptions
+        @Option(help: "Realtime clients.") var clients = 100
+        @Option(help: "Messages per second from the exchange (four instruments).") var rate = 2000.0
+        @Option(help: "Seconds of each phase.") var seconds = 20.0
+
+        func validate() throws {
+            guard (1...1000).contains(clients) else { throw ValidationError("--clients must be 1 to 1000") }
+            guard rate.isFinite, (1...100_000).contains(rate) else { throw ValidationError("--rate must be 1 to 100000") }
+            guard seconds.isFinite, (1...600).contains(seconds) else { throw ValidationError("--seconds must be 1 to 600") }
+        }
+
+        func run() async throws {
+            let config = try settings.benchConfig(name: "fanout")
+            defer { try? FileManager.default.removeItem(atPath: config.dataDirectory) }
+            var benchmark = FanoutBenchmark(config: config)
+            benchmark.clients = clients
+            benchmark.rate = rate
+            benchmark.seconds = seconds
             try await benchmark.run { print($0) }
         }
     }
