@@ -58,10 +58,43 @@ let package = Package(
             resources: [.copy("Console/assets")],
             swiftSettings: swiftSettings
         ),
+        // The fake exchange, its simulated market and the demo: for `simulate`, `serve --demo`,
+        // the benchmarks and the tests, not part of the product library.
+        .target(
+            name: "TributarySimulator",
+            dependencies: [
+                .byName(name: "Tributary"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // `tributary bench ...`.
+        .target(
+            name: "TributaryBench",
+            dependencies: [
+                .byName(name: "Tributary"),
+                .byName(name: "TributarySimulator"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "tributary",
             dependencies: [
                 .byName(name: "Tributary"),
+                .byName(name: "TributarySimulator"),
+                .byName(name: "TributaryBench"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -78,6 +111,8 @@ let package = Package(
             name: "TributaryTests",
             dependencies: [
                 .byName(name: "Tributary"),
+                .byName(name: "TributarySimulator"),
+                .byName(name: "TributaryBench"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),

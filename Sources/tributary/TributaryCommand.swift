@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Tributary
+import TributaryBench
+import TributarySimulator
 
 @main
 struct TributaryCommand: AsyncParsableCommand {

@@ -2,6 +2,8 @@ import Logging
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 @Suite struct AppConfigTests {
     let key = EncryptionKey.generate()

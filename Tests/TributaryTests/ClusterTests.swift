@@ -6,6 +6,8 @@ import Synchronization
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// Several instances on one PostgreSQL, in one process (the kill -9 cases run as processes in
 /// `scripts/cluster`): each connector runs on exactly one, a stopping instance hands its

@@ -4,6 +4,8 @@ import HTTPTypes
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 #if canImport(Glibc)
 import Glibc

@@ -5,6 +5,8 @@ import HummingbirdTesting
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// The connector management API through a real socket, on SQLite and on PostgreSQL.
 @Suite(.timeLimit(.minutes(3))) struct ConnectorAPITests {

@@ -1,6 +1,8 @@
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 @Suite struct ConnectorValidationTests {
     static let valid: JSONObject = [

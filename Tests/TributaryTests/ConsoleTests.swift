@@ -5,6 +5,8 @@ import NIOCore
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// The console and docs pages as served (the browser tests in scripts/browser-test drive them).
 @Suite struct ConsoleTests {

@@ -5,6 +5,8 @@ import Logging
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// `serve --demo`: the fake exchange's market, its five venues end to end, and the demo
 /// connectors' lifecycle.

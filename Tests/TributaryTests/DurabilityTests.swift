@@ -7,6 +7,8 @@ import Synchronization
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// The server without its database: it listens and says so, and catches up when the database comes.
 @Suite struct DurabilityTests {

@@ -1,6 +1,8 @@
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// The exact decimal arithmetic behind candles: parsing what PostgreSQL's NUMERIC accepts,
 /// comparing across scales, summing without binary floats, printing without trailing zeros.

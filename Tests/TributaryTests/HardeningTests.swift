@@ -7,6 +7,8 @@ import Synchronization
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// Hostile values where they enter: they are refused (a 400, a rejected record, a dead letter)
 /// and never trap, never fail a batch for good and never hold up the valid data around them.

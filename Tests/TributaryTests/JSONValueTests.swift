@@ -1,6 +1,8 @@
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 @Suite struct JSONValueTests {
     @Test(arguments: ["0.00000001", "65432.123456789012345678901234567890", "-1e-7", "1E+30", "123456789012345678901234567890", "0"])

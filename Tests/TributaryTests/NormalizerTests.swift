@@ -1,6 +1,8 @@
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// Normalizers against the exchanges' documented messages (EXCHANGES.md).
 @Suite struct NormalizerTests {

@@ -7,6 +7,8 @@ import Synchronization
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// `/metrics` while data flows, and JSON logs that never carry a secret.
 @Suite(.timeLimit(.minutes(3))) struct ObservabilityTests {

@@ -6,6 +6,8 @@ import ServiceLifecycle
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// The OpenAPI document is true to the router: every route documented, nothing documented that is not routed.
 @Suite struct OpenAPITests {

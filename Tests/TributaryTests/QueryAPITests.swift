@@ -5,6 +5,8 @@ import Logging
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// The query endpoints against known rows, on both backends; candles checked against values
 /// computed by hand.

@@ -2,6 +2,8 @@ import Foundation
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// Request signing and REST normalization: pure code, checked against the exchanges' published
 /// examples (EXCHANGES.md §3) and RFC 4231.

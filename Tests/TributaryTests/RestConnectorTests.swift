@@ -4,6 +4,8 @@ import HummingbirdTesting
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// REST polling end to end: connectors created through the API poll a local fake API (real
 /// sockets), sign their requests, and store what they get.

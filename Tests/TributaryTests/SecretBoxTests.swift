@@ -3,6 +3,8 @@ import Logging
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 @Suite struct SecretBoxTests {
     @Test func sealsWithAKeyIdAndOpensAgain() throws {

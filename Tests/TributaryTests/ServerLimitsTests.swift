@@ -7,6 +7,8 @@ import Synchronization
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// What a web page or a misbehaving client can do to the server, through real sockets: the
 /// browser rules (Host, Origin, content type) and every connection limit.

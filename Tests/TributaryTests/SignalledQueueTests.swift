@@ -1,6 +1,8 @@
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// The bounded queue behind the ingest buffer (refuse new) and each realtime client (drop oldest).
 @Suite struct SignalledQueueTests {

@@ -4,6 +4,8 @@ import Synchronization
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// The durable spool on a real directory: records round-trip, survive the process (a new `Spool`
 /// on the same files), are cut at a torn tail or damage instead of failing the start, and their

@@ -9,6 +9,8 @@ import Synchronization
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// The schema and the store contract, on both backends, checked with raw SQL.
 @Suite(.timeLimit(.minutes(3))) struct StorageTests {

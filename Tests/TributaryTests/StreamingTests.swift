@@ -5,6 +5,8 @@ import NIOCore
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// End to end through real sockets: fake exchange → connector → pipeline → database → realtime client.
 @Suite(.timeLimit(.minutes(3))) struct StreamingTests {

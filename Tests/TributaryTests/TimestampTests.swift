@@ -2,6 +2,8 @@ import Foundation
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 @Suite struct TimestampTests {
     @Test(arguments: [

@@ -95,6 +95,12 @@ public struct BatchRecord: Sendable {
     /// The connector when all messages came from one, else `nil`.
     public var connectorID: String?
     public var metrics: JSONObject
+
+    package init(batchID: String, connectorID: String?, metrics: JSONObject) {
+        self.batchID = batchID
+        self.connectorID = connectorID
+        self.metrics = metrics
+    }
 }
 
 /// A connector's live status, written to `connector_status` periodically.

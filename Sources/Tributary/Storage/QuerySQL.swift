@@ -1,7 +1,7 @@
 import Foundation
 
 /// A bound query argument, converted by each store to its own binding.
-enum QueryArgument: Sendable {
+package enum QueryArgument: Sendable {
     case text(String)
     case integer(Int64)
     case date(Date)
@@ -9,7 +9,7 @@ enum QueryArgument: Sendable {
 }
 
 /// The SQL dialect differences the read queries care about.
-enum SQLDialect: Sendable {
+package enum SQLDialect: Sendable {
     case sqlite
     case postgres
 
@@ -52,7 +52,7 @@ struct QueryBuilder {
 }
 
 /// The read queries of the API, written once for both stores; each store only runs statements.
-protocol QueryableStore: ConnectorStore {
+package protocol QueryableStore: ConnectorStore {
     var dialect: SQLDialect { get }
     /// The tables holding `candles_1m` rows: candles_1m itself, and where a store stages them, its staging table.
     var candleTables: [String] { get }
@@ -93,7 +93,7 @@ extension QueryableStore {
         return try messageRecords(try await fetch("query messages", sql, arguments))
     }
 
-    func messagesStatement(_ query: MessageQuery) -> (String, [QueryArgument]) {
+    package func messagesStatement(_ query: MessageQuery) -> (String, [QueryArgument]) {
         var builder = QueryBuilder(dialect)
         builder.equals("exchange", query.exchange)
         builder.equals("instrument", query.instrument)
@@ -125,7 +125,7 @@ extension QueryableStore {
         return try messageRecords(try await fetch("price history", sql, arguments))
     }
 
-    func priceHistoryStatement(
+    package func priceHistoryStatement(
         instrument: String,
         exchange: String? = nil,
         connectorID: String? = nil,
@@ -154,7 +154,7 @@ extension QueryableStore {
     /// Rows of (minute or trade time, open, high, low, close, volume, trade count, open time,
     /// open id, close time, close id): rows of the candle tables, and single trades at the edges.
     /// With `exchange`, that exchange's trades only (the rollup keeps each exchange's minutes).
-    func candlesStatement(instrument: String, exchange: String? = nil, since: Date, until: Date) -> (String, [QueryArgument]) {
+    package func candlesStatement(instrument: String, exchange: String? = nil, since: Date, until: Date) -> (String, [QueryArgument]) {
         var builder = QueryBuilder(dialect)
         var parts: [String] = []
         func exchangeCondition() -> String { exchange.map { " AND exchange = \(builder.bind(.text($0)))" } ?? "" }
@@ -195,7 +195,7 @@ extension QueryableStore {
     }
 
     /// The query plan of a statement (`EXPLAIN` / `EXPLAIN QUERY PLAN`), one line per row.
-    func plan(_ statement: (String, [QueryArgument])) async throws -> [String] {
+    package func plan(_ statement: (String, [QueryArgument])) async throws -> [String] {
         switch dialect {
         case .postgres: try await fetch("explain", "EXPLAIN " + statement.0, statement.1).compactMap { try $0.string(0) }
         case .sqlite: try await fetch("explain", "EXPLAIN QUERY PLAN " + statement.0, statement.1).compactMap { try $0.string(3) }

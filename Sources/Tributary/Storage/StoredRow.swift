@@ -1,7 +1,7 @@
 import Foundation
 
 /// Column access shared by both backends, so a row is decoded into records by one piece of code.
-protocol StoredRow: Sendable {
+package protocol StoredRow: Sendable {
     func string(_ column: Int) throws -> String?
     func integer(_ column: Int) throws -> Int64?
     func date(_ column: Int) throws -> Date?

@@ -7,6 +7,8 @@ import ServiceLifecycle
 import Synchronization
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// A local HTTP API for REST connector tests, on 127.0.0.1 and an ephemeral port. Its private
 /// endpoints verify signatures the way the exchanges do (EXCHANGES.md §3) and answer 401 with the

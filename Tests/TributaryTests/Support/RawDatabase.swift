@@ -4,6 +4,8 @@ import PostgresNIO
 import SQLiteNIO
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// Direct SQL against a test database, bypassing Tributary, to check what is really stored.
 enum RawDatabase {

@@ -4,6 +4,8 @@ import Logging
 import Synchronization
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// A realtime API client for tests: connects, records every message, and lets a test wait for them.
 final class RealtimeListener: Sendable {

@@ -4,6 +4,8 @@ import PostgresNIO
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// The storage backends every storage and API test runs against.
 ///

@@ -8,6 +8,8 @@ import NIOCore
 import Testing
 
 @testable import Tributary
+@testable import TributaryBench
+@testable import TributarySimulator
 
 /// A server under test: the real application on 127.0.0.1 and an ephemeral port, logging into memory.
 struct TestServer {

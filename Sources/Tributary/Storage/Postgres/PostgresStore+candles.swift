@@ -8,7 +8,7 @@ import PostgresNIO
 /// run every second by `CandleCompactor`, folds committed deltas into `candles_1m` in one
 /// transaction. Queries read both tables, so a trade counts from the moment it is committed.
 extension PostgresStore {
-    var candleTables: [String] { ["candles_1m", "candle_deltas"] }
+    package var candleTables: [String] { ["candles_1m", "candle_deltas"] }
 
     static let candleColumns =
         "instrument, bucket, exchange, open, high, low, close, volume, trade_count, open_time, open_id, close_time, close_id"

@@ -2,9 +2,9 @@ import Foundation
 import PostgresNIO
 
 extension PostgresStore: QueryableStore {
-    var dialect: SQLDialect { .postgres }
+    package var dialect: SQLDialect { .postgres }
 
-    func fetch(_ what: String, _ sql: String, _ arguments: [QueryArgument]) async throws -> [any StoredRow] {
+    package func fetch(_ what: String, _ sql: String, _ arguments: [QueryArgument]) async throws -> [any StoredRow] {
         var bindings = PostgresBindings(capacity: arguments.count)
         for argument in arguments {
             switch argument {

@@ -65,7 +65,7 @@ public final class PostgresStore: ConnectorStore {
     }
 
     /// Runs `body` within the timeout (the store's, unless given), mapping connection failures to `StoreError.unavailable`.
-    func run<Value: Sendable>(
+    package func run<Value: Sendable>(
         _ what: String,
         timeout: Duration? = nil,
         _ body: @escaping @Sendable (PostgresClient) async throws -> Value

@@ -2,11 +2,11 @@ import Foundation
 import SQLiteNIO
 
 extension SQLiteStore: QueryableStore {
-    var dialect: SQLDialect { .sqlite }
+    package var dialect: SQLDialect { .sqlite }
     /// One writer: batches merge their minutes into candles_1m directly.
-    var candleTables: [String] { ["candles_1m"] }
+    package var candleTables: [String] { ["candles_1m"] }
 
-    func fetch(_ what: String, _ sql: String, _ arguments: [QueryArgument]) async throws -> [any StoredRow] {
+    package func fetch(_ what: String, _ sql: String, _ arguments: [QueryArgument]) async throws -> [any StoredRow] {
         let binds: [SQLiteData] = arguments.map { argument in
             switch argument {
             case .text(let value): .text(value)

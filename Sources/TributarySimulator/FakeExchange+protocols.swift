@@ -3,6 +3,7 @@ import HummingbirdWebSocket
 import NIOCore
 import NIOWebSocket
 import Synchronization
+import Tributary
 
 /// The OKX and Binance sides of the fake exchange.
 extension FakeExchange {

@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import Logging
 import ServiceLifecycle
+import Tributary
 import UnixSignals
 
 /// `tributary simulate`: the fake exchange on its own, until SIGINT or SIGTERM.

@@ -2,6 +2,7 @@ import Foundation
 import HummingbirdWebSocket
 import NIOWebSocket
 import Synchronization
+import Tributary
 
 /// The Bybit v5 (`/v5/public/spot`), Coinbase Advanced Trade (`/coinbase`) and Kraken v2 (`/v2`)
 /// sides of the fake exchange: subscribe by message, then trades, with each venue's acks,

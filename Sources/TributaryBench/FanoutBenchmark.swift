@@ -4,6 +4,8 @@ import Logging
 import NIOCore
 import PostgresNIO
 import Synchronization
+import Tributary
+import TributarySimulator
 
 #if canImport(Glibc)
 import Glibc
@@ -42,7 +44,7 @@ public struct FanoutBenchmark: Sendable {
             let query = instrument.map { "?instrument=\($0)" } ?? ""
             let task = Task { [self] in
                 defer { closed.store(true, ordering: .relaxed) }
-                try? await WebSocketClient.connect(
+                _ = try? await WebSocketClient.connect(
                     url: "ws://127.0.0.1:\(port)/api/realtime\(query)",
                     configuration: .init(maxFrameSize: 1 << 20),
                     logger: logger
@@ -99,14 +101,22 @@ public struct FanoutBenchmark: Sendable {
             log: directory + "/exchange.log"
         )
         defer { exchange.stop(signal: SIGKILL) }
-        let server = try ClusterBenchmark.Instance(executable: executable, database: postgres, key: key, directory: directory + "/server", logger: logger)
+        let server = try ClusterBenchmark.Instance(
+            executable: executable,
+            database: postgres,
+            key: key,
+            directory: directory + "/server",
+            logger: logger
+        )
         defer { server.stop(signal: SIGTERM) }
         try await server.waitUntilReady()
         let api = BenchHTTPClient(port: server.port)
         // What the server stores, read by this process (the server's own SQLite file, or PostgreSQL).
         var reading = config
         if postgres == nil { reading.database = .sqlite(path: server.directory + "/tributary.sqlite") }
-        log("fanout: \(clients) realtime clients, \(Int(rate)) msg/s over \(Self.instruments.count) instruments, \(seconds) s a phase (\(config.description))")
+        log(
+            "fanout: \(clients) realtime clients, \(Int(rate)) msg/s over \(Self.instruments.count) instruments, \(seconds) s a phase (\(config.description))"
+        )
         log("phase       delivered/s  latency p50 / p99 / max    server CPU  complete clients")
         for filtered in [true, false] {
             let name = "fanout-\(filtered ? "filtered" : "all")-\(UUID().uuidString.prefix(6).lowercased())"

@@ -1,5 +1,7 @@
 import Foundation
 import Logging
+import Tributary
+import TributarySimulator
 
 /// `tributary bench query`: loads messages across instruments (once; later runs reuse them) and
 /// times the typical queries through the store, printing p50/p99 and the query plans.

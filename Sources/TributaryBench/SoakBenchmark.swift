@@ -2,6 +2,8 @@ import Foundation
 import Logging
 import NIOPosix
 import ServiceLifecycle
+import Tributary
+import TributarySimulator
 
 #if canImport(Glibc)
 import Glibc

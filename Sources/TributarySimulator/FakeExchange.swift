@@ -6,6 +6,7 @@ import NIOCore
 import NIOWebSocket
 import ServiceLifecycle
 import Synchronization
+import Tributary
 
 /// A fake exchange speaking OKX v5 (`/ws/v5/public`), Binance spot (`/ws/<stream>`, `/stream?streams=`),
 /// Bybit v5 (`/v5/public/spot`), Coinbase Advanced Trade (`/coinbase`) and Kraken v2 (`/v2`) trade

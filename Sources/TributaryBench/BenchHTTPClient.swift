@@ -4,6 +4,8 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import ServiceLifecycle
+import Tributary
+import TributarySimulator
 
 /// API calls of the benchmark and the demo, made over HTTP like any user's.
 struct BenchHTTPClient {

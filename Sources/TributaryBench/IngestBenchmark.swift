@@ -3,6 +3,8 @@ import HummingbirdWSClient
 import Logging
 import ServiceLifecycle
 import Synchronization
+import Tributary
+import TributarySimulator
 
 /// `tributary bench ingest`: fake exchange → OKX connector → pipeline → database → one realtime
 /// client, all through real sockets on 127.0.0.1, with the server built exactly as `serve` builds it.

@@ -2,6 +2,8 @@ import Foundation
 import Logging
 import NIOCore
 import PostgresNIO
+import Tributary
+import TributarySimulator
 
 /// The database's own limit for the rows an ingest run wrote (PostgreSQL): dump exactly those
 /// rows (every column but `id`) to a file in COPY's text format, empty `websocket_messages`

@@ -5,6 +5,8 @@ import NIOCore
 import NIOPosix
 import PostgresNIO
 import Synchronization
+import Tributary
+import TributarySimulator
 
 #if canImport(Glibc)
 import Glibc
@@ -288,7 +290,7 @@ public struct ClusterBenchmark: Sendable {
             let received = self.received
             let url = "ws://127.0.0.1:\(port)/api/realtime?instrument=\(instrument)"
             task = Task {
-                try? await WebSocketClient.connect(url: url, configuration: .init(maxFrameSize: 1 << 20), logger: logger) { inbound, _, _ in
+                _ = try? await WebSocketClient.connect(url: url, configuration: .init(maxFrameSize: 1 << 20), logger: logger) { inbound, _, _ in
                     for try await message in inbound.messages(maxSize: 1 << 20) {
                         guard case .text(let text) = message else { continue }
                         if text.hasPrefix(#"{"type":"data_update""#) {

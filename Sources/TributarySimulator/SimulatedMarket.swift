@@ -1,4 +1,5 @@
 import Foundation
+import Tributary
 
 /// The trades the fake exchange sends: for each venue and instrument a seeded random walk in
 /// ticks of the instrument's tick size around its own price level, taker sides in runs, sizes from
@@ -170,14 +171,4 @@ struct SplitMix64: RandomNumberGenerator, Sendable {
         let v = unit()
         return (-2 * log(u)).squareRoot() * cos(2 * Double.pi * v)
     }
-}
-
-/// FNV-1a over UTF-8: a stable string hash (Swift's `hashValue` changes from run to run).
-func fnv1a(_ text: String) -> UInt64 {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for byte in text.utf8 {
-        hash ^= UInt64(byte)
-        hash &*= 0x100_0000_01b3
-    }
-    return hash
 }
