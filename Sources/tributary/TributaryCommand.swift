@@ -254,10 +254,28 @@ struct Bench: AsyncParsableCommand {
         @Option(help: "Trades per exchange frame in the throughput run.") var tradesPerFrame = 10
         @Option(help: "Messages per second for the latency run.") var latencyRate = 2000.0
         @Option(help: "Seconds of the latency run.") var latencySeconds = 10.0
+        @Option(
+            help:
+                "Instead: a steady run at this many messages per second against a serve process, printing its CPU per message, latency and missing rows."
+        )
+        var rate: Double?
+        @Option(help: "Seconds of the --rate run.") var seconds = 15.0
+
+        func validate() throws {
+            if let rate { guard rate.isFinite, (1...100_000).contains(rate) else { throw ValidationError("--rate must be 1 to 100000") } }
+            guard seconds.isFinite, (1...3600).contains(seconds) else { throw ValidationError("--seconds must be 1 to 3600") }
+        }
 
         func run() async throws {
             let config = try settings.benchConfig(name: "bench")
             defer { try? FileManager.default.removeItem(atPath: config.dataDirectory) }
+            if let rate {
+                var benchmark = RateBenchmark(config: config)
+                benchmark.rate = rate
+                benchmark.seconds = seconds
+                try await benchmark.run { print($0) }
+                return
+            }
             var benchmark = IngestBenchmark(config: config)
             benchmark.messages = messages
             benchmark.tradesPerFrame = tradesPerFrame

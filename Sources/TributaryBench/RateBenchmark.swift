@@ -1,0 +1,108 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Synchronization
+import Tributary
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `tributary bench ingest --rate R`: what Tributary costs at a steady rate, the way it runs in
+/// production. A `tributary serve` process, a `tributary simulate` process paced at `rate` that
+/// sends exactly `rate × seconds` trades, and one realtime client in this process. Prints the
+/// server's CPU (from `/proc`: cores, and µs per message), exchange → client latency, and the
+/// missing and duplicate rows.
+public struct RateBenchmark: Sendable {
+    public var config: AppConfig
+    public var rate = 1000.0
+    public var seconds = 15.0
+
+    public init(config: AppConfig) { self.config = config }
+
+    public func run(log: @escaping @Sendable (String) -> Void) async throws {
+        var quiet = Logger(label: "tributary.bench")
+        quiet.logLevel = .warning
+        let logger = quiet
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        let directory = config.dataDirectory
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var postgres: PostgresSettings?
+        if case .postgres(let settings) = config.database { postgres = settings }
+        let total = Int(rate * seconds)
+        let instruments = ["BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT"]
+        let exchangePort = ClusterBenchmark.Instance.freePort()
+        let exchange = try ClusterBenchmark.Child(
+            executable: executable,
+            arguments: [
+                "simulate", "--port", "\(exchangePort)", "--rate", "\(rate)", "--total", "\(total)", "--trades-per-frame", "1",
+                "--instruments", instruments.joined(separator: ","),
+            ],
+            environment: ["PATH=/usr/bin:/bin"],
+            log: directory + "/exchange.log"
+        )
+        defer { exchange.stop(signal: SIGKILL) }
+        let server = try ClusterBenchmark.Instance(
+            executable: executable,
+            database: postgres,
+            key: config.encryptionKey ?? EncryptionKey.generate(),
+            directory: directory + "/server",
+            logger: logger
+        )
+        defer { server.stop(signal: SIGTERM) }
+        try await server.waitUntilReady()
+        var reading = config
+        if postgres == nil { reading.database = .sqlite(path: server.directory + "/tributary.sqlite") }
+
+        let client = FanoutBenchmark.Client()
+        client.start(port: server.port, instrument: nil, logger: logger)
+        defer { client.stop() }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !client.connected.load(ordering: .relaxed) {
+            guard ContinuousClock.now < deadline else { throw BenchmarkError("the realtime client did not connect") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let body = JSONValue.object([
+            "name": "bench-rate", "connector_type": "websocket", "exchange": "okx",
+            "api_url": .string("ws://127.0.0.1:\(exchangePort)/ws/v5/public"),
+            "subscription_message": .object([
+                "op": "subscribe", "args": .array(instruments.map { .object(["channel": "trades", "instId": .string($0)]) }),
+            ]),
+        ])
+        let cpuBefore = ClusterBenchmark.CPUTime.of(pid: server.child.pid)
+        let started = ContinuousClock.now
+        let id = try await BenchHTTPClient(port: server.port).createAndStart(body)
+        let end = ContinuousClock.now + .seconds(seconds + 20)
+        while client.received.withLock({ $0.ids.count }) < total, ContinuousClock.now < end {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let elapsed = (ContinuousClock.now - started).inSeconds
+        let cpu = ClusterBenchmark.CPUTime.of(pid: server.child.pid) - cpuBefore
+        let received = client.received.withLock { $0 }
+        let counts = try await withStore(reading, logger: logger) { store in try await store.messageCounts(connectorID: id) }
+        let latencies = received.latenciesMs.sorted()
+        func percentile(_ p: Double) -> Double { latencies.isEmpty ? .nan : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
+        log("bench ingest --rate \(Int(rate)) for \(seconds) s (\(total) messages, one realtime client; \(config.description))")
+        log(
+            String(
+                format: "server CPU: %.2f s over %.1f s = %.3f cores, %.0f µs per message",
+                cpu,
+                elapsed,
+                cpu / elapsed,
+                cpu / Double(max(1, counts.rows)) * 1_000_000
+            )
+        )
+        log(
+            String(
+                format: "latency (exchange send → realtime client receive): p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d updates",
+                percentile(0.5),
+                percentile(0.99),
+                latencies.last ?? .nan,
+                latencies.count
+            )
+        )
+        log(
+            "rows: \(counts.rows) stored of \(total) sent, \(total - counts.distinctSources) missing, \(counts.rows - counts.distinctSources) duplicates"
+        )
+    }
+}
