@@ -30,6 +30,9 @@ final class ReservedIDs: Sendable {
         }
     }
 
+    /// Forgets the reserve (after a conflict: the sequence may have been reset under it).
+    func clear() { ids.withLock { $0 = ([], 0) } }
+
     private func takeReserved(_ count: Int) -> [Int64]? {
         ids.withLock { reserve in
             guard reserve.values.count - reserve.next >= count else { return nil }

@@ -63,6 +63,7 @@ extension PostgresStore {
                 return try await writeMessages(messages, batch: batch, copy: true)
             } catch is CopyConflict {
                 conflicts.conflicted(connectors)
+                reservedIDs.clear()
                 copyConflicts.add(1, ordering: .relaxed)
                 logger.info(
                     "a batch met rows already stored: written with INSERT ... ON CONFLICT instead, for its connectors for a while",
