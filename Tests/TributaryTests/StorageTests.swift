@@ -250,62 +250,80 @@ extension ConnectorConfig {
     static let columns =
         "exchange, instrument, message_type, price::text, quantity::text, side, data::text, source_id, session_id, exchange_timestamp::text, timestamp::text"
 
-    @Test func copyAndInsertStoreTheSameValues() async throws {
+    @Test func everyWritePathStoresTheSameValues() async throws {
         guard TestBackend.enabled.contains(.postgres) else { return }
         try await TestBackend.postgres.withConfig { config in
             try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
                 try await store.migrate()
                 let postgres = try #require(store as? PostgresStore)
-                // One connector written with COPY, the other with INSERT (as after a conflict).
-                postgres.conflicts.conflicted(["conn_insert"])
-                let copied = try await store.insertMessages(
-                    Self.awkward("conn_copy"),
-                    batch: BatchRecord(batchID: "b_copy", connectorID: nil, metrics: [:])
-                )
-                let inserted = try await store.insertMessages(
-                    Self.awkward("conn_insert"),
-                    batch: BatchRecord(batchID: "b_insert", connectorID: nil, metrics: [:])
-                )
-                #expect(copied.allSatisfy { $0 != nil } && inserted.allSatisfy { $0 != nil })
-                #expect(postgres.copyConflicts.load(ordering: .relaxed) == 0)
+                let modes: [(String, PostgresStore.WriteMode)] = [
+                    ("conn_copy", .copy), ("conn_one", .oneStatement), ("conn_insert", .insertOnConflict),
+                ]
+                var returned: [String: [Int64?]] = [:]
+                for (connector, mode) in modes {
+                    returned[connector] = try await postgres.writeMessages(
+                        Self.awkward(connector),
+                        batch: BatchRecord(batchID: "b_\(connector)", connectorID: nil, metrics: [:]),
+                        mode: mode
+                    )
+                }
+                #expect(returned.values.allSatisfy { $0.count == 8 && $0.allSatisfy { $0 != nil } })
                 func rows(_ connector: String) async throws -> [String?] {
                     try await RawDatabase.strings(
                         config,
                         "SELECT concat_ws('|', id::text, \(Self.columns)) FROM websocket_messages WHERE connector_id = '\(connector)' ORDER BY source_id"
                     )
                 }
-                let viaCopy = try await rows("conn_copy")
-                let viaInsert = try await rows("conn_insert")
-                #expect(viaCopy.count == 8)
-                // The ids the write returned are the rows' ids.
-                let copiedIDs = try await RawDatabase.strings(
-                    config,
-                    "SELECT id::text FROM websocket_messages WHERE connector_id = 'conn_copy' ORDER BY id"
-                )
-                #expect(copiedIDs == copied.compactMap { $0 }.sorted().map { String($0) })
-                // Everything but the id is the same.
                 let strip = { (row: String?) in row.map { String($0.drop { $0 != "|" }) } }
-                #expect(viaCopy.map(strip) == viaInsert.map(strip))
-                #expect(viaCopy.contains { $0?.contains("back\\slash") == true } && viaCopy.contains { $0?.contains("tab\there") == true })
+                let reference = try await rows("conn_insert")
+                #expect(reference.count == 8)
+                for (connector, _) in modes {
+                    // The ids the write returned are the rows' ids, and everything but the id is the same.
+                    let stored = try await RawDatabase.strings(
+                        config,
+                        "SELECT id::text FROM websocket_messages WHERE connector_id = '\(connector)' ORDER BY id"
+                    )
+                    #expect(
+                        stored.compactMap { $0.flatMap { Int64($0) } }.sorted() == (returned[connector] ?? []).compactMap { $0 }.sorted(),
+                        "\(connector)"
+                    )
+                    #expect(try await rows(connector).map(strip) == reference.map(strip), "\(connector)")
+                }
+                #expect(reference.contains { $0?.contains("back\\slash") == true } && reference.contains { $0?.contains("tab\there") == true })
+                // The candle minutes and batch rows of each path are there too.
+                let batches = try await RawDatabase.strings(config, "SELECT count(*)::text FROM websocket_batches WHERE batch_id LIKE 'b_conn_%'")
+                #expect(batches == ["3"])
             }
         }
     }
 
-    @Test func aCopyThatMeetsStoredRowsFallsBackAndKeepsTheNewOnes() async throws {
+    /// Both fast paths (one statement for small batches, COPY for large ones) fall back when a
+    /// batch meets stored rows.
+    @Test(arguments: [8, 300])
+    func aBatchThatMeetsStoredRowsFallsBackAndKeepsTheNewOnes(size: Int) async throws {
         guard TestBackend.enabled.contains(.postgres) else { return }
         try await TestBackend.postgres.withConfig { config in
             try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
                 try await store.migrate()
                 let postgres = try #require(store as? PostgresStore)
-                let messages = Self.awkward("conn_a")
+                let messages = (0..<size).map { index in
+                    let message = HardeningTests.trade { $0.sourceID = "okx:trades:BTC-USDT:\(index)" }
+                    return PendingMessage(
+                        connectorID: "conn_a",
+                        sessionID: "ws_1",
+                        sourceID: message.sourceID ?? "",
+                        message: message,
+                        receivedAt: Date()
+                    )
+                }
                 _ = try await store.insertMessages(Array(messages[2..<4]), batch: BatchRecord(batchID: "b1", connectorID: nil, metrics: [:]))
                 let ids = try await store.insertMessages(messages, batch: BatchRecord(batchID: "b2", connectorID: nil, metrics: [:]))
                 #expect(ids.enumerated().map { $0.element == nil } == messages.indices.map { (2..<4).contains($0) })
                 #expect(postgres.copyConflicts.load(ordering: .relaxed) == 1)
-                // The connector keeps to INSERT for a while: a second overlap costs no failed COPY.
+                // The connector keeps to INSERT for a while: a second overlap costs no failed write.
                 _ = try await store.insertMessages(messages, batch: BatchRecord(batchID: "b3", connectorID: nil, metrics: [:]))
                 #expect(postgres.copyConflicts.load(ordering: .relaxed) == 1)
-                #expect(try await RawDatabase.strings(config, "SELECT count(*)::text FROM websocket_messages") == ["8"])
+                #expect(try await RawDatabase.strings(config, "SELECT count(*)::text FROM websocket_messages") == ["\(size)"])
             }
         }
     }

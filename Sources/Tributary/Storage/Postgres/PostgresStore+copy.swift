@@ -12,14 +12,18 @@ final class ReservedIDs: Sendable {
 
     /// `count` ids, fetching more from the sequence on `connection` when the reserve is short.
     func take(_ count: Int, on connection: PostgresConnection, logger: Logger) async throws -> [Int64] {
+        try await take(count) { fetch in try await Self.fetch(fetch, on: connection, logger: logger) }
+    }
+
+    /// `count` ids, fetching more from the sequence on a connection of `client` only when the reserve is short.
+    func take(_ count: Int, from client: PostgresClient, logger: Logger) async throws -> [Int64] {
+        try await take(count) { fetch in try await client.withConnection { try await Self.fetch(fetch, on: $0, logger: logger) } }
+    }
+
+    private func take(_ count: Int, fetching: (Int) async throws -> [Int64]) async throws -> [Int64] {
         if let taken = takeReserved(count) { return taken }
         let fetch = max(count, Self.block)
-        let rows = try await connection.query(
-            "SELECT array_agg(nextval('websocket_messages_id_seq')) FROM generate_series(1, \(fetch))",
-            logger: logger
-        )
-        var fetched: [Int64] = []
-        for try await values in rows.decode([Int64].self) { fetched = values }
+        let fetched = try await fetching(fetch)
         guard fetched.count >= count else { throw StoreError.corrupt("the id sequence returned \(fetched.count) of \(fetch) ids") }
         return ids.withLock { reserve in
             // What is left over joins the reserve (another writer may have refilled it meanwhile).
@@ -28,6 +32,16 @@ final class ReservedIDs: Sendable {
             reserve.next = 0
             return taken
         }
+    }
+
+    private static func fetch(_ count: Int, on connection: PostgresConnection, logger: Logger) async throws -> [Int64] {
+        let rows = try await connection.query(
+            "SELECT array_agg(nextval('websocket_messages_id_seq')) FROM generate_series(1, \(count))",
+            logger: logger
+        )
+        var fetched: [Int64] = []
+        for try await values in rows.decode([Int64].self) { fetched = values }
+        return fetched
     }
 
     /// Forgets the reserve (after a conflict: the sequence may have been reset under it).

@@ -60,7 +60,7 @@ extension PostgresStore {
         let connectors = Set(messages.map(\.connectorID))
         if !conflicts.recentlyConflicted(connectors) {
             do {
-                return try await writeMessages(messages, batch: batch, copy: true)
+                return try await writeMessages(messages, batch: batch, mode: messages.count <= Self.oneStatementRows ? .oneStatement : .copy)
             } catch is CopyConflict {
                 conflicts.conflicted(connectors)
                 reservedIDs.clear()
@@ -71,13 +71,27 @@ extension PostgresStore {
                 )
             }
         }
-        return try await writeMessages(messages, batch: batch, copy: false)
+        return try await writeMessages(messages, batch: batch, mode: .insertOnConflict)
     }
 
-    /// A `COPY` refused by the unique `(connector_id, source_id)` index.
+    /// A write that met a row already stored (the unique `(connector_id, source_id)` index).
     struct CopyConflict: Error {}
 
-    func writeMessages(_ messages: [PendingMessage], batch: BatchRecord, copy: Bool) async throws -> [Int64?] {
+    /// How a batch's rows go in.
+    enum WriteMode {
+        /// One statement, its own transaction: the rows (with reserved ids), the candle minutes,
+        /// the batch row and the announcement together; one round trip. For small batches.
+        case oneStatement
+        /// `COPY` with reserved ids, then the rest, in a transaction. For large batches.
+        case copy
+        /// `INSERT ... ON CONFLICT DO NOTHING RETURNING`, then the rest: where rows may be stored already.
+        case insertOnConflict
+    }
+
+    /// Batches up to this many rows are written in one statement; larger ones with `COPY`.
+    static let oneStatementRows = 200
+
+    func writeMessages(_ messages: [PendingMessage], batch: BatchRecord, mode: WriteMode) async throws -> [Int64?] {
         let instanceID = self.instanceID
         var batchMetrics = batch.metrics
         if let instanceID { batchMetrics["instance_id"] = .string(instanceID) }
@@ -85,6 +99,22 @@ extension PostgresStore {
         // Only with several instances, and only connectors with rows that have no exchange identity.
         let fenceable: Set<String> =
             instanceID == nil ? [] : Set(messages.lazy.filter { $0.lease != nil && $0.message.sourceID == nil }.map(\.connectorID))
+        if mode == .oneStatement, fenceable.isEmpty {
+            return try await run("insert messages") { [logger, self] client in
+                let ids = try await self.reservedIDs.take(messages.count, from: client, logger: logger)
+                var sql = BoundSQL()
+                let rows = Self.messageRows(messages, ids: ids, into: &sql)
+                let rest = Self.batchRows(messages, ids: ids, batch: batch, metrics: metrics, instanceID: instanceID, into: &sql)
+                do {
+                    // Read to the end: an error while the statement runs arrives with the rows.
+                    for try await _ in try await client.query(sql.query("WITH inserted AS (\(rows) RETURNING 1), \(rest)"), logger: logger) {}
+                } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
+                    throw CopyConflict()
+                }
+                return ids
+            }
+        }
+        let copy = mode != .insertOnConflict
         return try await run("insert messages") { [logger, self] client in
             try await client.withTransaction(logger: logger) { connection in
                 var writing = messages
@@ -124,45 +154,38 @@ extension PostgresStore {
                     // reads trips a fatal precondition in PostgresNIO's row stream when the server
                     // closes the connection meanwhile (RowStreamStateMachine, seen when PostgreSQL
                     // stopped during a write under load).
-                    let rows = try await connection.query(Self.insertStatement(writing), logger: logger)
-                    for try await (newIDs, connectors, sources) in rows.decode(([Int64], [String], [String]).self) {
+                    var sql = BoundSQL()
+                    let rows = Self.messageRows(writing, ids: nil, into: &sql)
+                    let inserted = try await connection.query(
+                        sql.query(
+                            """
+                            WITH inserted AS (\(rows) ON CONFLICT (connector_id, source_id) DO NOTHING RETURNING id, connector_id, source_id)
+                            SELECT COALESCE(array_agg(id), '{}'::int8[]), COALESCE(array_agg(connector_id), '{}'::text[]),
+                                COALESCE(array_agg(source_id), '{}'::text[])
+                            FROM inserted
+                            """
+                        ),
+                        logger: logger
+                    )
+                    for try await (newIDs, connectors, sources) in inserted.decode(([Int64], [String], [String]).self) {
                         for (index, id) in newIDs.enumerated() where index < connectors.count && index < sources.count {
                             ids[PendingMessage.Identity(connectorID: connectors[index], sourceID: sources[index])] = id
                         }
                     }
                 }
                 let messageIDs = messages.map { ids[$0.identity] }
-                let written = messageIDs.compactMap { $0 }
-                let stored = JSONValue.array(written.map { .number(String($0)) }).serialized
-                let announcement = instanceID.map { ClusterMessage.committed(batchID: batch.batchID, ids: written, from: $0) } ?? ""
-                // The batch's candle minutes, computed here from the rows really inserted (duplicates add nothing).
-                let d = CandleDeltaColumns(MinuteCandles(stored: messages, ids: messageIDs))
-                try await connection.query(
-                    """
-                    WITH deltas AS (
-                        INSERT INTO candle_deltas (\(unescaped: Self.candleColumns))
-                        SELECT i, \(unescaped: Self.fromMicroseconds("b")), e, o::numeric, h::numeric, l::numeric, c::numeric, v::numeric, n,
-                            \(unescaped: Self.fromMicroseconds("ot")), oi, \(unescaped: Self.fromMicroseconds("ct")), ci
-                        FROM UNNEST(\(d.instruments)::text[], \(d.buckets)::int8[], \(d.exchanges)::text[], \(d.opens)::text[], \(d.highs)::text[],
-                            \(d.lows)::text[], \(d.closes)::text[], \(d.volumes)::text[], \(d.counts)::int8[], \(d.openTimes)::int8[],
-                            \(d.openIDs)::int8[], \(d.closeTimes)::int8[], \(d.closeIDs)::int8[]) AS u(i, b, e, o, h, l, c, v, n, ot, oi, ct, ci)
-                    ), batch AS (
-                        INSERT INTO websocket_batches (batch_id, connector_id, message_count, messages, metrics)
-                        VALUES (\(batch.batchID), \(batch.connectorID), \(messages.count), \(stored)::jsonb, \(metrics)::jsonb)
-                        RETURNING 1
-                    )
-                    SELECT pg_notify(\(Self.clusterChannel), \(announcement)) FROM batch WHERE \(announcement) <> '' AND \(written.count) > 0
-                    """,
-                    logger: logger
-                )
+                var sql = BoundSQL()
+                let rest = Self.batchRows(messages, ids: messageIDs, batch: batch, metrics: metrics, instanceID: instanceID, into: &sql)
+                for try await _ in try await connection.query(sql.query("WITH \(rest)"), logger: logger) {}
                 return messageIDs
             }
         }
     }
 
-    /// The `INSERT ... SELECT FROM UNNEST` of `messages`, returning one row: the new rows' ids,
-    /// connectors and source ids as three arrays in the same order.
-    static func insertStatement(_ messages: [PendingMessage]) -> PostgresQuery {
+    /// The `INSERT ... SELECT FROM UNNEST` of `messages`, with `ids` when reserved (else the
+    /// sequence's). Times travel as whole microseconds, the same ones the candle minutes are
+    /// computed from. Decimals travel as text and are cast to NUMERIC by the server.
+    static func messageRows(_ messages: [PendingMessage], ids: [Int64]?, into sql: inout BoundSQL) -> String {
         var connectors: [String] = []
         var exchanges: [String] = []
         var instruments: [String] = []
@@ -190,22 +213,55 @@ extension PostgresStore {
             exchangeTimes.append(message.exchangeTimestampMs ?? -1)
             times.append(Timestamp.microseconds(pending.receivedAt))
         }
-        // Times travel as whole microseconds, the same ones the candle minutes are computed from.
+        let idColumn = ids == nil ? "" : "id, "
+        let idValue = ids == nil ? "" : "u.id, "
+        let idArray = ids.map { "\(sql.bind($0))::int8[], " } ?? ""
+        let idName = ids == nil ? "" : "id, "
         return """
-            WITH inserted AS (
-                INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, quantity, side, data, source_id,
-                    session_id, exchange_timestamp, timestamp)
-                SELECT c, e, NULLIF(i, ''), t, NULLIF(p, '')::numeric, NULLIF(q, '')::numeric, NULLIF(s, ''), d::jsonb, src, ses,
-                    CASE WHEN ets < 0 THEN NULL ELSE \(unescaped: fromMicroseconds("ets * 1000")) END, \(unescaped: fromMicroseconds("ts"))
-                FROM UNNEST(\(connectors)::text[], \(exchanges)::text[], \(instruments)::text[], \(types)::text[], \(prices)::text[],
-                    \(quantities)::text[], \(sides)::text[], \(data)::text[], \(sources)::text[], \(sessions)::text[],
-                    \(exchangeTimes)::int8[], \(times)::int8[]) AS u(c, e, i, t, p, q, s, d, src, ses, ets, ts)
-                ON CONFLICT (connector_id, source_id) DO NOTHING
-                RETURNING id, connector_id, source_id
+            INSERT INTO websocket_messages (\(idColumn)connector_id, exchange, instrument, message_type, price, quantity, side, data, source_id,
+                session_id, exchange_timestamp, timestamp)
+            SELECT \(idValue)c, e, NULLIF(i, ''), t, NULLIF(p, '')::numeric, NULLIF(q, '')::numeric, NULLIF(s, ''), d::jsonb, src, ses,
+                CASE WHEN ets < 0 THEN NULL ELSE \(fromMicroseconds("ets * 1000")) END, \(fromMicroseconds("ts"))
+            FROM UNNEST(\(idArray)\(sql.bind(connectors))::text[], \(sql.bind(exchanges))::text[], \(sql.bind(instruments))::text[],
+                \(sql.bind(types))::text[], \(sql.bind(prices))::text[], \(sql.bind(quantities))::text[], \(sql.bind(sides))::text[],
+                \(sql.bind(data))::text[], \(sql.bind(sources))::text[], \(sql.bind(sessions))::text[], \(sql.bind(exchangeTimes))::int8[],
+                \(sql.bind(times))::int8[]) AS u(\(idName)c, e, i, t, p, q, s, d, src, ses, ets, ts)
+            """
+    }
+
+    /// What follows a batch's rows in its transaction, as common table expressions and the final
+    /// `SELECT`: the candle minutes of the rows really inserted (`ids`, nil for a duplicate), the
+    /// `websocket_batches` row, and with several instances the announcement on the cluster channel.
+    static func batchRows(
+        _ messages: [PendingMessage],
+        ids: [Int64?],
+        batch: BatchRecord,
+        metrics: String,
+        instanceID: String?,
+        into sql: inout BoundSQL
+    ) -> String {
+        let written = ids.compactMap { $0 }
+        let stored = JSONValue.array(written.map { .number(String($0)) }).serialized
+        let announcement = instanceID.map { ClusterMessage.committed(batchID: batch.batchID, ids: written, from: $0) } ?? ""
+        let d = CandleDeltaColumns(MinuteCandles(stored: messages, ids: ids))
+        return """
+            deltas AS (
+                INSERT INTO candle_deltas (\(candleColumns))
+                SELECT i, \(fromMicroseconds("b")), e, o::numeric, h::numeric, l::numeric, c::numeric, v::numeric, n,
+                    \(fromMicroseconds("ot")), oi, \(fromMicroseconds("ct")), ci
+                FROM UNNEST(\(sql.bind(d.instruments))::text[], \(sql.bind(d.buckets))::int8[], \(sql.bind(d.exchanges))::text[],
+                    \(sql.bind(d.opens))::text[], \(sql.bind(d.highs))::text[], \(sql.bind(d.lows))::text[], \(sql.bind(d.closes))::text[],
+                    \(sql.bind(d.volumes))::text[], \(sql.bind(d.counts))::int8[], \(sql.bind(d.openTimes))::int8[],
+                    \(sql.bind(d.openIDs))::int8[], \(sql.bind(d.closeTimes))::int8[], \(sql.bind(d.closeIDs))::int8[])
+                    AS u(i, b, e, o, h, l, c, v, n, ot, oi, ct, ci)
+            ), batch AS (
+                INSERT INTO websocket_batches (batch_id, connector_id, message_count, messages, metrics)
+                VALUES (\(sql.bind(batch.batchID)), \(sql.bind(batch.connectorID)), \(sql.bind(messages.count)), \(sql.bind(stored))::jsonb,
+                    \(sql.bind(metrics))::jsonb)
+                RETURNING 1
             )
-            SELECT COALESCE(array_agg(id), '{}'::int8[]), COALESCE(array_agg(connector_id), '{}'::text[]),
-                COALESCE(array_agg(source_id), '{}'::text[])
-            FROM inserted
+            SELECT pg_notify(\(sql.bind(clusterChannel)), \(sql.bind(announcement))) FROM batch
+            WHERE \(sql.bind(announcement)) <> '' AND \(sql.bind(written.count)) > 0
             """
     }
 
@@ -235,4 +291,21 @@ extension PostgresStore {
             return (0, 0)
         }
     }
+}
+
+/// One statement's text and its binds, built together (`$1`, `$2`, … in the order bound).
+struct BoundSQL {
+    var binds = PostgresBindings()
+
+    mutating func bind<Value: PostgresDynamicTypeEncodable>(_ value: Value) -> String {
+        binds.append(value)
+        return "$\(binds.count)"
+    }
+
+    mutating func bind<Value: PostgresDynamicTypeEncodable>(_ value: Value?) -> String {
+        binds.append(value)
+        return "$\(binds.count)"
+    }
+
+    func query(_ sql: String) -> PostgresQuery { PostgresQuery(unsafeSQL: sql, binds: binds) }
 }
