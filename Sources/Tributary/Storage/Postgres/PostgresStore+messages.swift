@@ -51,10 +51,11 @@ extension PostgresStore {
     /// - **Announcement.** The batch's row ids go out on the cluster channel on commit, for the
     ///   other instances' realtime clients.
     ///
-    /// The rows go in with `COPY` (ids reserved from the sequence beforehand, so nothing needs to
-    /// come back); a `COPY` that meets a row already stored fails as a whole, and the batch is
-    /// written again with `INSERT ... ON CONFLICT DO NOTHING`, which its connectors keep using
-    /// for `ConflictMemory.hold` (a reconnect that re-delivers trades, a spool read back).
+    /// Ids are reserved from the sequence beforehand, so nothing needs to come back: a small batch
+    /// is one statement (`WriteMode.oneStatement`), a large one a `COPY` and one more statement in
+    /// a transaction. Either fails as a whole when it meets a row already stored, and the batch is
+    /// written again with `INSERT ... ON CONFLICT DO NOTHING`, which its connectors keep using for
+    /// `ConflictMemory.hold` (a reconnect that re-delivers trades, a spool read back).
     public func insertMessages(_ messages: [PendingMessage], batch: BatchRecord) async throws -> [Int64?] {
         guard !messages.isEmpty else { return [] }
         let connectors = Set(messages.map(\.connectorID))
@@ -76,6 +77,13 @@ extension PostgresStore {
 
     /// A write that met a row already stored (the unique `(connector_id, source_id)` index).
     struct CopyConflict: Error {}
+
+    /// A unique violation on a message row: its identity, or a reserved id already used (after
+    /// the sequence was reset under the reserve). Any other (a batch id) is a real error.
+    static func isStoredRowConflict(_ error: PSQLError) -> Bool {
+        error.serverInfo?[.sqlState] == "23505"
+            && ["idx_websocket_messages_source", "websocket_messages_pkey"].contains(error.serverInfo?[.constraintName] ?? "")
+    }
 
     /// How a batch's rows go in.
     enum WriteMode {
@@ -108,7 +116,7 @@ extension PostgresStore {
                 do {
                     // Read to the end: an error while the statement runs arrives with the rows.
                     for try await _ in try await client.query(sql.query("WITH inserted AS (\(rows) RETURNING 1), \(rest)"), logger: logger) {}
-                } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
+                } catch let error as PSQLError where Self.isStoredRowConflict(error) {
                     throw CopyConflict()
                 }
                 return ids
@@ -145,7 +153,7 @@ extension PostgresStore {
                         try await connection.copyFrom(table: "websocket_messages", columns: CopyRows.columns, logger: logger) { writer in
                             try await writer.write(rows)
                         }
-                    } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
+                    } catch let error as PSQLError where Self.isStoredRowConflict(error) {
                         throw CopyConflict()
                     }
                     for (message, id) in zip(writing, newIDs) { ids[message.identity] = id }
