@@ -77,49 +77,70 @@ final class ConflictMemory: Sendable {
     }
 }
 
-/// The rows of a batch in `COPY`'s text format, in `columns` order.
-enum CopyRows {
+/// The rows of a batch in `COPY`'s text format, in `columns` order (`id` last, added once the
+/// ids are reserved).
+struct CopyRows: Sendable {
     static let columns = [
-        "id", "connector_id", "exchange", "instrument", "message_type", "price", "quantity", "side", "data", "source_id", "session_id",
-        "exchange_timestamp", "timestamp",
+        "connector_id", "exchange", "instrument", "message_type", "price", "quantity", "side", "data", "source_id", "session_id",
+        "exchange_timestamp", "timestamp", "id",
     ]
 
-    static func encode(_ messages: [PendingMessage], ids: [Int64]) -> ByteBuffer {
+    /// Every row's fields but the id, each ending in a tab; `ends[i]` is where row i ends.
+    let body: ByteBuffer
+    let ends: [Int]
+
+    init(_ messages: [PendingMessage]) {
         var buffer = ByteBuffer()
         buffer.reserveCapacity(messages.count * 400)
-        for (pending, id) in zip(messages, ids) {
+        var ends: [Int] = []
+        ends.reserveCapacity(messages.count)
+        for pending in messages {
             let message = pending.message
-            buffer.writeString(String(id))
-            tab(&buffer)
-            field(pending.connectorID, &buffer)
-            tab(&buffer)
-            field(message.exchange.rawValue, &buffer)
-            tab(&buffer)
-            field(nonEmpty(message.instrument), &buffer)
-            tab(&buffer)
-            field(message.messageType.rawValue, &buffer)
-            tab(&buffer)
-            field(nonEmpty(message.price), &buffer)
-            tab(&buffer)
-            field(nonEmpty(message.quantity), &buffer)
-            tab(&buffer)
-            field(nonEmpty(message.side), &buffer)
-            tab(&buffer)
-            field(pending.data, &buffer)
-            tab(&buffer)
-            field(pending.sourceID, &buffer)
-            tab(&buffer)
-            field(pending.sessionID, &buffer)
-            tab(&buffer)
+            Self.field(pending.connectorID, &buffer)
+            Self.tab(&buffer)
+            Self.field(message.exchange.rawValue, &buffer)
+            Self.tab(&buffer)
+            Self.field(Self.nonEmpty(message.instrument), &buffer)
+            Self.tab(&buffer)
+            Self.field(message.messageType.rawValue, &buffer)
+            Self.tab(&buffer)
+            Self.field(Self.nonEmpty(message.price), &buffer)
+            Self.tab(&buffer)
+            Self.field(Self.nonEmpty(message.quantity), &buffer)
+            Self.tab(&buffer)
+            Self.field(Self.nonEmpty(message.side), &buffer)
+            Self.tab(&buffer)
+            Self.field(pending.data, &buffer)
+            Self.tab(&buffer)
+            Self.field(pending.sourceID, &buffer)
+            Self.tab(&buffer)
+            Self.field(pending.sessionID, &buffer)
+            Self.tab(&buffer)
             // As the INSERT path stores them: a time before 1970 from an exchange is left out.
             if let ms = message.exchangeTimestampMs, ms >= 0, Timestamp.isValid(milliseconds: ms) {
-                timestamp(microseconds: ms * 1000, &buffer)
+                Self.timestamp(microseconds: ms * 1000, &buffer)
             } else {
                 buffer.writeStaticString("\\N")
             }
-            tab(&buffer)
-            timestamp(microseconds: Timestamp.microseconds(pending.receivedAt), &buffer)
+            Self.tab(&buffer)
+            Self.timestamp(microseconds: Timestamp.microseconds(pending.receivedAt), &buffer)
+            Self.tab(&buffer)
+            ends.append(buffer.writerIndex)
+        }
+        body = buffer
+        self.ends = ends
+    }
+
+    /// The whole text, with `ids[i]` as row i's last field.
+    func with(ids: [Int64]) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(body.readableBytes + ids.count * 12)
+        var start = body.readerIndex
+        for (end, id) in zip(ends, ids) {
+            if let row = body.getSlice(at: start, length: end - start) { buffer.writeImmutableBuffer(row) }
+            buffer.writeString(String(id))
             buffer.writeInteger(UInt8(ascii: "\n"))
+            start = end
         }
         return buffer
     }

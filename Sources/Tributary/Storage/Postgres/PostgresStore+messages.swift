@@ -113,15 +113,23 @@ extension PostgresStore {
                 var sql = BoundSQL()
                 let rows = Self.messageRows(messages, ids: ids, into: &sql)
                 let rest = Self.batchRows(messages, ids: ids, batch: batch, metrics: metrics, instanceID: instanceID, into: &sql)
-                do {
-                    // Read to the end: an error while the statement runs arrives with the rows.
-                    for try await _ in try await client.query(sql.query("WITH inserted AS (\(rows) RETURNING 1), \(rest)"), logger: logger) {}
-                } catch let error as PSQLError where Self.isStoredRowConflict(error) {
-                    throw CopyConflict()
+                // In an explicit transaction: on its own, a statement's completion reaches the client
+                // before the commit that follows it, and a server stopping in between would lose
+                // rows the writer believes stored. Only COMMIT's answer says they are.
+                try await client.withTransaction(logger: logger) { connection in
+                    do {
+                        // Read to the end: an error while the statement runs arrives with the rows.
+                        for try await _ in try await connection.query(sql.query("WITH inserted AS (\(rows) RETURNING 1), \(rest)"), logger: logger) {}
+                    } catch let error as PSQLError where Self.isStoredRowConflict(error) {
+                        throw CopyConflict()
+                    }
                 }
                 return ids
             }
         }
+        // The rows' COPY text is built before the database is asked for anything (CPU time does
+        // not count against the database's timeout); the ids are added once reserved.
+        let encoded = mode == .copy ? CopyRows(messages) : nil
         let copy = mode != .insertOnConflict
         return try await run("insert messages") { [logger, self] client in
             try await client.withTransaction(logger: logger) { connection in
@@ -148,7 +156,9 @@ extension PostgresStore {
                 var ids: [PendingMessage.Identity: Int64] = [:]
                 if !writing.isEmpty, copy {
                     let newIDs = try await self.reservedIDs.take(writing.count, on: connection, logger: logger)
-                    let rows = CopyRows.encode(writing, ids: newIDs)
+                    // (Fencing may have refused some: then only the others are encoded, here.)
+                    let text = (writing.count == messages.count ? encoded : nil) ?? CopyRows(writing)
+                    let rows = text.with(ids: newIDs)
                     do {
                         try await connection.copyFrom(table: "websocket_messages", columns: CopyRows.columns, logger: logger) { writer in
                             try await writer.write(rows)
