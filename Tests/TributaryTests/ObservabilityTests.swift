@@ -107,6 +107,8 @@ import Testing
             "port in: \(started)"
         )
         let client = BenchHTTPClient(port: port, token: token)
+        // Listening comes before the schema is migrated: wait until it is ready for writes.
+        #expect(try await eventually { (try? await client.status("/ready")) == 200 })
         let secrets = ["key-must-not-leak-1", "secret-must-not-leak-1", "passphrase-must-not-leak", "header-value-must-not-leak"]
         let body = JSONValue.object([
             "name": "leaky", "connector_type": "rest", "exchange": "okx", "polling_interval": .number(100),
