@@ -136,9 +136,14 @@ import Testing
             let stopped = try await client.json(.post, "/api/connectors/\(id)/stop").status
             #expect(stopped == .ok)
             let sent = exchange.sentCount
-            let caughtUp = try await eventually { try await Self.count(config, id) >= sent }
+            // One frame of slack: the fake exchange can write a frame after swift-websocket has already
+            // answered the client's Close (its `closing` flag is set only once the inbound sequence
+            // has ended), which no client may read, yet it counts as sent. A real loss (the
+            // buffer not drained, the socket not read to the close) is far more than one frame.
+            let slack = exchange.options.tradesPerFrame
+            let caughtUp = try await eventually { try await Self.count(config, id) >= sent - slack }
             let stored = try await Self.count(config, id)
-            #expect(caughtUp && stored == sent, "sent \(sent), stored \(stored)")
+            #expect(caughtUp && stored <= sent && stored >= sent - slack, "sent \(sent), stored \(stored)")
         }
     }
 
