@@ -26,10 +26,6 @@ public final class BatchWriter: Service {
     let deadLetters: DeadLetterQueue?
     /// Writes wait until it has brought the schema up to date; nil when the caller migrated.
     let migrator: DatabaseMigrator?
-    /// How long after one take the next waits, at most, for more messages to join it.
-    let coalesce: Duration
-    /// Past this many waiting messages a take never waits.
-    static let coalesceBelow = 256
 
     public init(
         buffer: IngestBuffer,
@@ -41,10 +37,8 @@ public final class BatchWriter: Service {
         maxRetryDelay: Duration = .seconds(5),
         deadLetters: DeadLetterQueue? = nil,
         migrator: DatabaseMigrator? = nil,
-        coalesce: Duration = .milliseconds(2),
         logger: Logger
     ) {
-        self.coalesce = coalesce
         self.deadLetters = deadLetters
         self.migrator = migrator
         self.buffer = buffer
@@ -71,7 +65,6 @@ public final class BatchWriter: Service {
                 var inFlight = 0
                 var ticket = 0
                 var ticking = false
-                var lastTake: ContinuousClock.Instant?
                 while true {
                     // Wait for a free slot, but no longer than until the oldest waiting message has
                     // waited `maxWait`: then one more write starts, up to twice the slots.
@@ -99,15 +92,7 @@ public final class BatchWriter: Service {
                     }
                     // Shutting down without a database: what is left stays in the spool for the next start.
                     if Task.isShuttingDownGracefully, buffer.spool != nil, !buffer.databaseAvailable { break }
-                    // Coalescing: a take right after the previous one waits out the rest of
-                    // `coalesce`, so messages arriving at a steady rate share a transaction; a lone
-                    // message after a quiet spell, or a backlog, goes at once.
-                    if let lastTake, coalesce > .zero, buffer.depth < Self.coalesceBelow {
-                        let since = ContinuousClock.now - lastTake
-                        if since < coalesce { try? await Task.sleep(for: coalesce - since) }
-                    }
                     let batch = await buffer.take(upTo: maxBatch)
-                    lastTake = .now
                     if batch.isEmpty { break }
                     let current = ticket
                     ticket += 1
