@@ -84,36 +84,14 @@ public struct FanoutBenchmark: Sendable {
         var quiet = Logger(label: "tributary.bench")
         quiet.logLevel = .warning
         let logger = quiet
-        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
-        let directory = config.dataDirectory
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        var postgres: PostgresSettings?
-        if case .postgres(let settings) = config.database { postgres = settings }
-        let key = config.encryptionKey ?? EncryptionKey.generate()
-
-        let exchangePort = ClusterBenchmark.Instance.freePort()
-        let exchange = try ClusterBenchmark.Child(
-            executable: executable,
-            arguments: [
-                "simulate", "--port", "\(exchangePort)", "--rate", "\(rate)", "--instruments", Self.instruments.joined(separator: ","),
-            ],
-            environment: ["PATH=/usr/bin:/bin"],
-            log: directory + "/exchange.log"
-        )
-        defer { exchange.stop(signal: SIGKILL) }
-        let server = try ClusterBenchmark.Instance(
-            executable: executable,
-            database: postgres,
-            key: key,
-            directory: directory + "/server",
+        let processes = try await BenchProcesses(
+            config: config,
+            simulate: ["--rate", "\(rate)", "--instruments", Self.instruments.joined(separator: ",")],
             logger: logger
         )
-        defer { server.stop(signal: SIGTERM) }
-        try await server.waitUntilReady()
+        defer { processes.stop() }
+        let (server, exchangePort, reading) = (processes.server, processes.exchangePort, processes.reading)
         let api = BenchHTTPClient(port: server.port)
-        // What the server stores, read by this process (the server's own SQLite file, or PostgreSQL).
-        var reading = config
-        if postgres == nil { reading.database = .sqlite(path: server.directory + "/tributary.sqlite") }
         log(
             "fanout: \(clients) realtime clients, \(Int(rate)) msg/s over \(Self.instruments.count) instruments, \(seconds) s a phase (\(config.description))"
         )

@@ -24,35 +24,15 @@ public struct RateBenchmark: Sendable {
         var quiet = Logger(label: "tributary.bench")
         quiet.logLevel = .warning
         let logger = quiet
-        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
-        let directory = config.dataDirectory
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        var postgres: PostgresSettings?
-        if case .postgres(let settings) = config.database { postgres = settings }
         let total = Int(rate * seconds)
         let instruments = ["BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT"]
-        let exchangePort = ClusterBenchmark.Instance.freePort()
-        let exchange = try ClusterBenchmark.Child(
-            executable: executable,
-            arguments: [
-                "simulate", "--port", "\(exchangePort)", "--rate", "\(rate)", "--total", "\(total)", "--trades-per-frame", "1",
-                "--instruments", instruments.joined(separator: ","),
-            ],
-            environment: ["PATH=/usr/bin:/bin"],
-            log: directory + "/exchange.log"
-        )
-        defer { exchange.stop(signal: SIGKILL) }
-        let server = try ClusterBenchmark.Instance(
-            executable: executable,
-            database: postgres,
-            key: config.encryptionKey ?? EncryptionKey.generate(),
-            directory: directory + "/server",
+        let processes = try await BenchProcesses(
+            config: config,
+            simulate: ["--rate", "\(rate)", "--total", "\(total)", "--trades-per-frame", "1", "--instruments", instruments.joined(separator: ",")],
             logger: logger
         )
-        defer { server.stop(signal: SIGTERM) }
-        try await server.waitUntilReady()
-        var reading = config
-        if postgres == nil { reading.database = .sqlite(path: server.directory + "/tributary.sqlite") }
+        defer { processes.stop() }
+        let (server, exchangePort, reading) = (processes.server, processes.exchangePort, processes.reading)
 
         let client = FanoutBenchmark.Client()
         client.start(port: server.port, instrument: nil, logger: logger)
