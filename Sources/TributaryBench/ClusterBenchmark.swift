@@ -124,7 +124,8 @@ public struct ClusterBenchmark: Sendable {
                 let watched = Self.instruments[0]
                 for round in 0..<(relayRounds * 2) {
                     let withClients = round % 2 == 1
-                    let clients = withClients ? running.map { RelayClient(port: $0.port, instrument: watched, logger: logger) } : []
+                    let clients = withClients ? running.map { _ in FanoutBenchmark.Client() } : []
+                    for (client, instance) in zip(clients, running) { client.start(port: instance.port, instrument: watched, logger: logger) }
                     for client in clients { try await client.waitConnected() }
                     let (rowsBefore, batchesBefore) = (try await Self.rows(store), try await Self.batches(store))
                     let cpuBefore = running.map { CPUTime.of(pid: $0.child.pid) }
@@ -144,13 +145,13 @@ public struct ClusterBenchmark: Sendable {
                     var completeness: [String] = []
                     let owner = try await Self.owners(running[0])
                     for (client, instance) in zip(clients, running) {
-                        let received = Set(client.ids)
+                        let received = Set(client.received.withLock { $0.ids })
                         let expected = try await Self.watchedRows(store, instrument: watched, ofBatchesWithAnyOf: received)
                         let dropped = try await BenchHTTPClient(port: instance.port).metric("tributary_realtime_dropped_updates_total") ?? 0
                         let how = owner[connectorIDs[0]] == instance.instanceID ? "local" : "relayed"
                         completeness.append("\(received.intersection(expected).count) of \(expected.count) \(how) (\(Int(dropped)) dropped)")
                     }
-                    for client in clients { client.close() }
+                    for client in clients { client.stop() }
                     log(
                         String(
                             format: "%7d  %5.0f  %9.0f  %@  %14.2f  %@",
@@ -277,50 +278,6 @@ public struct ClusterBenchmark: Sendable {
     }
 
     /// A realtime client of one instance, counting the updates it receives (every instrument).
-    /// A realtime client of one instance subscribed to `instrument`, keeping the row ids it receives.
-    final class RelayClient: Sendable {
-        final class Received: Sendable {
-            let ids = Mutex<[Int64]>([])
-            let connected = Atomic<Bool>(false)
-        }
-        let received = Received()
-        let task: Task<Void, Never>
-
-        init(port: Int, instrument: String, logger: Logger) {
-            let received = self.received
-            let url = "ws://127.0.0.1:\(port)/api/realtime?instrument=\(instrument)"
-            task = Task {
-                _ = try? await WebSocketClient.connect(url: url, configuration: .init(maxFrameSize: 1 << 20), logger: logger) { inbound, _, _ in
-                    for try await message in inbound.messages(maxSize: 1 << 20) {
-                        guard case .text(let text) = message else { continue }
-                        if text.hasPrefix(#"{"type":"data_update""#) {
-                            let id: Int64? =
-                                switch (try? JSONValue.parse(text))?["data"]?["id"] {
-                                case .number(let text), .string(let text): Int64(text)
-                                default: nil
-                                }
-                            if let id { received.ids.withLock { $0.append(id) } }
-                        } else if text.hasPrefix(#"{"type":"connected""#) {
-                            received.connected.store(true, ordering: .relaxed)
-                        }
-                    }
-                }
-            }
-        }
-
-        var ids: [Int64] { received.ids.withLock { $0 } }
-
-        func waitConnected() async throws {
-            let deadline = ContinuousClock.now + .seconds(10)
-            while !received.connected.load(ordering: .relaxed) {
-                guard ContinuousClock.now < deadline else { throw ConfigError("realtime client did not connect") }
-                try await Task.sleep(for: .milliseconds(20))
-            }
-        }
-
-        func close() { task.cancel() }
-    }
-
     /// CPU seconds (user + system) from `/proc`.
     enum CPUTime {
         static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))

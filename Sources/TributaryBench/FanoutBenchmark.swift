@@ -71,6 +71,14 @@ public struct FanoutBenchmark: Sendable {
 
         func stop() { task.withLock { $0?.cancel() } }
 
+        func waitConnected() async throws {
+            let deadline = ContinuousClock.now + .seconds(30)
+            while !connected.load(ordering: .relaxed) {
+                guard ContinuousClock.now < deadline else { throw BenchmarkError("a realtime client did not connect") }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+
         /// The text after `key` up to the next `"`, `,` or `}`.
         static func field(_ text: String, _ key: String) -> String? {
             guard let range = text.range(of: key) else { return nil }
@@ -102,11 +110,7 @@ public struct FanoutBenchmark: Sendable {
             let running = subscribed.map { _ in Client() }
             for (client, instrument) in zip(running, subscribed) { client.start(port: server.port, instrument: instrument, logger: logger) }
             defer { for client in running { client.stop() } }
-            let deadline = ContinuousClock.now + .seconds(30)
-            while running.contains(where: { !$0.connected.load(ordering: .relaxed) }) {
-                guard ContinuousClock.now < deadline else { throw BenchmarkError("realtime clients did not connect") }
-                try await Task.sleep(for: .milliseconds(20))
-            }
+            for client in running { try await client.waitConnected() }
             let body = JSONValue.object([
                 "name": .string(name), "connector_type": "websocket", "exchange": "okx",
                 "api_url": .string("ws://127.0.0.1:\(exchangePort)/ws/v5/public"),

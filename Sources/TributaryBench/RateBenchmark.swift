@@ -37,11 +37,7 @@ public struct RateBenchmark: Sendable {
         let client = FanoutBenchmark.Client()
         client.start(port: server.port, instrument: nil, logger: logger)
         defer { client.stop() }
-        let deadline = ContinuousClock.now + .seconds(30)
-        while !client.connected.load(ordering: .relaxed) {
-            guard ContinuousClock.now < deadline else { throw BenchmarkError("the realtime client did not connect") }
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        try await client.waitConnected()
         let body = JSONValue.object([
             "name": "bench-rate", "connector_type": "websocket", "exchange": "okx",
             "api_url": .string("ws://127.0.0.1:\(exchangePort)/ws/v5/public"),
