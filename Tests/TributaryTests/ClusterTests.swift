@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import HummingbirdTesting
 import Logging
+import NIOCore
 import Synchronization
 import Testing
 
@@ -119,6 +120,30 @@ import Testing
             let after = try await Self.owners(first)
             #expect(movedOver, "owners after the third stopped: \(after)")
             #expect(handover < .seconds(2), "handed over in \(handover)")
+        }
+    }
+
+    /// An idle instance runs one period every `LEASE_RENEW_MS`, not back to back: the wake-up it
+    /// waits on alongside the timer once ended for good when a wait on it was cancelled, and every
+    /// period after the first timed-out one started at once (about 50 a second, each six queries).
+    @Test func periodsFollowTheRenewIntervalWhenNothingHappens() async throws {
+        guard TestBackend.enabled.contains(.postgres) else { return }
+        try await TestBackend.postgres.withConfig { base in
+            defer { Self.cleanUp(base) }
+            try await TestServer(config: Self.instanceConfig(base, 1)).run { client in
+                func periods() async throws -> Double {
+                    let text = String(buffer: try await client.execute(uri: "/metrics", method: .get).body)
+                    let line = text.split(separator: "\n").first { $0.hasPrefix("tributary_cluster_periods_total ") }
+                    return try #require(line.flatMap { Double($0.split(separator: " ").last ?? "") })
+                }
+                // Past the start (its first periods may be woken by the connectors' start).
+                try await Task.sleep(for: .seconds(1))
+                let before = try await periods()
+                try await Task.sleep(for: .seconds(3))
+                let ran = try await periods() - before
+                // 250 ms periods: 12 in 3 s; a few more allowed for a slow machine's timing.
+                #expect((8...16).contains(ran), "\(ran) periods in 3 s at a 250 ms interval")
+            }
         }
     }
 

@@ -50,8 +50,11 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
     var counted: [String: (received: Int, at: ContinuousClock.Instant)] = [:]
     /// When a notification was last heard (to close a gap after the listener reconnects).
     var lastHeard: Date?
-    let wakeUp: AsyncStream<Void>.Continuation
-    let wakeUps: AsyncStream<Void>
+    /// Wakes the period loop early (a kept signal, so one sent while a period runs is not lost).
+    /// Not an `AsyncStream`: cancelling a wait on one ends the stream, and every later wait then
+    /// returned at once, so periods ran back to back (about 50 a second) instead of one per
+    /// `renewInterval`.
+    let wakeUps = SignalledQueue<Bool>(capacity: 1, overflow: .dropOldest)
 
     public init(
         instance: InstanceInfo,
@@ -69,20 +72,21 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
         var logger = logger
         logger[metadataKey: "instance_id"] = "\(instance.instanceID)"
         self.logger = logger
-        (wakeUps, wakeUp) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     /// Every registered instance (for `GET /api/instances`).
     func instances() async throws -> [InstanceRow] { try await store.instances(ttl: settings.leaseTTL) }
 
+    nonisolated func wakeUp() { wakeUps.append(contentsOf: CollectionOfOne(true)) }
+
     public nonisolated func changed(_ connectorID: String) async {
         // This instance reacts at once; the others when the notification reaches them.
-        wakeUp.yield()
+        wakeUp()
         do {
             try await store.notify(ClusterMessage.control(connectorID, from: instance.instanceID))
         } catch {
             // The next period reconciles it.
-            wakeUp.yield()
+            wakeUp()
         }
     }
 
@@ -137,10 +141,7 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
         let wakeUps = self.wakeUps
         await withTaskGroup(of: Void.self) { group in
             group.addTask { try? await Task.sleep(for: interval) }
-            group.addTask {
-                var iterator = wakeUps.makeAsyncIterator()
-                _ = await iterator.next()
-            }
+            group.addTask { _ = await wakeUps.take() }
             group.addTask { try? await gracefulShutdown() }
             await group.next()
             group.cancelAll()
@@ -339,7 +340,7 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
         guard let message = ClusterMessage(parsing: payload) else { return }
         switch message {
         case .control, .leases:
-            wakeUp.yield()
+            wakeUp()
         case .rows(let batchID, let ids, let from):
             guard from != instance.instanceID, relayed.insert(batchID) else { return }
             await relay(ids: ids)

@@ -138,7 +138,11 @@ public final class MetricsExporter: Sendable {
                     (
                         "tributary_cluster_fenced_messages_total", "Messages refused as received under a lease this instance no longer holds",
                         postgres.fencedMessages.load(ordering: .relaxed)
-                    )
+                    ),
+                    (
+                        "tributary_cluster_periods_total", "Lease renewal periods run (one every LEASE_RENEW_MS, more when a change wakes them)",
+                        postgres.heartbeats.load(ordering: .relaxed)
+                    ),
                 ]
             } ?? [])
         for (name, help, value) in totals {

@@ -1,11 +1,13 @@
 import Foundation
 import PostgresNIO
+import Synchronization
 
 extension PostgresStore: ClusterStore {
     /// The one channel instances talk on; payloads are small JSON objects (see `ClusterMessage`).
     static let clusterChannel = "tributary_cluster"
 
     public func heartbeat(_ instance: InstanceInfo, ttl: Duration) async throws -> [InstanceRow] {
+        heartbeats.add(1, ordering: .relaxed)
         _ = try await run("heartbeat") { [logger] client in
             try await client.query(
                 """

@@ -16,6 +16,8 @@ public final class PostgresStore: ConnectorStore {
     public let instanceID: String?
     /// Messages refused because their lease epoch was no longer this instance's.
     public let fencedMessages = Atomic<Int>(0)
+    /// Heartbeats sent: one per period of the cluster coordinator.
+    public let heartbeats = Atomic<Int>(0)
     /// Batches whose `COPY` met a row already stored and were written with `INSERT` instead.
     public let copyConflicts = Atomic<Int>(0)
     /// Message ids reserved from the sequence for `COPY` (see `insertMessages`).
