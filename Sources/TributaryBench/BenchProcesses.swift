@@ -35,6 +35,8 @@ struct BenchProcesses {
                 database: postgres,
                 key: config.encryptionKey ?? EncryptionKey.generate(),
                 directory: directory + "/server",
+                // The setting measured by `BATCH_LINGER_MS=… bench ingest --rate`.
+                settings: ["BATCH_LINGER_MS=\(config.batchLinger.inMilliseconds)"],
                 logger: logger
             )
         } catch {

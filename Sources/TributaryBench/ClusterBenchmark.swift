@@ -387,15 +387,23 @@ public struct ClusterBenchmark: Sendable {
         let instanceID: String
 
         /// `database` nil: SQLite in the data directory.
-        init(executable: String, database: PostgresSettings?, key: String, directory: String, logger: Logger) throws {
+        init(
+            executable: String,
+            database: PostgresSettings?,
+            key: String,
+            directory: String,
+            settings: [String] = [],
+            logger: Logger
+        ) throws {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             port = Self.freePort()
             self.directory = directory
             instanceID = try InstanceIdentity.load(dataDirectory: directory)
-            var environment = [
-                "ENCRYPTION_KEY=\(key)", "PORT=\(port)", "HOST=127.0.0.1", "TRIBUTARY_DATA_DIR=\(directory)",
-                "TRIBUTARY_ALLOW_PRIVATE_TARGETS=127.0.0.1/32", "LOG_LEVEL=warning", "PATH=/usr/bin:/bin",
-            ]
+            var environment =
+                [
+                    "ENCRYPTION_KEY=\(key)", "PORT=\(port)", "HOST=127.0.0.1", "TRIBUTARY_DATA_DIR=\(directory)",
+                    "TRIBUTARY_ALLOW_PRIVATE_TARGETS=127.0.0.1/32", "LOG_LEVEL=warning", "PATH=/usr/bin:/bin",
+                ] + settings
             if let database {
                 environment += [
                     "POSTGRES_HOST=\(database.host)", "POSTGRES_PORT=\(database.port)", "POSTGRES_USER=\(database.username)",

@@ -54,6 +54,7 @@ public struct RateBenchmark: Sendable {
         }
         let elapsed = (ContinuousClock.now - started).inSeconds
         let cpu = ClusterBenchmark.CPUTime.of(pid: server.child.pid) - cpuBefore
+        let batches = try? await BenchHTTPClient(port: server.port).metric("tributary_batch_flush_size_count")
         let received = client.received.withLock { $0 }
         let counts = try await withStore(reading, logger: logger) { store in try await store.messageCounts(connectorID: id) }
         let latencies = received.latenciesMs.sorted()
@@ -77,6 +78,9 @@ public struct RateBenchmark: Sendable {
                 latencies.count
             )
         )
+        if let batches, batches > 0 {
+            log(String(format: "batches: %.0f written, %.1f messages each on average", batches, Double(counts.rows) / batches))
+        }
         log(
             "rows: \(counts.rows) stored of \(total) sent, \(total - counts.distinctSources) missing, \(counts.rows - counts.distinctSources) duplicates"
         )

@@ -44,11 +44,21 @@ struct SettingsOptions: ParsableArguments {
             "Upper bound, in ms, on how long a message waits for its write to start; writes do not wait for it (BATCH_MAX_INTERVAL_MS, default 5000)."
     )
     var batchMaxIntervalMs: String?
+    @Option(
+        help:
+            "While messages stream in, how long in ms a small batch waits after the previous one was taken; a lone message never waits (BATCH_LINGER_MS, default 5; 0 off)."
+    )
+    var batchLingerMs: String?
     @Option(help: "Comma-separated API bearer tokens (TRIBUTARY_API_TOKENS).") var apiTokens: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical (LOG_LEVEL, default info).") var logLevel: String?
     @Option(help: "text or json (LOG_FORMAT, default text).") var logFormat: String?
     @Option(help: "Reconnect attempts in a row before a connector reports error (CONNECTOR_MAX_RECONNECTS, default 10).")
     var connectorMaxReconnects: String?
+    @Option(
+        help:
+            "How long a stopping WebSocket connector may read what the exchange sent before the close, in ms (CONNECTOR_STOP_DRAIN_MS, default 5000)."
+    )
+    var connectorStopDrainMs: String?
     @Option(help: "Per-request timeout of REST connectors in milliseconds (REST_TIMEOUT_MS, default 10000).") var restTimeoutMs: String?
     @Option(help: "Largest REST response accepted, in bytes (REST_MAX_RESPONSE_BYTES, default 8388608).") var restMaxResponseBytes: String?
     @Option(help: "Private or loopback ranges connectors may reach: CIDRs or * (TRIBUTARY_ALLOW_PRIVATE_TARGETS, default none).")
@@ -84,8 +94,10 @@ struct SettingsOptions: ParsableArguments {
             ("POSTGRES_PASSWORD", postgresPassword), ("POSTGRES_DB", postgresDb), ("ENCRYPTION_KEYS_PREVIOUS", encryptionKeysPrevious),
             ("ENCRYPTION_KEY", encryptionKey), ("DB_POOL_MIN", dbPoolMin), ("DB_POOL_MAX", dbPoolMax),
             ("DB_POOL_TIMEOUT", dbPoolTimeout), ("BATCH_MAX_MESSAGES", batchMaxMessages), ("BATCH_MAX_INTERVAL_MS", batchMaxIntervalMs),
+            ("BATCH_LINGER_MS", batchLingerMs),
             ("TRIBUTARY_API_TOKENS", apiTokens), ("LOG_LEVEL", logLevel), ("LOG_FORMAT", logFormat),
-            ("CONNECTOR_MAX_RECONNECTS", connectorMaxReconnects), ("REST_TIMEOUT_MS", restTimeoutMs),
+            ("CONNECTOR_MAX_RECONNECTS", connectorMaxReconnects),
+            ("CONNECTOR_STOP_DRAIN_MS", connectorStopDrainMs), ("REST_TIMEOUT_MS", restTimeoutMs),
             ("REST_MAX_RESPONSE_BYTES", restMaxResponseBytes), ("TRIBUTARY_ALLOW_PRIVATE_TARGETS", allowPrivateTargets),
             ("TRIBUTARY_ALLOWED_ORIGINS", allowedOrigins), ("TRIBUTARY_ALLOWED_HOSTS", allowedHosts), ("MAX_REALTIME_CLIENTS", maxRealtimeClients),
             ("MAX_CONNECTORS", maxConnectors), ("MAX_DEAD_LETTERS", maxDeadLetters),

@@ -544,4 +544,24 @@ import Testing
         #expect(ContinuousClock.now - started < .seconds(2))
         #expect(try await withDeadline(.seconds(5), "a quick call") { 42 } == 42)
     }
+
+    /// Deadlines share one watcher: each fires once after its time (within the resolution), a
+    /// removed one never, and the watcher stops when none is left and starts again for the next.
+    @Test func deadlinesFireOnceAfterTheirTimeAndRemovedOnesNever() async throws {
+        let watch = DeadlineWatch(resolution: .milliseconds(20))
+        let fired = Mutex<[String: Duration]>([:])
+        for round in 1...2 {
+            let start = ContinuousClock.now
+            _ = watch.add(at: start + .milliseconds(100)) { fired.withLock { $0["due\(round)", default: .now - start] = .now - start } }
+            let removed = watch.add(at: start + .milliseconds(50)) { fired.withLock { $0["removed\(round)"] = .now - start } }
+            watch.remove(removed)
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(watch.count == 0)
+        }
+        let times = fired.withLock { $0 }
+        #expect(Set(times.keys) == ["due1", "due2"], "\(times)")
+        for (name, at) in times {
+            #expect(at >= .milliseconds(100) && at < .milliseconds(350), "\(name) fired after \(at)")
+        }
+    }
 }

@@ -124,13 +124,21 @@ import Testing
     }
 
     /// A stop closes the connection in good order: every trade the exchange put on the wire before
-    /// it saw the close is read and stored (at full speed some always are in flight).
+    /// it saw the close is read and stored (at full speed some always are in flight), through the
+    /// memory tier and the spool (a small memory tier, so the connector spools while it drains).
     @Test(arguments: [TestBackend.sqlite])
     func aStoppedConnectorKeepsWhatWasAlreadySent(_ backend: TestBackend) async throws {
         var options = SimulatorOptions()
         options.rate = 0
         options.tradesPerFrame = 20
-        try await Self.withStartedConnector(backend, options: options) { exchange, config, client, id in
+        let configure: @Sendable (inout AppConfig) -> Void = { config in
+            config.spoolMemoryMessages = 1000
+            // Room to read the whole backlog: at full speed the socket buffers hold tens of
+            // thousands of trades, and a debug build spooling each one has taken more than 2 s
+            // to read them (`CONNECTOR_STOP_DRAIN_MS` bounds that in production).
+            config.runtime.stopDrainTime = .seconds(60)
+        }
+        try await Self.withStartedConnector(backend, options: options, configure: configure) { exchange, config, client, id in
             let streaming = try await eventually { try await Self.count(config, id) > 2000 }
             #expect(streaming)
             let stopped = try await client.json(.post, "/api/connectors/\(id)/stop").status
@@ -141,11 +149,19 @@ import Testing
             // has ended), which no client may read, yet it counts as sent. A real loss (the
             // buffer not drained, the socket not read to the close) is far more than one frame.
             let slack = exchange.options.tradesPerFrame
-            // At full speed tens of thousands wait in the buffer and the spool when the stop comes;
-            // a debug build on a busy 2-core machine writes them at a few thousand a second.
             let caughtUp = try await eventually(timeout: .seconds(120)) { try await Self.count(config, id) >= sent - slack }
             let stored = try await Self.count(config, id)
-            #expect(caughtUp && stored <= sent && stored >= sent - slack, "sent \(sent), stored \(stored)")
+            // Where the rest is, if this fails: not received (the stop) or received and not stored.
+            let metrics = String(buffer: try await client.execute(uri: "/metrics", method: .get).body).split(separator: "\n")
+                .filter { line in
+                    ["tributary_write_queue_depth", "tributary_spool_records", "tributary_connector_messages_received"].contains {
+                        line.hasPrefix($0)
+                    }
+                }
+            #expect(
+                caughtUp && stored <= sent && stored >= sent - slack,
+                "sent \(sent), stored \(stored); \(metrics.joined(separator: "; "))"
+            )
         }
     }
 

@@ -28,6 +28,7 @@ public struct AppConfig: Sendable {
     /// throughput (see the README), so the default is the writer's own cap.
     public var batchMaxMessages = 10_000
     public var batchMaxInterval: Duration = .milliseconds(5000)
+    public var batchLinger: Duration = .milliseconds(5)
     public var apiTokens: [String] = []
     public var logLevel: Logger.Level = .info
     public var logFormat: LogFormat = .text
@@ -98,6 +99,7 @@ public struct AppConfig: Sendable {
         config.poolTimeout = try seconds(settings, "DB_POOL_TIMEOUT", default: .seconds(10))
         config.batchMaxMessages = try integer(settings, "BATCH_MAX_MESSAGES", default: 10_000, range: 1...100_000)
         config.batchMaxInterval = .milliseconds(try integer(settings, "BATCH_MAX_INTERVAL_MS", default: 5000, range: 1...3_600_000))
+        config.batchLinger = .milliseconds(try integer(settings, "BATCH_LINGER_MS", default: 5, range: 0...1000))
         if let mode = settings["SPOOL_MODE"] {
             guard let parsed = SpoolMode(rawValue: mode.lowercased()) else {
                 throw ConfigError("SPOOL_MODE must be spill, always or off; got \"\(mode)\"")
@@ -123,6 +125,7 @@ public struct AppConfig: Sendable {
             }
         }
         config.runtime.maxReconnectAttempts = try integer(settings, "CONNECTOR_MAX_RECONNECTS", default: 10, range: 0...1_000_000)
+        config.runtime.stopDrainTime = .milliseconds(try integer(settings, "CONNECTOR_STOP_DRAIN_MS", default: 5000, range: 0...120_000))
         config.runtime.restTimeout = .milliseconds(try integer(settings, "REST_TIMEOUT_MS", default: 10_000, range: 100...600_000))
         config.runtime.restMaxResponseBytes = try integer(settings, "REST_MAX_RESPONSE_BYTES", default: 8 << 20, range: 1024...(1 << 30))
         if let targets = settings["TRIBUTARY_ALLOW_PRIVATE_TARGETS"] {

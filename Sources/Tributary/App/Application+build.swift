@@ -129,6 +129,7 @@ public struct Pipeline: Sendable {
             metrics: metrics,
             maxBatch: config.batchMaxMessages,
             maxWait: config.batchMaxInterval,
+            linger: config.batchLinger,
             maxRetryDelay: config.batchMaxInterval,
             deadLetters: deadLetters,
             migrator: migrator,

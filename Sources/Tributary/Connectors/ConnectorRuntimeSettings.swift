@@ -17,6 +17,11 @@ public struct ConnectorRuntimeSettings: Sendable {
     public var deadAfter: Duration = .seconds(10)
     /// Protocol ping period for exchanges that use protocol pings (no pong before the next ping: dead).
     public var protocolPingPeriod: Duration = .seconds(20)
+    /// How long a stop (or a server shutdown) waits (`CONNECTOR_STOP_DRAIN_MS`) for a WebSocket connection to close in good
+    /// order: the close handshake, reading what the exchange sent before it saw the close. Past
+    /// it the connection is closed at once, and what the exchange had sent but the connector had
+    /// not read yet is lost; a warning says so.
+    public var stopDrainTime: Duration = .seconds(5)
     /// How often live status and metrics are written to `connector_status`.
     public var statusInterval: Duration = .seconds(2)
     /// REST: how long one request may take, headers and body.

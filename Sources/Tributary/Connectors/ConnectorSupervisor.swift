@@ -72,7 +72,7 @@ public actor ConnectorSupervisor: Service {
         stopping = true
         let entries = Array(running.values)
         running = [:]
-        await Self.drain(entries)
+        await drain(entries)
         try? await store.updateStatuses(entries.map { $0.state.snapshot() })
         logger.info("connectors stopped")
     }
@@ -245,27 +245,33 @@ public actor ConnectorSupervisor: Service {
         guard let entry = running.removeValue(forKey: connectorID) else { return }
         records[connectorID] = nil
         saveSnapshot()
-        await Self.drain([entry])
+        await drain([entry])
         if persist {
             try? await store.updateStatuses([entry.state.snapshot()])
         }
         logger.info("connector stopped", metadata: ["connector_id": "\(connectorID)"])
     }
 
-    /// How long stopping connectors may take to close their connections in good order (a
-    /// WebSocket close handshake, reading what the exchange sent before it saw the close).
-    static let drainTime: Duration = .seconds(2)
-
-    /// Asks every connector in `entries` to stop, waits up to `drainTime` for those with a live
-    /// WebSocket connection to finish on their own, then cancels those still running.
-    static func drain(_ entries: [(task: Task<Void, Never>, state: ConnectorRuntimeState)]) async {
+    /// Asks every connector in `entries` to stop, waits up to `stopDrainTime` for those with a
+    /// live WebSocket connection to finish on their own, then cancels those still running (and
+    /// says so: what their exchange had sent that they had not read yet is lost).
+    func drain(_ entries: [(task: Task<Void, Never>, state: ConnectorRuntimeState)]) async {
         for entry in entries { entry.state.requestStop() }
-        let deadline = ContinuousClock.now + drainTime
+        let deadline = ContinuousClock.now + settings.stopDrainTime
         func draining(_ state: ConnectorRuntimeState) -> Bool {
             state.connected.load(ordering: .acquiring) && !state.ended.load(ordering: .acquiring)
         }
         while entries.contains(where: { draining($0.state) }), ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(10))
+        }
+        for entry in entries where draining(entry.state) {
+            logger.warning(
+                "a stopping connector was still reading what the exchange sent before the close; its connection was cut",
+                metadata: [
+                    "connector_id": "\(entry.state.connectorID)", "error_type": "stop_drain_timeout",
+                    "drain_time": "\(settings.stopDrainTime)",
+                ]
+            )
         }
         for entry in entries {
             entry.task.cancel()

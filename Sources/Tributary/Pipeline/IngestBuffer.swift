@@ -21,6 +21,13 @@ public struct IngestBatch: Sendable {
     var unspooled: [PendingMessage] = []
 
     public var isEmpty: Bool { messages.isEmpty }
+
+    /// `other`'s messages after these (taken later from the same buffer).
+    mutating func append(_ other: IngestBatch) {
+        messages += other.messages
+        holds.merge(other.holds, uniquingKeysWith: +)
+        unspooled += other.unspooled
+    }
     public var count: Int { messages.count }
 }
 
@@ -149,25 +156,7 @@ public final class IngestBuffer: Sendable {
     /// the spool; an empty batch once closed and drained, or when the task is cancelled.
     public func take(upTo limit: Int) async -> IngestBatch {
         while true {
-            let fromMemory: IngestBatch? = state.withLock { state in
-                if !state.memory.isEmpty {
-                    let count = min(limit, state.memory.count)
-                    var batch = IngestBatch(messages: [])
-                    batch.messages.reserveCapacity(count)
-                    for entry in state.memory.prefix(count) {
-                        batch.messages.append(entry.message)
-                        if let segment = entry.segment {
-                            batch.holds[segment, default: 0] += 1
-                        } else {
-                            batch.unspooled.append(entry.message)
-                        }
-                    }
-                    state.memory.removeFirst(count)
-                    return batch
-                }
-                return nil
-            }
-            if let fromMemory { return fromMemory }
+            if let fromMemory = takeFromMemory(upTo: limit) { return fromMemory }
             if let spool, spool.unread > 0 {
                 let records = spool.read(limit: limit)
                 if !records.isEmpty {
@@ -181,6 +170,27 @@ public final class IngestBuffer: Sendable {
             }
             if state.withLock({ $0.closed }) || Task.isCancelled { return IngestBatch(messages: []) }
             _ = await wakeup.take()
+        }
+    }
+
+    /// Up to `limit` messages held in memory, oldest first; nil when memory holds none. (Never
+    /// the spool: what waits there is newer than what waits in memory, see `place`.)
+    func takeFromMemory(upTo limit: Int) -> IngestBatch? {
+        state.withLock { state in
+            guard !state.memory.isEmpty else { return nil }
+            let count = min(limit, state.memory.count)
+            var batch = IngestBatch(messages: [])
+            batch.messages.reserveCapacity(count)
+            for entry in state.memory.prefix(count) {
+                batch.messages.append(entry.message)
+                if let segment = entry.segment {
+                    batch.holds[segment, default: 0] += 1
+                } else {
+                    batch.unspooled.append(entry.message)
+                }
+            }
+            state.memory.removeFirst(count)
+            return batch
         }
     }
 
