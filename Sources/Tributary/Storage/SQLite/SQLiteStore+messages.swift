@@ -151,27 +151,48 @@ extension SQLiteStore {
 }
 
 extension MinuteCandles {
+    /// Minutes merged per pair of statements (3 binds each to read, 13 to write).
+    static let minutesPerStatement = 100
+
     /// Merges these minutes into the `candles_1m` rows already stored. SQLite keeps decimals as
-    /// text, so the merge happens here with `ExactDecimal` rather than in SQL.
+    /// text, so the merge happens here with `ExactDecimal` rather than in SQL: one `SELECT` of the
+    /// stored minutes and one multi-row `INSERT OR REPLACE` per `minutesPerStatement` (each
+    /// statement is a trip to SQLite's thread and back, so not two per minute).
     func merge(into connection: SQLiteConnection) async throws {
-        for (key, part) in sorted {
-            let keyBinds: [SQLiteData] = [.text(key.instrument), .text(Timestamp.format(key.bucket)), .text(key.exchange)]
-            var merged = part
+        let all = sorted
+        for start in stride(from: 0, to: all.count, by: Self.minutesPerStatement) {
+            let chunk = all[start..<min(start + Self.minutesPerStatement, all.count)]
+            let keys = chunk.map { (instrument: $0.key.instrument, bucket: Timestamp.format($0.key.bucket), exchange: $0.key.exchange) }
             let stored = try await connection.query(
                 """
-                SELECT open, high, low, close, volume, trade_count, open_time, open_id, close_time, close_id FROM candles_1m
-                WHERE instrument = ? AND bucket = ? AND exchange = ?
+                SELECT instrument, bucket, exchange, open, high, low, close, volume, trade_count, open_time, open_id, close_time, close_id
+                FROM candles_1m WHERE \(Array(repeating: "(instrument = ? AND bucket = ? AND exchange = ?)", count: keys.count).joined(separator: " OR "))
                 """,
-                keyBinds
+                keys.flatMap { [SQLiteData.text($0.instrument), .text($0.bucket), .text($0.exchange)] }
             )
-            if let row = stored.first, let existing = try PartialCandle(row: SQLiteStoredRow(row: row), from: 0) { merged.merge(existing) }
-            _ = try await connection.query(
-                "INSERT OR REPLACE INTO candles_1m VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                keyBinds + [
-                    .text(merged.open), .text(merged.high), .text(merged.low), .text(merged.close), .text(merged.volume.description),
-                    .integer(merged.tradeCount), .text(Timestamp.format(merged.first.time)), .integer(Int(merged.first.id)),
-                    .text(Timestamp.format(merged.last.time)), .integer(Int(merged.last.id)),
+            var existing: [[String]: PartialCandle] = [:]
+            for row in stored {
+                let row = SQLiteStoredRow(row: row)
+                guard let instrument = try row.string(0), let bucket = try row.string(1), let exchange = try row.string(2),
+                    let candle = try PartialCandle(row: row, from: 3)
+                else { continue }
+                existing[[instrument, bucket, exchange]] = candle
+            }
+            var binds: [SQLiteData] = []
+            binds.reserveCapacity(keys.count * 13)
+            for (key, part) in zip(keys, chunk.map(\.value)) {
+                var merged = part
+                if let stored = existing[[key.instrument, key.bucket, key.exchange]] { merged.merge(stored) }
+                binds += [
+                    .text(key.instrument), .text(key.bucket), .text(key.exchange), .text(merged.open), .text(merged.high), .text(merged.low),
+                    .text(merged.close), .text(merged.volume.description), .integer(merged.tradeCount), .text(Timestamp.format(merged.first.time)),
+                    .integer(Int(merged.first.id)), .text(Timestamp.format(merged.last.time)), .integer(Int(merged.last.id)),
                 ]
+            }
+            let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            _ = try await connection.query(
+                "INSERT OR REPLACE INTO candles_1m VALUES " + Array(repeating: row, count: keys.count).joined(separator: ", "),
+                binds
             )
         }
     }
