@@ -124,8 +124,8 @@ public struct ClusterBenchmark: Sendable {
                 let watched = Self.instruments[0]
                 for round in 0..<(relayRounds * 2) {
                     let withClients = round % 2 == 1
-                    let clients = withClients ? running.map { _ in FanoutBenchmark.Client() } : []
-                    for (client, instance) in zip(clients, running) { client.start(port: instance.port, instrument: watched, logger: logger) }
+                    let clients = withClients ? running.map { _ in RawRealtimeClient() } : []
+                    for (client, instance) in zip(clients, running) { try await client.connect(port: instance.port, instrument: watched) }
                     for client in clients { try await client.waitConnected() }
                     let (rowsBefore, batchesBefore) = (try await Self.rows(store), try await Self.batches(store))
                     let cpuBefore = running.map { CPUTime.of(pid: $0.child.pid) }

@@ -92,10 +92,11 @@ public struct IngestBenchmark: Sendable {
         log(
             String(
                 format:
-                    "latency at %.0f messages/s (exchange send → realtime client receive, after commit): p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d messages",
+                    "latency at %.0f messages/s (exchange send → realtime client receive, after commit): p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, max %.1f ms over %d messages",
                 latencyRate,
                 percentile(0.5),
                 percentile(0.99),
+                percentile(0.999),
                 sorted.last ?? .nan,
                 sorted.count
             )

@@ -34,9 +34,9 @@ public struct RateBenchmark: Sendable {
         defer { processes.stop() }
         let (server, exchangePort, reading) = (processes.server, processes.exchangePort, processes.reading)
 
-        let client = FanoutBenchmark.Client()
-        client.start(port: server.port, instrument: nil, logger: logger)
+        let client = RawRealtimeClient()
         defer { client.stop() }
+        try await client.connect(port: server.port, instrument: nil)
         try await client.waitConnected()
         let body = JSONValue.object([
             "name": "bench-rate", "connector_type": "websocket", "exchange": "okx",

@@ -33,6 +33,9 @@ public final class RealtimeClientQueue: Sendable {
     private let dropsSinceCheck = Atomic<Int>(0)
     let totals: BroadcastTotals
 
+    /// Woken after updates are queued (see `ChannelSender`); without one, `next()` takes them.
+    private let sender = Mutex<(any RealtimeSender)?>(nil)
+
     init(filter: RealtimeFilter, capacity: Int, totals: BroadcastTotals) {
         self.updates = SignalledQueue(capacity: capacity, overflow: .dropOldest)
         self.filterState = Mutex(filter)
@@ -55,14 +58,25 @@ public final class RealtimeClientQueue: Sendable {
     /// Drops since the last call; the session closes clients that keep overflowing.
     func takeDropsSinceCheck() -> Int { dropsSinceCheck.exchange(0, ordering: .relaxed) }
 
-    /// Enqueues `text`, dropping the oldest queued update when full. Never waits.
-    func enqueue(_ text: String) {
-        let dropped = updates.append(contentsOf: CollectionOfOne(text))
+    /// Enqueues `texts`, dropping the oldest queued updates when full, and wakes the sender.
+    /// Never waits.
+    func enqueue(contentsOf texts: [String]) {
+        let dropped = updates.append(contentsOf: texts)
         if dropped > 0 {
             dropsSinceCheck.add(dropped, ordering: .relaxed)
             totals.dropped.add(dropped, ordering: .relaxed)
         }
+        sender.withLock { $0 }?.wake()
     }
+
+    /// `sender` is woken after every enqueue from now on (and once now, for what is queued already).
+    func wake(_ sender: any RealtimeSender) {
+        self.sender.withLock { $0 = sender }
+        sender.wake()
+    }
+
+    /// Everything queued, without waiting.
+    func takeQueued() -> [String] { updates.takeAvailable() }
 
     /// Everything queued, waiting until there is something; `nil` once closed and drained (or cancelled).
     func next() async -> [String]? {
@@ -71,6 +85,11 @@ public final class RealtimeClientQueue: Sendable {
     }
 
     func close() { updates.close() }
+}
+
+/// Sends a client's queued updates when woken.
+protocol RealtimeSender: AnyObject, Sendable {
+    func wake()
 }
 
 /// Counters of a broadcaster across clients past and present.
@@ -103,17 +122,22 @@ public final class Broadcaster: Sendable {
     /// Updates dropped for slow clients since the server started.
     public var droppedCount: Int { totals.dropped.load(ordering: .relaxed) }
 
+    /// Each client gets the batch's updates it wants in one append (one lock and at most one
+    /// wake-up per client per batch); each update is serialized once, when a client first wants it.
     public func publish(_ messages: [StoredMessage]) {
         let clients = self.clients.withLock { Array($0.values) }
         guard !clients.isEmpty else { return }
-        let filters = clients.map(\.filter)
-        for message in messages {
-            var text: String?
-            for (client, filter) in zip(clients, filters) where filter.matches(message) {
-                let update = text ?? message.update
-                text = update
-                client.enqueue(update)
+        var updates = [String?](repeating: nil, count: messages.count)
+        var wanted: [String] = []
+        for client in clients {
+            let filter = client.filter
+            wanted.removeAll(keepingCapacity: true)
+            for (index, message) in messages.enumerated() where filter.matches(message) {
+                let update = updates[index] ?? message.update
+                updates[index] = update
+                wanted.append(update)
             }
+            if !wanted.isEmpty { client.enqueue(contentsOf: wanted) }
         }
     }
 }

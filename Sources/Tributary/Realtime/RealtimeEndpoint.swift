@@ -5,6 +5,7 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOWebSocket
+import Synchronization
 
 /// `GET /api/realtime`: a WebSocket that receives every committed message matching its filters.
 ///
@@ -83,9 +84,8 @@ public struct RealtimeEndpoint: Sendable {
             )
         )
         try? await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                while let texts = await client.next() { try await Self.send(texts, on: channel) }
-            }
+            // Updates go out from the channel's event loop, woken by the broadcaster (no task).
+            client.wake(ChannelSender(client: client, channel: channel))
             group.addTask {
                 while true {
                     try await Task.sleep(for: pingInterval)
@@ -161,22 +161,6 @@ public struct RealtimeEndpoint: Sendable {
         logger.debug(delivered ? "closed the slow realtime client's connection with 1008" : "reset the stalled realtime client's connection")
     }
 
-    /// Writes queued updates as text frames with one event-loop hop and one flush, and returns
-    /// when the last has reached the socket: a stalled client holds the sender here while its
-    /// queue (not the server's memory) absorbs the backlog. No WebSocket extensions are
-    /// negotiated, so frames go to the encoder as they are.
-    static func send(_ texts: [String], on channel: any Channel) async throws {
-        guard !texts.isEmpty else { return }
-        try await channel.eventLoop.flatSubmit {
-            var written = channel.eventLoop.makeSucceededVoidFuture()
-            for text in texts {
-                written = channel.write(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text)))
-            }
-            channel.flush()
-            return written
-        }.get()
-    }
-
     /// Applies a client message; returns the `error` message to send back, if any.
     static func apply(_ text: String, to client: RealtimeClientQueue) -> JSONValue? {
         func error(_ detail: String, _ code: String = "INVALID_MESSAGE") -> JSONValue {
@@ -217,6 +201,51 @@ public struct RealtimeEndpoint: Sendable {
             return nil
         default:
             return error("Unknown action \"\(action)\"; use subscribe, unsubscribe or pong", "UNKNOWN_ACTION")
+        }
+    }
+}
+
+/// Sends one client's queued updates from its channel's event loop. An enqueue wakes it (at most
+/// one wake-up is pending at a time); it writes everything queued as text frames, flushes once,
+/// and looks again when the last of them has reached the socket. So a stalled client holds no
+/// more than one take in the server's memory while its queue (bounded, oldest dropped) absorbs
+/// the backlog, and a burst costs one event-loop task per client, not a task hop per update. No
+/// WebSocket extensions are negotiated, so frames go to the encoder as they are.
+final class ChannelSender: RealtimeSender {
+    let client: RealtimeClientQueue
+    let channel: any Channel
+    /// A drain is scheduled or a write is in flight.
+    private let busy = Atomic<Bool>(false)
+
+    init(client: RealtimeClientQueue, channel: any Channel) {
+        self.client = client
+        self.channel = channel
+    }
+
+    func wake() {
+        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
+        channel.eventLoop.execute { self.drain() }
+    }
+
+    private func drain() {
+        let texts = client.takeQueued()
+        guard !texts.isEmpty else {
+            busy.store(false, ordering: .releasing)
+            // An enqueue between the take and the store saw `busy` and left it to this drain.
+            if client.updates.count > 0 { wake() }
+            return
+        }
+        var written = channel.eventLoop.makeSucceededVoidFuture()
+        for text in texts {
+            written = channel.write(WebSocketFrame(fin: true, opcode: .text, data: channel.allocator.buffer(string: text)))
+        }
+        channel.flush()
+        written.whenComplete { [self] result in
+            switch result {
+            // Queued, not called: a write that completes at once must not recurse.
+            case .success: channel.eventLoop.execute { self.drain() }
+            case .failure: channel.close(promise: nil)
+            }
         }
     }
 }

@@ -63,6 +63,15 @@ final class SignalledQueue<Element: Sendable>: Sendable {
         return dropped
     }
 
+    /// Takes everything queued without waiting (`[]` when nothing is).
+    func takeAvailable() -> [Element] {
+        state.withLock { state in
+            let taken = Array(state.items)
+            state.items.removeAll(keepingCapacity: true)
+            return taken
+        }
+    }
+
     /// Waits until something is queued, then takes up to `limit` elements; `[]` once closed and
     /// drained, or when the waiting task is cancelled.
     func take(upTo limit: Int = .max) async -> [Element] {
