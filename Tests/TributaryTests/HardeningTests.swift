@@ -192,6 +192,42 @@ import Testing
         }
     }
 
+    /// Seen under load: a write let go at its deadline left SQLite's one connection inside a
+    /// transaction, and every later `BEGIN` failed ("cannot start a transaction within a
+    /// transaction"), so every message after it became a dead letter. A transaction left open is
+    /// now rolled back by the next one (its caller was told it failed).
+    @Test func aTransactionLeftOpenOnSQLiteDoesNotWedgeLaterWrites() async throws {
+        try await TestBackend.sqlite.withConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let sqlite = try #require(store as? SQLiteStore)
+                // A transaction whose task is cancelled (as at a deadline) is rolled back all the same:
+                // afterwards a plain BEGIN works.
+                await #expect(throws: CancellationError.self) {
+                    try await sqlite.transaction("cancelled") { _ in
+                        withUnsafeCurrentTask { $0?.cancel() }
+                        try Task.checkCancellation()
+                    }
+                }
+                _ = try await sqlite.exclusive("begin") { connection in
+                    _ = try await connection.query("BEGIN IMMEDIATE")
+                    _ = try await connection.query("ROLLBACK")
+                }
+                // What the failure left behind: a BEGIN that nothing ended.
+                _ = try await sqlite.exclusive("leave a transaction open") { connection in
+                    try await connection.query("BEGIN IMMEDIATE")
+                }
+                let record = BatchRecord(batchID: "batch_after_leak", connectorID: "conn_bisect", metrics: [:])
+                let ids = try await store.insertMessages((0..<3).map { Self.pending($0) }, batch: record)
+                #expect(ids.allSatisfy { $0 != nil })
+                // Committed for real: a fresh connection sees the rows.
+                #expect(try await store.messageCounts(connectorID: "conn_bisect").rows == 3)
+                let again = try await RawDatabase.strings(config, "SELECT CAST(COUNT(*) AS TEXT) FROM websocket_messages")
+                #expect((again.first ?? nil) == "3")
+            }
+        }
+    }
+
     @Test(arguments: TestBackend.enabled)
     func deadLettersAreStorableWhateverTheyHoldAndPrunedToTheNewest(_ backend: TestBackend) async throws {
         try await backend.withConfig { config in

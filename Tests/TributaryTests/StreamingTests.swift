@@ -141,8 +141,14 @@ import Testing
         try await Self.withStartedConnector(backend, options: options, configure: configure) { exchange, config, client, id in
             let streaming = try await eventually { try await Self.count(config, id) > 2000 }
             #expect(streaming)
-            let stopped = try await client.json(.post, "/api/connectors/\(id)/stop").status
-            #expect(stopped == .ok)
+            // Not through the test client: it gives up on a request after 20 s (and closes its
+            // connection for good), and a busy machine can take longer to read the backlog.
+            let stopped = try await RawHTTP.exchange(
+                port: try #require(client.port),
+                head: "POST /api/connectors/\(id)/stop HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                timeout: .seconds(90)
+            )
+            #expect(stopped.hasPrefix("HTTP/1.1 200"), "\(stopped.prefix(300))")
             let sent = exchange.sentCount
             // One frame of slack: the fake exchange can write a frame after swift-websocket has already
             // answered the client's Close (its `closing` flag is set only once the inbound sequence
@@ -152,12 +158,17 @@ import Testing
             let caughtUp = try await eventually(timeout: .seconds(120)) { try await Self.count(config, id) >= sent - slack }
             let stored = try await Self.count(config, id)
             // Where the rest is, if this fails: not received (the stop) or received and not stored.
-            let metrics = String(buffer: try await client.execute(uri: "/metrics", method: .get).body).split(separator: "\n")
-                .filter { line in
-                    ["tributary_write_queue_depth", "tributary_spool_records", "tributary_connector_messages_received"].contains {
-                        line.hasPrefix($0)
-                    }
+            // (A fresh connection: the test client's may have been closed as idle meanwhile.)
+            let metrics = try await RawHTTP.exchange(
+                port: try #require(client.port),
+                head: "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            )
+            .split(separator: "\n")
+            .filter { line in
+                ["tributary_write_queue_depth", "tributary_spool_records", "tributary_connector_messages_received"].contains {
+                    line.hasPrefix($0)
                 }
+            }
             #expect(
                 caughtUp && stored <= sent && stored >= sent - slack,
                 "sent \(sent), stored \(stored); \(metrics.joined(separator: "; "))"

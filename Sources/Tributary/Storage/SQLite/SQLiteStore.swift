@@ -78,14 +78,33 @@ public final class SQLiteStore: ConnectorStore {
         timeout: Duration? = nil,
         _ body: @escaping @Sendable (SQLiteConnection) async throws -> Value
     ) async throws -> Value {
-        try await exclusive(what, timeout: timeout) { connection in
-            _ = try await connection.query("BEGIN IMMEDIATE")
+        try await exclusive(what, timeout: timeout) { [logger] connection in
+            do {
+                _ = try await connection.query("BEGIN IMMEDIATE")
+            } catch let error as SQLiteError where error.message.contains("within a transaction") {
+                // A transaction an earlier call could not end (its COMMIT and ROLLBACK both
+                // failed). Its caller was told it failed, so nothing it wrote is owed: end it
+                // here, or every later write on the one connection fails the same way. (Seen
+                // when a cancelled call's ROLLBACK failed with `CancellationError` too.)
+                logger.warning("rolled back a transaction an earlier call left open", metadata: ["operation": "\(what)"])
+                _ = try await connection.query("ROLLBACK")
+                _ = try await connection.query("BEGIN IMMEDIATE")
+            }
             do {
                 let value = try await body(connection)
                 _ = try await connection.query("COMMIT")
                 return value
             } catch {
-                _ = try? await connection.query("ROLLBACK")
+                do {
+                    // In a task of its own: a call cancelled at its deadline fails its queries with
+                    // `CancellationError`, and the ROLLBACK must run all the same.
+                    _ = try await Task { try await connection.query("ROLLBACK") }.value
+                } catch let rollback {
+                    logger.warning(
+                        "could not roll back a failed transaction",
+                        metadata: ["operation": "\(what)", "error": "\(error)", "rollback_error": "\(rollback)"]
+                    )
+                }
                 throw error
             }
         }
