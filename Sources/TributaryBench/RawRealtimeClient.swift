@@ -102,7 +102,17 @@ final class RawRealtimeClient: Sendable {
             var ids: [Int64] = []
             var sent: [Double] = []
             var connected = false
-            while let (opcode, payload) = Self.frame(&buffer) {
+            reading: while true {
+                let opcode: UInt8
+                let payload: ByteBuffer
+                switch Self.frame(&buffer) {
+                case .incomplete: break reading
+                case .tooLarge:
+                    buffer.clear()
+                    context.close(promise: nil)
+                    break reading
+                case .frame(let code, let bytes): (opcode, payload) = (code, bytes)
+                }
                 if opcode == 0x8 {
                     context.close(promise: nil)
                     break
@@ -128,32 +138,39 @@ final class RawRealtimeClient: Sendable {
 
         func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
 
-        /// The next whole frame's opcode and payload, consumed from `buffer`; nil when incomplete.
-        static func frame(_ buffer: inout ByteBuffer) -> (UInt8, ByteBuffer)? {
+        enum Frame {
+            case incomplete
+            case tooLarge
+            case frame(opcode: UInt8, payload: ByteBuffer)
+        }
+
+        /// The next whole frame, consumed from `buffer` (nothing is consumed unless it is whole).
+        static func frame(_ buffer: inout ByteBuffer) -> Frame {
             let start = buffer.readerIndex
             guard let first = buffer.readInteger(as: UInt8.self), let second = buffer.readInteger(as: UInt8.self) else {
                 buffer.moveReaderIndex(to: start)
-                return nil
+                return .incomplete
             }
-            var length = Int(second & 0x7F)
+            var length = UInt64(second & 0x7F)
             if length == 126 {
                 guard let extended = buffer.readInteger(as: UInt16.self) else {
                     buffer.moveReaderIndex(to: start)
-                    return nil
+                    return .incomplete
                 }
-                length = Int(extended)
+                length = UInt64(extended)
             } else if length == 127 {
                 guard let extended = buffer.readInteger(as: UInt64.self) else {
                     buffer.moveReaderIndex(to: start)
-                    return nil
+                    return .incomplete
                 }
-                length = extended > UInt64(maxFrame) ? maxFrame + 1 : Int(extended)
+                length = extended
             }
-            guard length <= maxFrame, let payload = buffer.readSlice(length: length) else {
+            guard length <= UInt64(maxFrame) else { return .tooLarge }
+            guard let payload = buffer.readSlice(length: Int(length)) else {
                 buffer.moveReaderIndex(to: start)
-                return nil
+                return .incomplete
             }
-            return (first & 0x0F, payload)
+            return .frame(opcode: first & 0x0F, payload: payload)
         }
 
         static let dataUpdate = Array(#"{"type":"data_update""#.utf8)
