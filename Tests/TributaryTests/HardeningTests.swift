@@ -192,6 +192,31 @@ import Testing
         }
     }
 
+    /// A client's sender holds its queue (and, in the server, its channel): unregistering the
+    /// client must let both go, or every realtime connection ever made stays in memory.
+    @Test func anUnregisteredRealtimeClientIsFreed() {
+        final class HoldingSender: RealtimeSender {
+            let client: RealtimeClientQueue
+            let woken = Atomic<Int>(0)
+            init(client: RealtimeClientQueue) { self.client = client }
+            func wake() { woken.add(1, ordering: .relaxed) }
+        }
+        let broadcaster = Broadcaster()
+        weak var released: RealtimeClientQueue?
+        weak var releasedSender: HoldingSender?
+        do {
+            let client = broadcaster.register(filter: RealtimeFilter())
+            let sender = HoldingSender(client: client)
+            client.wake(sender)
+            #expect(sender.woken.load(ordering: .relaxed) == 1)
+            released = client
+            releasedSender = sender
+            broadcaster.unregister(client)
+        }
+        #expect(released == nil)
+        #expect(releasedSender == nil)
+    }
+
     /// Seen under load: a write let go at its deadline left SQLite's one connection inside a
     /// transaction, and every later `BEGIN` failed ("cannot start a transaction within a
     /// transaction"), so every message after it became a dead letter. A transaction left open is

@@ -84,7 +84,11 @@ public final class RealtimeClientQueue: Sendable {
         return texts.isEmpty ? nil : texts
     }
 
-    func close() { updates.close() }
+    /// Ends the queue and lets go of its sender (which holds the queue: a cycle otherwise).
+    func close() {
+        updates.close()
+        sender.withLock { $0 = nil }
+    }
 }
 
 /// Sends a client's queued updates when woken.
