@@ -90,7 +90,14 @@ final class RawRealtimeClient: Sendable {
             }
             if !upgraded {
                 let view = buffer.readableBytesView
-                guard let end = view.firstRange(of: Array("\r\n\r\n".utf8)) else { return }
+                guard let end = view.firstRange(of: Array("\r\n\r\n".utf8)) else {
+                    // A response head has no business being this long: give up rather than buffer it.
+                    if view.count > 16_384 {
+                        buffer.clear()
+                        context.close(promise: nil)
+                    }
+                    return
+                }
                 let head = String(decoding: view[view.startIndex..<end.lowerBound], as: UTF8.self)
                 guard head.hasPrefix("HTTP/1.1 101") else {
                     context.close(promise: nil)
