@@ -79,6 +79,8 @@ struct SettingsOptions: ParsableArguments {
     @Option(help: "Spool fsync: batch, interval_ms, off, or an interval in ms (SPOOL_FSYNC, default batch).") var spoolFsync: String?
     @Option(help: "Spool size limit in bytes; connectors pause beyond it (SPOOL_MAX_BYTES, default 1073741824).") var spoolMaxBytes: String?
     @Option(help: "Messages held in memory before the spool takes over (SPOOL_MEMORY_MESSAGES, default 50000).") var spoolMemoryMessages: String?
+    @Option(help: "In spill mode, ms a write runs before its messages and those behind it get a spool copy (SPOOL_SLOW_WRITE_MS, default 200).")
+    var spoolSlowWriteMs: String?
     @Option(help: "Spool fsync period for SPOOL_FSYNC=interval_ms (SPOOL_FSYNC_INTERVAL_MS, default 100).") var spoolFsyncIntervalMs: String?
     @Option(help: "Most messages held in memory in all (INGEST_BUFFER_CAPACITY, default 500000).") var ingestBufferCapacity: String?
     @Option(help: "Several instances: a lease not renewed for this many ms may be taken over (LEASE_TTL_MS, default 10000).")
@@ -104,6 +106,7 @@ struct SettingsOptions: ParsableArguments {
             ("MAX_HTTP_CONNECTIONS", maxHttpConnections), ("HTTP_IDLE_TIMEOUT_MS", httpIdleTimeoutMs),
             ("HTTP_HEADER_TIMEOUT_MS", httpHeaderTimeoutMs), ("SPOOL_MODE", spoolMode), ("SPOOL_FSYNC", spoolFsync),
             ("SPOOL_MAX_BYTES", spoolMaxBytes), ("SPOOL_MEMORY_MESSAGES", spoolMemoryMessages), ("SPOOL_FSYNC_INTERVAL_MS", spoolFsyncIntervalMs),
+            ("SPOOL_SLOW_WRITE_MS", spoolSlowWriteMs),
             ("INGEST_BUFFER_CAPACITY", ingestBufferCapacity), ("LEASE_TTL_MS", leaseTtlMs), ("LEASE_RENEW_MS", leaseRenewMs),
             ("INSTANCE_ADDRESS", instanceAddress), ("RETENTION_DAYS", retentionDays),
         ]

@@ -3,6 +3,7 @@ import HTTPTypes
 import HummingbirdTesting
 import Logging
 import PostgresNIO
+import SQLiteNIO
 import Synchronization
 import Testing
 
@@ -46,6 +47,8 @@ import Testing
     /// Runs a batch writer over `buffer` until `done` holds (or 20 s pass), then stops it.
     static func runWriter(_ writer: BatchWriter, until done: @escaping @Sendable () async throws -> Bool) async throws {
         let task = Task { try await writer.run() }
+        // Stopped however this ends: a writer left running would outlive its store.
+        defer { task.cancel() }
         let deadline = ContinuousClock.now + .seconds(20)
         while try await !done(), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
         task.cancel()
@@ -117,6 +120,159 @@ import Testing
                 #expect(waits.count == 3)
                 // Without the bound the third waits for a slot: about 540 ms.
                 #expect(waits.allSatisfy { $0 < 400 }, "waits before the write started: \(waits) ms")
+            }
+        }
+    }
+
+    /// Holds the database's write lock from another session for `duration` (SQLite: `BEGIN
+    /// IMMEDIATE`; PostgreSQL: `LOCK TABLE websocket_batches`), so writes meanwhile are slow; returns once it holds it.
+    static func holdWriteLock(_ config: AppConfig, for duration: Duration) async throws -> Task<Void, any Error> {
+        let holding = SignalledQueue<Bool>(capacity: 1, overflow: .dropOldest)
+        let task = Task {
+            switch config.database {
+            case .sqlite(let path):
+                let connection = try await SQLiteConnection.open(storage: .file(path: path))
+                _ = try await connection.query("BEGIN IMMEDIATE")
+                holding.append(contentsOf: [true])
+                try await Task.sleep(for: duration)
+                _ = try await connection.query("ROLLBACK")
+                try await connection.close()
+            case .postgres(let settings):
+                try await TestBackend.admin(settings) { client in
+                    try await client.withConnection { connection in
+                        let logger = Logger(label: "test")
+                        try await connection.query("BEGIN", logger: logger)
+                        try await connection.query("LOCK TABLE websocket_batches IN EXCLUSIVE MODE", logger: logger)
+                        holding.append(contentsOf: [true])
+                        try await Task.sleep(for: duration)
+                        try await connection.query("ROLLBACK", logger: logger)
+                    }
+                }
+            }
+        }
+        _ = await holding.take()
+        return task
+    }
+
+    /// `SPOOL_SLOW_WRITE_MS`: a write held up by another session's lock gets a spool copy of its
+    /// messages once it has run that long, and so does every message that arrives behind it, so a
+    /// crash meanwhile (a new spool on the same files) replays them all; the copies go once the
+    /// rows are in, and a write that is not slow makes none.
+    @Test(arguments: TestBackend.enabled)
+    func aSlowWriteAndWhatWaitsBehindItGetSpoolCopies(_ backend: TestBackend) async throws {
+        try await backend.withConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let directory = SpoolTests.directory()
+                defer { try? FileManager.default.removeItem(atPath: directory) }
+                let spool = try SpoolTests.spool(directory)
+                let buffer = IngestBuffer(capacity: 1000, spool: spool, mode: .spill, memoryMessages: 1000)
+                let writer = BatchWriter(
+                    buffer: buffer,
+                    store: store,
+                    broadcaster: Broadcaster(),
+                    metrics: PipelineMetrics(),
+                    slowWrite: .milliseconds(100),
+                    logger: Logger(label: "test")
+                )
+                let running = Task { try await writer.run() }
+                // A quick write first: no copy.
+                buffer.append(contentsOf: [HardeningTests.pending(100)])
+                try await Self.waitFor { try await store.messageCounts(connectorID: "conn_bisect").rows == 1 }
+                #expect(buffer.slowWritesTotal == 0)
+                #expect(spool.snapshot.records == 0)
+
+                let lock = try await Self.holdWriteLock(config, for: .seconds(2))
+                buffer.append(contentsOf: (0..<5).map { HardeningTests.pending($0) })
+                try await Self.waitFor { spool.snapshot.records >= 5 }
+                #expect(spool.snapshot.records == 5, "the slow write's five messages have a copy")
+                buffer.append(contentsOf: (5..<8).map { HardeningTests.pending($0) })
+                #expect(spool.snapshot.records == 8, "and so do the ones that arrived behind it")
+                let rows = try await RawDatabase.strings(config, "SELECT CAST(COUNT(*) AS TEXT) FROM websocket_messages")
+                #expect(rows == ["1"], "still held up by the lock")
+                // A crash now: the next start replays all eight.
+                #expect(try SpoolTests.spool(directory).read(limit: 100).count == 8)
+
+                try await lock.value
+                try await Self.waitFor { try await store.messageCounts(connectorID: "conn_bisect").rows == 9 }
+                try await Self.waitFor { spool.snapshot.records == 0 }
+                #expect(spool.snapshot.records == 0, "the copies go once the rows are in")
+                #expect(buffer.slowWritesTotal >= 1)
+                buffer.append(contentsOf: [HardeningTests.pending(101)])
+                #expect(spool.snapshot.records == 0, "writes are quick again: no copy")
+                try await Self.waitFor { try await store.messageCounts(connectorID: "conn_bisect").rows == 10 }
+                running.cancel()
+                try await running.value
+            }
+        }
+    }
+
+    /// Waits until `condition` holds, at most 10 s.
+    static func waitFor(_ condition: () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while try await !condition(), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+    }
+
+    /// A database too slow to finish a full batch within the timeout (a trigger costs 10-12 ms a
+    /// row; the timeout is 1 s, so 160 rows take about 2 s): the timed-out batch is written again
+    /// in halves and the next batches are taken smaller, instead of the same write timing out
+    /// again and again (on SQLite, where a write cut off at its deadline is rolled back, for good).
+    @Test(arguments: TestBackend.enabled)
+    func aBatchTooSlowForTheTimeoutIsWrittenInHalves(_ backend: TestBackend) async throws {
+        try await backend.withConfig { base in
+            var changed = base
+            changed.poolTimeout = .seconds(1)
+            let config = changed
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                switch backend {
+                case .postgres:
+                    _ = try await RawDatabase.strings(
+                        config,
+                        "CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.012); RETURN NEW; END $$"
+                    )
+                    _ = try await RawDatabase.strings(
+                        config,
+                        "CREATE TRIGGER slow_row BEFORE INSERT ON websocket_messages FOR EACH ROW EXECUTE FUNCTION slow_row()"
+                    )
+                case .sqlite:
+                    // No sleep in SQLite's SQL: each row counts a 300 × 300 join (about 10 ms here).
+                    let sqlite = try #require(store as? SQLiteStore)
+                    _ = try await sqlite.exclusive("slow trigger") { connection in
+                        _ = try await connection.query("CREATE TABLE slow_rows (x INTEGER)")
+                        _ = try await connection.query(
+                            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 300) INSERT INTO slow_rows SELECT x FROM n"
+                        )
+                        _ = try await connection.query(
+                            """
+                            CREATE TRIGGER slow_row BEFORE INSERT ON websocket_messages BEGIN
+                            SELECT count(*) FROM slow_rows a, slow_rows b WHERE a.x + b.x >= 0; END
+                            """
+                        )
+                    }
+                }
+                let buffer = IngestBuffer(capacity: 1000)
+                buffer.append(contentsOf: (0..<160).map { HardeningTests.pending($0) })
+                let writer = BatchWriter(
+                    buffer: buffer,
+                    store: store,
+                    broadcaster: Broadcaster(),
+                    metrics: PipelineMetrics(),
+                    logger: Logger(label: "test")
+                )
+                // (While a slow write holds SQLite's one connection, a count times out too.)
+                try await Self.runWriter(writer) { (try? await store.messageCounts(connectorID: "conn_bisect").rows) == 160 }
+                let counts = try await store.messageCounts(connectorID: "conn_bisect")
+                #expect(counts.rows == 160)
+                let distinct = try await RawDatabase.strings(config, "SELECT CAST(COUNT(DISTINCT source_id) AS TEXT) FROM websocket_messages")
+                #expect(distinct == ["160"])
+                #expect(writer.sizeCap.withLock { $0.messages } < 160, "later batches are taken smaller")
+                // (PostgreSQL may still commit a write let go at its deadline: the retry finds it.)
+                let before = Set(try await store.batches(after: nil, limit: 100).map(\.batchID))
+                buffer.append(contentsOf: (160..<240).map { HardeningTests.pending($0) })
+                try await Self.runWriter(writer) { (try? await store.messageCounts(connectorID: "conn_bisect").rows) == 240 }
+                let later = try await store.batches(after: nil, limit: 100).filter { !before.contains($0.batchID) && $0.messageCount > 0 }
+                #expect(!later.isEmpty && later.allSatisfy { $0.messageCount < 160 }, "\(later.map(\.messageCount))")
             }
         }
     }

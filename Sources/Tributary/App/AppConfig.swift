@@ -47,6 +47,9 @@ public struct AppConfig: Sendable {
     public var spoolMaxBytes = 1 << 30
     public var spoolFsync: SpoolFsync = .batch
     public var spoolMemoryMessages = 50_000
+    /// In `spill` mode, how long a write runs before its messages and those waiting behind it get a
+    /// spool copy: about what a crash (kill -9) can lose of the stream.
+    public var spoolSlowWrite: Duration = .milliseconds(200)
     /// Updates queued per realtime client before the oldest are dropped.
     public var realtimeQueueCapacity = 50_000
     public var realtimePingInterval: Duration = .seconds(30)
@@ -108,6 +111,7 @@ public struct AppConfig: Sendable {
         }
         config.spoolMaxBytes = try integer(settings, "SPOOL_MAX_BYTES", default: 1 << 30, range: (1 << 20)...(1 << 50))
         config.spoolMemoryMessages = try integer(settings, "SPOOL_MEMORY_MESSAGES", default: 50_000, range: 0...10_000_000)
+        config.spoolSlowWrite = .milliseconds(try integer(settings, "SPOOL_SLOW_WRITE_MS", default: 200, range: 1...3_600_000))
         config.ingestBufferCapacity = try integer(settings, "INGEST_BUFFER_CAPACITY", default: 500_000, range: 1...10_000_000)
         let fsyncInterval = try integer(settings, "SPOOL_FSYNC_INTERVAL_MS", default: 100, range: 1...60_000)
         if let policy = settings["SPOOL_FSYNC"]?.lowercased() {

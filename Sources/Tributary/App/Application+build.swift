@@ -131,6 +131,7 @@ public struct Pipeline: Sendable {
             maxWait: config.batchMaxInterval,
             linger: config.batchLinger,
             maxRetryDelay: config.batchMaxInterval,
+            slowWrite: config.spoolSlowWrite,
             deadLetters: deadLetters,
             migrator: migrator,
             logger: logger

@@ -45,7 +45,7 @@ public struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             )
         case StoreError.duplicateName:
             apiError = APIError(.conflict, code: "DUPLICATE_NAME", detail: "A connector with this name already exists")
-        case StoreError.unavailable(let reason):
+        case StoreError.unavailable(let reason), StoreError.timedOut(let reason):
             context.logger.warning("database unavailable", metadata: ["error_type": "StoreError.unavailable", "reason": "\(reason)"])
             apiError = APIError(.serviceUnavailable, code: "DATABASE_UNAVAILABLE", detail: "The database is unavailable; try again shortly")
         case StoreError.rejected(let reason):

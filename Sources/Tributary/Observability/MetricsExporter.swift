@@ -127,6 +127,11 @@ public final class MetricsExporter: Sendable {
             [
                 ("tributary_realtime_dropped_updates_total", "Realtime updates dropped for slow clients", broadcaster.droppedCount),
                 ("tributary_ingest_dropped_total", "Messages refused by the full ingest buffer", buffer.droppedCount),
+                (
+                    "tributary_slow_writes_total",
+                    "Batch writes that ran past SPOOL_SLOW_WRITE_MS (their messages and those behind got a spool copy)",
+                    buffer.slowWritesTotal
+                ),
                 ("tributary_dead_letters_dropped_total", "Dead letters dropped because their queue was full", deadLetters?.droppedCount ?? 0),
                 (
                     "tributary_batch_flush_failures_total", "Batch writes that failed and were retried",

@@ -25,8 +25,15 @@ public final class BatchWriter: Service {
     /// (`BATCH_LINGER_MS`), so a steady trickle shares a transaction instead of paying one each.
     let linger: Duration
     let maxRetryDelay: Duration
+    /// How long a write runs before its messages and those behind it get a spool copy
+    /// (`SPOOL_SLOW_WRITE_MS`); nil unless the buffer spills (`SpoolMode.spill`).
+    let slowWrite: Duration?
     let logger: Logger
     let publisher: OrderedPublisher
+    /// The most messages a batch takes now (see `BatchSizeCap`).
+    let sizeCap: Mutex<BatchSizeCap>
+    /// Messages given up at shutdown with neither the database nor a spool copy.
+    let unwritten = Atomic<Int>(0)
     /// Where refused messages go; nil keeps them only in the log and the counters.
     let deadLetters: DeadLetterQueue?
     /// Writes wait until it has brought the schema up to date; nil when the caller migrated.
@@ -41,6 +48,7 @@ public final class BatchWriter: Service {
         maxWait: Duration = .seconds(5),
         linger: Duration = .zero,
         maxRetryDelay: Duration = .seconds(5),
+        slowWrite: Duration = .milliseconds(200),
         deadLetters: DeadLetterQueue? = nil,
         migrator: DatabaseMigrator? = nil,
         logger: Logger
@@ -55,8 +63,10 @@ public final class BatchWriter: Service {
         self.maxWait = maxWait
         self.linger = linger
         self.maxRetryDelay = maxRetryDelay
+        self.slowWrite = buffer.mode == .spill ? slowWrite : nil
         self.logger = logger
         self.publisher = OrderedPublisher(broadcaster: broadcaster)
+        self.sizeCap = Mutex(BatchSizeCap(maximum: maxBatch))
     }
 
     /// Batches this large go at once (the rate is high enough that lingering saves nothing).
@@ -103,11 +113,12 @@ public final class BatchWriter: Service {
                     }
                     // Shutting down without a database: what is left stays in the spool for the next start.
                     if Task.isShuttingDownGracefully, buffer.spool != nil, !buffer.databaseAvailable { break }
-                    var batch = await buffer.take(upTo: maxBatch)
+                    let limit = sizeCap.withLock { $0.messages }
+                    var batch = await buffer.take(upTo: limit)
                     if batch.isEmpty { break }
                     if let lastTake, batch.count < Self.lingerBelow, ContinuousClock.now - lastTake < linger, !Task.isShuttingDownGracefully {
                         try? await Task.sleep(until: lastTake + linger)
-                        if let more = buffer.takeFromMemory(upTo: maxBatch - batch.count) { batch.append(more) }
+                        if let more = buffer.takeFromMemory(upTo: limit - batch.count) { batch.append(more) }
                     }
                     lastTake = .now
                     let current = ticket
@@ -128,6 +139,8 @@ public final class BatchWriter: Service {
                 "batch writer stopped; messages the database did not take are kept in the spool for the next start",
                 metadata: ["records": "\(spool.snapshot.records)", "spool": "\(spool.directory)"]
             )
+        } else if unwritten.load(ordering: .relaxed) > 0 {
+            logger.error("batch writer stopped; messages were lost", metadata: ["messages": "\(unwritten.load(ordering: .relaxed))"])
         } else {
             logger.info("batch writer stopped; every accepted message was written")
         }
@@ -135,10 +148,15 @@ public final class BatchWriter: Service {
 
     /// Writes one batch, hands what was stored to the broadcaster in ticket order, and releases
     /// its spool records, unless it was abandoned at shutdown (then they are replayed at start).
+    /// A write running past `slowWrite` (in `SpoolMode.spill`) gives its messages, and those
+    /// waiting behind it, a spool copy: what a crash can lose stays about that much of the stream.
     func write(_ batch: IngestBatch, ticket: Int) async {
         let spill = SpillOnce(buffer: buffer, batch: batch.messages, unspooled: batch.unspooled)
-        publisher.publish(await commit(batch.messages, spill: spill), ticket: ticket)
-        if let holds = spill.holds(adding: batch.holds) { buffer.release(holds) }
+        let watch = slowWrite.map { after in DeadlineWatch.shared.add(at: .now + after) { spill.writeIsSlow() } }
+        let stored = await commit(batch.messages, spill: spill)
+        if let watch { DeadlineWatch.shared.remove(watch) }
+        publisher.publish(stored, ticket: ticket)
+        if let holds = spill.finish(adding: batch.holds) { buffer.release(holds) }
     }
 
     /// Writes `batch`, retrying transient failures. When the database refuses the data itself
@@ -149,6 +167,9 @@ public final class BatchWriter: Service {
         switch await attempt(batch, spill: spill) {
         case .stored(let stored): return stored
         case .abandoned: return []
+        case .tooSlow:
+            let middle = batch.count / 2
+            return await commit(Array(batch[..<middle]), spill: spill) + commit(Array(batch[middle...]), spill: spill)
         case .refused(let error):
             guard batch.count > 1 else {
                 guard let pending = batch.first else { return [] }
@@ -181,6 +202,9 @@ public final class BatchWriter: Service {
         case refused(StoreError)
         /// Shutting down, and the database stayed unreachable past the shutdown deadline.
         case abandoned
+        /// The write ran past its deadline and did not commit: it is written again in halves (a
+        /// batch the database cannot finish in time would otherwise be retried for good).
+        case tooSlow
     }
 
     /// Writes one batch in one transaction, retrying transient failures with backoff. A retry
@@ -192,6 +216,8 @@ public final class BatchWriter: Service {
         let shutdownDeadline = ContinuousClock.now + .seconds(30)
         let connectors = Set(batch.map(\.connectorID))
         let batchID = Self.newBatchID()
+        var timedOut = false
+        var timedOutAfter = Duration.zero
         while true {
             attempt += 1
             let started = ContinuousClock.now
@@ -209,6 +235,13 @@ public final class BatchWriter: Service {
                 if attempt > 1, let committed = try await store.storedIDs(ofBatch: batchID, messages: batch) {
                     logger.info("a batch whose write went unanswered had committed", metadata: ["batch_id": "\(batchID)"])
                     ids = committed
+                } else if timedOut, batch.count > 1 {
+                    sizeCap.withLock { $0.timedOut(batch.count, after: timedOutAfter) }
+                    logger.warning(
+                        "a batch did not finish within the database timeout; writing it in halves",
+                        metadata: ["messages": "\(batch.count)", "batch_id": "\(batchID)"]
+                    )
+                    return .tooSlow
                 } else {
                     ids = try await store.insertMessages(batch, batch: record)
                 }
@@ -225,6 +258,7 @@ public final class BatchWriter: Service {
                     }
                 }
                 metrics.recordFlush(outcomes: outcomes, latency: elapsed)
+                sizeCap.withLock { $0.wrote(batch.count, in: elapsed) }
                 buffer.setDatabaseAvailable(true)
                 return .stored(stored)
             } catch let error as StoreError where error.isPermanent {
@@ -236,6 +270,8 @@ public final class BatchWriter: Service {
                 return .refused(error)
             } catch {
                 metrics.recordFlushFailure()
+                if case StoreError.timedOut = error { timedOut = true } else { timedOut = false }
+                timedOutAfter = ContinuousClock.now - started
                 // From now on (until a write succeeds) new messages get a spool copy, and so does this batch.
                 buffer.setDatabaseAvailable(false)
                 let spooled = spill.spill()
@@ -246,10 +282,12 @@ public final class BatchWriter: Service {
                         "retry_in_ms": "\(delay.inMilliseconds)",
                     ]
                 )
-                if Task.isShuttingDownGracefully, spooled || ContinuousClock.now > shutdownDeadline {
+                // Cancelled (not a graceful shutdown): no retry can wait, so none is made.
+                if Task.isCancelled || Task.isShuttingDownGracefully && (spooled || ContinuousClock.now > shutdownDeadline) {
                     if spooled {
                         logger.notice("shutting down without a database; the batch stays in the spool", metadata: ["messages": "\(batch.count)"])
                     } else {
+                        unwritten.add(batch.count, ordering: .relaxed)
                         logger.error(
                             "shutting down with unwritten messages",
                             metadata: ["messages": "\(batch.count)", "error_type": "\(type(of: error))"]
@@ -278,18 +316,53 @@ extension BatchWriter {
     }
 }
 
+/// How many messages the writer takes at most: `BATCH_MAX_MESSAGES`, halved (down to 1) by a
+/// batch that ran past the database timeout, so a database too slow for a full batch still gets
+/// the rows through in smaller ones instead of seeing the same timed-out write again and again;
+/// doubled again by a batch at the cap written in under a quarter of that timeout.
+struct BatchSizeCap {
+    let maximum: Int
+    var messages: Int
+    /// How long the last timed-out write ran (its deadline).
+    var deadline: Duration?
+
+    init(maximum: Int) {
+        self.maximum = max(1, maximum)
+        messages = self.maximum
+    }
+
+    mutating func timedOut(_ count: Int, after elapsed: Duration) {
+        messages = min(messages, max(1, count / 2))
+        deadline = elapsed
+    }
+
+    mutating func wrote(_ count: Int, in elapsed: Duration) {
+        guard messages < maximum, count >= messages, let deadline, elapsed * 4 < deadline else { return }
+        messages = min(maximum, messages * 2)
+    }
+}
+
 enum WriterEvent: Sendable {
     case wrote
     case tick
 }
 
-/// A batch's spool copy: made once, on the first failed write of any part of the batch, of the
-/// messages that had none; and whether the batch was abandoned (its records then stay).
+/// A batch's spool copy: made once, of the messages that had none, on the first failed write of
+/// any part of the batch or when the write turns slow; whether the batch was abandoned (its
+/// records then stay); and whether it holds the buffer in its slow-write state.
 final class SpillOnce: Sendable {
+    struct State {
+        var spilled = false
+        var holds: [Int: Int] = [:]
+        var abandoned = false
+        var slow = false
+        var finished = false
+    }
+
     let buffer: IngestBuffer
     let batch: [PendingMessage]
     let unspooled: [PendingMessage]
-    private let state = Mutex<(spilled: Bool, holds: [Int: Int], abandoned: Bool)>((false, [:], false))
+    private let state = Mutex(State())
 
     init(buffer: IngestBuffer, batch: [PendingMessage], unspooled: [PendingMessage]) {
         self.buffer = buffer
@@ -297,26 +370,43 @@ final class SpillOnce: Sendable {
         self.unspooled = unspooled
     }
 
-    /// Makes the copy if not made yet (and sends the batch to realtime clients as not persisted);
-    /// true when every message of the batch now has one.
+    /// A failed write: makes the copy if not made yet and sends the batch to realtime clients as
+    /// not persisted; true when every message of the batch now has a copy.
     func spill() -> Bool {
         guard buffer.spool != nil else { return false }
-        return state.withLock { state in
-            if !state.spilled {
-                state.spilled = true
-                state.holds = buffer.spill(unspooled, announcing: batch)
-                if state.holds.isEmpty, !unspooled.isEmpty { state.spilled = false }
-            }
-            return state.spilled
+        buffer.announceUnstored(batch)
+        return state.withLock { copy(&$0) }
+    }
+
+    /// The write has run past the slow-write threshold: the copy is made (realtime clients are not
+    /// told), and the buffer copies what waits behind it until `finish`. Nothing once finished.
+    func writeIsSlow() {
+        state.withLock { state in
+            guard !state.finished, !state.slow else { return }
+            state.slow = true
+            buffer.slowWriteBegan()
+            _ = copy(&state)
         }
+    }
+
+    private func copy(_ state: inout State) -> Bool {
+        if !state.spilled {
+            state.spilled = true
+            state.holds = buffer.spill(unspooled)
+            if state.holds.isEmpty, !unspooled.isEmpty { state.spilled = false }
+        }
+        return state.spilled
     }
 
     func abandon() { state.withLock { $0.abandoned = true } }
 
-    /// The records to release with the batch, nil when it was abandoned.
-    func holds(adding holds: [Int: Int]) -> [Int: Int]? {
+    /// The write is over: ends the slow-write state it began, and returns the records to release
+    /// with the batch, nil when it was abandoned.
+    func finish(adding holds: [Int: Int]) -> [Int: Int]? {
         state.withLock { state in
-            state.abandoned ? nil : state.holds.merging(holds, uniquingKeysWith: +)
+            state.finished = true
+            if state.slow { buffer.slowWriteEnded() }
+            return state.abandoned ? nil : state.holds.merging(holds, uniquingKeysWith: +)
         }
     }
 }

@@ -4,7 +4,8 @@ import Synchronization
 
 /// When accepted messages are written to the spool before the database has them.
 public enum SpoolMode: String, Sendable, CaseIterable {
-    /// Once the memory buffer holds `SPOOL_MEMORY_MESSAGES`, or while the database is unavailable (the default).
+    /// Once the memory buffer holds `SPOOL_MEMORY_MESSAGES`, while the database is unavailable, and
+    /// while a write has been running longer than `SPOOL_SLOW_WRITE_MS` (the default).
     case spill
     /// Every message, as it is accepted (the memory buffer keeps a copy for the writer).
     case always
@@ -35,7 +36,7 @@ public struct IngestBatch: Sendable {
 ///
 /// Connectors append without waiting on the database. Up to `memoryMessages` messages wait in
 /// memory; beyond that (or while the database is unavailable, or always in `SpoolMode.always`)
-/// they go to the spool on disk, and once anything waits in the spool every new message follows
+/// they go to the spool on disk, and while a write is slow they get a copy there (`slowWriteBegan`), and once anything waits in the spool every new message follows
 /// it there, so the writer takes them in the order they came. When the spool reaches its size
 /// limit, `hasRoom` turns false and connectors stop reading their sockets until it drains; what
 /// a connector already read still goes into memory, up to `capacity`, beyond which messages are
@@ -52,6 +53,9 @@ public final class IngestBuffer: Sendable {
         var closed = false
         var dropped = 0
         var databaseAvailable = true
+        /// Writes running past the slow-write threshold (`slowWriteBegan`) and not ended yet.
+        var slowWrites = 0
+        var slowWritesTotal = 0
     }
 
     /// Messages held in memory at most (the last resort when the spool is full or failing).
@@ -113,7 +117,7 @@ public final class IngestBuffer: Sendable {
         guard let spool else { return keepInMemory(messages, segment: nil, in: &state) }
         if state.memory.count < memoryMessages, spool.unread == 0 {
             var segment: Int?
-            if mode == .always || !state.databaseAvailable {
+            if mode == .always || !state.databaseAvailable || state.slowWrites > 0 {
                 segment = try? spool.append(messages, heldInMemory: true)
                 if segment == nil { spool.countWriteFailure() }
             }
@@ -200,19 +204,42 @@ public final class IngestBuffer: Sendable {
         let announced = state.withLock { state -> [PendingMessage] in
             guard state.databaseAvailable != available else { return [] }
             state.databaseAvailable = available
-            guard !available, let spool else { return [] }
+            guard !available, spool != nil else { return [] }
             // What waits in memory goes to realtime clients now, not once the database is back.
             let announced = Self.markAnnounced(state.memory.map(\.message))
-            let unspooled = state.memory.indices.filter { state.memory[$0].segment == nil }
-            guard !unspooled.isEmpty else { return announced }
-            guard let segment = try? spool.append(unspooled.map { state.memory[$0].message }, heldInMemory: true) else {
-                spool.countWriteFailure()
-                return announced
-            }
-            for index in unspooled { state.memory[index].segment = segment }
+            copyMemoryToSpool(&state)
             return announced
         }
         if !announced.isEmpty { announce(announced) }
+    }
+
+    /// A write has run longer than the slow-write threshold: until it ends (`slowWriteEnded`),
+    /// every message held only in memory gets a spool copy, and so does each new one, so a crash
+    /// meanwhile cannot lose what waits behind the slow write (the batch writer copies the slow
+    /// write's own messages). Unlike an unavailable database, realtime clients are not told.
+    func slowWriteBegan() {
+        state.withLock { state in
+            state.slowWrites += 1
+            state.slowWritesTotal += 1
+            copyMemoryToSpool(&state)
+        }
+    }
+
+    func slowWriteEnded() { state.withLock { $0.slowWrites -= 1 } }
+
+    /// Writes that ran past the slow-write threshold, since the start.
+    public var slowWritesTotal: Int { state.withLock { $0.slowWritesTotal } }
+
+    /// Gives every message held only in memory a spool copy (in one record run).
+    private func copyMemoryToSpool(_ state: inout State) {
+        guard let spool else { return }
+        let unspooled = state.memory.indices.filter { state.memory[$0].segment == nil }
+        guard !unspooled.isEmpty else { return }
+        guard let segment = try? spool.append(unspooled.map { state.memory[$0].message }, heldInMemory: true) else {
+            spool.countWriteFailure()
+            return
+        }
+        for index in unspooled { state.memory[index].segment = segment }
     }
 
     /// Marks as announced the messages not announced yet, and returns those.
@@ -222,19 +249,23 @@ public final class IngestBuffer: Sendable {
 
     public var databaseAvailable: Bool { state.withLock { $0.databaseAvailable } }
 
-    /// Writes a spool copy of messages the writer holds (a batch whose write failed); returns the
-    /// records that now hold them, to release with the batch. Empty without a spool or on failure.
-    func spill(_ messages: [PendingMessage], announcing batch: [PendingMessage]) -> [Int: Int] {
-        guard let spool else { return [:] }
-        // The failed batch's messages go to realtime clients now (the database may be away long).
-        let announced = Self.markAnnounced(batch)
-        if !announced.isEmpty { announce(announced) }
-        guard !messages.isEmpty else { return [:] }
+    /// Writes a spool copy of messages the writer holds (a batch whose write failed or is slow);
+    /// returns the records that now hold them, to release with the batch. Empty without a spool
+    /// or on failure.
+    func spill(_ messages: [PendingMessage]) -> [Int: Int] {
+        guard let spool, !messages.isEmpty else { return [:] }
         guard let segment = try? spool.append(messages, heldInMemory: true) else {
             spool.countWriteFailure()
             return [:]
         }
         return [segment: messages.count]
+    }
+
+    /// Sends to realtime clients, marked not persisted, the messages of `batch` not sent yet (a
+    /// failed write: the database may be away long).
+    func announceUnstored(_ batch: [PendingMessage]) {
+        let announced = Self.markAnnounced(batch)
+        if !announced.isEmpty { announce(announced) }
     }
 
     /// The messages of `holds` are in the database (or dead letters): their spool records can go.

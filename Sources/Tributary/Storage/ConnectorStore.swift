@@ -175,6 +175,9 @@ public enum StoreError: Error, Sendable, CustomStringConvertible {
     case duplicateName
     /// The database cannot be reached in time, or is not migrated; the API answers 503.
     case unavailable(String)
+    /// A call did not finish within its deadline (`withDeadline`): the database may be slow rather
+    /// than away, and a smaller write may get through. The API answers 503, as for `unavailable`.
+    case timedOut(String)
     /// A stored value could not be read back (for example an unknown enum value).
     case corrupt(String)
     /// The database refused the data itself (a data exception, a constraint, a size limit):
@@ -184,7 +187,7 @@ public enum StoreError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .duplicateName: "a connector with this name already exists"
-        case .unavailable(let reason): "database unavailable: \(reason)"
+        case .unavailable(let reason), .timedOut(let reason): "database unavailable: \(reason)"
         case .corrupt(let reason): "stored data could not be read: \(reason)"
         case .rejected(let reason): "the database refused the data: \(reason)"
         }

@@ -1,7 +1,7 @@
 import ServiceLifecycle
 import Synchronization
 
-/// Runs `operation`, failing with `StoreError.unavailable` if it has not finished within `timeout`.
+/// Runs `operation`, failing with `StoreError.timedOut` if it has not finished within `timeout`.
 ///
 /// PostgresNIO waits for a connection for as long as its circuit breaker allows (about a minute) when
 /// the database is down; the API must answer 503 within `DB_POOL_TIMEOUT` instead.
@@ -23,7 +23,7 @@ func withDeadline<Value: Sendable>(
             race.waiter.withLock { $0 = continuation }
             // Registered before the work starts, so the work's end always finds it to remove.
             let deadline = DeadlineWatch.shared.add(at: .now + timeout) {
-                if race.finish(.failure(StoreError.unavailable("\(description) did not finish within \(timeout)"))) {
+                if race.finish(.failure(StoreError.timedOut("\(description) did not finish within \(timeout)"))) {
                     race.tasks.withLock { $0.work }?.cancel()
                 }
             }

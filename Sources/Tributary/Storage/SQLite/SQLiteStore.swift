@@ -63,11 +63,14 @@ public final class SQLiteStore: ConnectorStore {
     }
 
     /// Sorts SQLite's errors as `PostgresStore.translate` does: busy, locked, I/O, full disk,
-    /// memory and interruptions may pass (`unavailable`); constraints, type and size limits and
-    /// SQL errors meet the same rows again (`rejected`).
+    /// memory and interruptions may pass (`unavailable`), and so may misuse (a connection closed
+    /// under a call: not the rows' fault, and rejecting them would make every one a dead letter);
+    /// constraints, type and size limits and SQL errors meet the same rows again (`rejected`).
     static func translate(_ error: SQLiteError) -> StoreError {
         let reason = String(describing: error.reason)
-        let transient = ["busy", "locked", "ioError", "full", "noMemory", "interrupt", "cantOpen", "readOnly", "readonly", "proto", "notADatabase"]
+        let transient = [
+            "busy", "locked", "ioError", "full", "noMemory", "interrupt", "cantOpen", "readOnly", "readonly", "proto", "notADatabase", "misuse",
+        ]
         let text = "SQLite \(reason): \(error.message.prefix(300))"
         return transient.contains(where: reason.hasPrefix) ? .unavailable(text) : .rejected(text)
     }
