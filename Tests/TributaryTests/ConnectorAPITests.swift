@@ -47,7 +47,14 @@ import Testing
                 #expect(again.status == .ok, "start is idempotent")
                 #expect(again.body["data"]?["started_at"] == started.body["data"]?["started_at"])
 
-                let status = try await client.json(.get, "/api/connectors/\(id)/status")
+                // With PostgreSQL the start is applied by the lease owner's next period (woken at
+                // once by NOTIFY); until then the status is the stored row, without live metrics.
+                var status = try await client.json(.get, "/api/connectors/\(id)/status")
+                let deadline = ContinuousClock.now + .seconds(10)
+                while status.body["data"]?["performance_metrics"]?["messages_received"] == nil, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(50))
+                    status = try await client.json(.get, "/api/connectors/\(id)/status")
+                }
                 #expect(status.status == .ok)
                 #expect(["starting", "reconnecting"].contains(status.body["data"]?["status"]?.stringValue), "nothing listens on its port")
                 #expect(status.body["data"]?["performance_metrics"]?["messages_received"] == .number(0))
