@@ -172,7 +172,7 @@ import Testing
                     store: store,
                     broadcaster: Broadcaster(),
                     metrics: PipelineMetrics(),
-                    slowWrite: .milliseconds(100),
+                    slowWrite: .seconds(1),
                     logger: Logger(label: "test")
                 )
                 let running = Task { try await writer.run() }
@@ -182,7 +182,7 @@ import Testing
                 #expect(buffer.slowWritesTotal == 0)
                 #expect(spool.snapshot.records == 0)
 
-                let lock = try await Self.holdWriteLock(config, for: .seconds(2))
+                let lock = try await Self.holdWriteLock(config, for: .seconds(4))
                 buffer.append(contentsOf: (0..<5).map { HardeningTests.pending($0) })
                 try await Self.waitFor { spool.snapshot.records >= 5 }
                 #expect(spool.snapshot.records == 5, "the slow write's five messages have a copy")
