@@ -412,6 +412,15 @@ struct Bench: AsyncParsableCommand {
         @Option(help: "Messages to load.") var messages = 5_000_000
         @Option(help: "Instruments they spread over.") var instruments = 50
         @Option(help: "Runs of each query.") var repetitions = 200
+        @Option(help: "Days the loaded messages spread over, ending now (1-3650; more days at the same count: fewer trades an hour).")
+        var spanDays = 2
+
+        func validate() throws {
+            guard (1...1_000_000_000).contains(messages) else { throw ValidationError("--messages must be 1 to 1000000000") }
+            guard (1...10_000).contains(instruments) else { throw ValidationError("--instruments must be 1 to 10000") }
+            guard (1...100_000).contains(repetitions) else { throw ValidationError("--repetitions must be 1 to 100000") }
+            guard (1...3650).contains(spanDays) else { throw ValidationError("--span-days must be 1 to 3650") }
+        }
 
         func run() async throws {
             let config = try settings.load()
@@ -419,6 +428,7 @@ struct Bench: AsyncParsableCommand {
             benchmark.messages = messages
             benchmark.instruments = instruments
             benchmark.repetitions = repetitions
+            benchmark.span = Double(spanDays) * 86_400
             print("bench query: \(config.description)")
             try await benchmark.run { print($0) }
         }

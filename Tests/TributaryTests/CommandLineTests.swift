@@ -89,6 +89,16 @@ import Glibc
         #expect(!text.contains("pw-not-to-print"))
     }
 
+    /// `bench query` refuses sizes that would divide by zero or load nothing, naming the flag
+    /// (`--instruments 0` trapped on a modulo by zero before), and nothing is loaded or opened.
+    @Test(arguments: [["--instruments", "0"], ["--messages", "0"], ["--span-days", "0"], ["--repetitions", "0"]])
+    func benchQueryRefusesSizesOutOfRange(_ arguments: [String]) async throws {
+        let (process, output) = try Self.launch(["bench", "query"] + arguments)
+        let (status, text) = try await Self.finish(process, output)
+        #expect(status == 64, "a usage error, not a trap: \(status)")
+        #expect(text.contains("\(arguments[0]) must be"))
+    }
+
     @Test func keygenPrintsAUsableKey() async throws {
         let (process, output) = try Self.launch(["keygen"])
         let (status, text) = try await Self.finish(process, output)
