@@ -279,6 +279,12 @@ struct Bench: AsyncParsableCommand {
         func validate() throws {
             if let rate { guard rate.isFinite, (1...100_000).contains(rate) else { throw ValidationError("--rate must be 1 to 100000") } }
             guard seconds.isFinite, (1...3600).contains(seconds) else { throw ValidationError("--seconds must be 1 to 3600") }
+            guard (1...100_000_000).contains(messages) else { throw ValidationError("--messages must be 1 to 100000000") }
+            guard (1...1000).contains(tradesPerFrame) else { throw ValidationError("--trades-per-frame must be 1 to 1000") }
+            guard latencyRate.isFinite, (1...100_000).contains(latencyRate) else { throw ValidationError("--latency-rate must be 1 to 100000") }
+            guard latencySeconds.isFinite, (1...3600).contains(latencySeconds) else {
+                throw ValidationError("--latency-seconds must be 1 to 3600")
+            }
         }
 
         func run() async throws {

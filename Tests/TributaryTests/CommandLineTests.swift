@@ -89,14 +89,17 @@ import Glibc
         #expect(!text.contains("pw-not-to-print"))
     }
 
-    /// `bench query` refuses sizes that would divide by zero or load nothing, naming the flag
-    /// (`--instruments 0` trapped on a modulo by zero before), and nothing is loaded or opened.
-    @Test(arguments: [["--instruments", "0"], ["--messages", "0"], ["--span-days", "0"], ["--repetitions", "0"]])
-    func benchQueryRefusesSizesOutOfRange(_ arguments: [String]) async throws {
-        let (process, output) = try Self.launch(["bench", "query"] + arguments)
+    /// The benches refuse sizes that would divide by zero or run nothing, naming the flag
+    /// (`bench query --instruments 0` trapped on a modulo by zero before), and nothing is loaded or opened.
+    @Test(arguments: [
+        ["query", "--instruments", "0"], ["query", "--messages", "0"], ["query", "--span-days", "0"], ["query", "--repetitions", "0"],
+        ["ingest", "--trades-per-frame", "0"], ["ingest", "--latency-rate", "0"], ["ingest", "--messages", "0"],
+    ])
+    func benchesRefuseSizesOutOfRange(_ arguments: [String]) async throws {
+        let (process, output) = try Self.launch(["bench"] + arguments)
         let (status, text) = try await Self.finish(process, output)
         #expect(status == 64, "a usage error, not a trap: \(status)")
-        #expect(text.contains("\(arguments[0]) must be"))
+        #expect(text.contains("\(arguments[1]) must be"))
     }
 
     @Test func keygenPrintsAUsableKey() async throws {
