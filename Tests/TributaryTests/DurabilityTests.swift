@@ -214,9 +214,11 @@ import Testing
     }
 
     /// A database too slow to finish a full batch within the timeout (a trigger costs 10-12 ms a
-    /// row; the timeout is 1 s, so 160 rows take about 2 s): the timed-out batch is written again
-    /// in halves and the next batches are taken smaller, instead of the same write timing out
-    /// again and again (on SQLite, where a write cut off at its deadline is rolled back, for good).
+    /// row; the timeout is 1 s, so 160 rows take about 2 s). On SQLite, where a write cut off at
+    /// its deadline is rolled back, the batch is written again in halves once a retry timed out
+    /// too although the database had just answered, and the next batches are taken smaller,
+    /// instead of the same write timing out for good. PostgreSQL finishes a statement let go at
+    /// its deadline, and the retry finds it committed: every row once, no split needed.
     @Test(arguments: TestBackend.enabled)
     func aBatchTooSlowForTheTimeoutIsWrittenInHalves(_ backend: TestBackend) async throws {
         try await backend.withConfig { base in
@@ -266,8 +268,8 @@ import Testing
                 #expect(counts.rows == 160)
                 let distinct = try await RawDatabase.strings(config, "SELECT CAST(COUNT(DISTINCT source_id) AS TEXT) FROM websocket_messages")
                 #expect(distinct == ["160"])
+                guard backend == .sqlite else { return }
                 #expect(writer.sizeCap.withLock { $0.messages } < 160, "later batches are taken smaller")
-                // (PostgreSQL may still commit a write let go at its deadline: the retry finds it.)
                 let before = Set(try await store.batches(after: nil, limit: 100).map(\.batchID))
                 buffer.append(contentsOf: (160..<240).map { HardeningTests.pending($0) })
                 try await Self.runWriter(writer) { (try? await store.messageCounts(connectorID: "conn_bisect").rows) == 240 }

@@ -162,6 +162,24 @@ import Testing
         #expect(spool.snapshot.records == 0)
     }
 
+    /// One append larger than the limit (a failed batch's copy) fills the spool in the segment
+    /// being written; once its records are released the spool has room again (connectors
+    /// paused on a full spool would otherwise wait for good: nothing appends, so nothing rotates
+    /// the segment away), and the next rotation deletes it.
+    @Test func aReleasedSegmentBeingWrittenDoesNotKeepTheSpoolFull() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let spool = try Self.spool(directory, maxBytes: 6000, segmentBytes: 4096)
+        let segment = try spool.append((0..<30).map { Self.message($0) }, heldInMemory: true)
+        #expect(spool.isFull)
+        spool.release([segment: 30])
+        #expect(!spool.isFull, "every record of it is in the database")
+        let next = try spool.append((30..<31).map { Self.message($0) }, heldInMemory: true)
+        #expect(next != segment)
+        #expect(Self.segments(directory).count == 1, "the released segment went at the rotation")
+        #expect(spool.snapshot.bytes < 4096)
+    }
+
     @Test func theBufferKeepsArrivalOrderAcrossMemoryAndSpool() async throws {
         let directory = Self.directory()
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -202,8 +202,9 @@ public final class BatchWriter: Service {
         case refused(StoreError)
         /// Shutting down, and the database stayed unreachable past the shutdown deadline.
         case abandoned
-        /// The write ran past its deadline and did not commit: it is written again in halves (a
-        /// batch the database cannot finish in time would otherwise be retried for good).
+        /// The write ran past its deadline although the database answered just before, and did
+        /// not commit: it is written again in halves (a batch the database cannot finish in time
+        /// would otherwise be retried for good).
         case tooSlow
     }
 
@@ -216,7 +217,10 @@ public final class BatchWriter: Service {
         let shutdownDeadline = ContinuousClock.now + .seconds(30)
         let connectors = Set(batch.map(\.connectorID))
         let batchID = Self.newBatchID()
-        var timedOut = false
+        // Inserts that ran past the deadline right after the database had answered this batch's
+        // check: the database is there but too slow for the batch (not away, as in an outage,
+        // where calls time out waiting for a connection).
+        var slowInserts = 0
         var timedOutAfter = Duration.zero
         while true {
             attempt += 1
@@ -232,10 +236,11 @@ public final class BatchWriter: Service {
             )
             do {
                 let ids: [Int64?]
+                var answered = false
                 if attempt > 1, let committed = try await store.storedIDs(ofBatch: batchID, messages: batch) {
                     logger.info("a batch whose write went unanswered had committed", metadata: ["batch_id": "\(batchID)"])
                     ids = committed
-                } else if timedOut, batch.count > 1 {
+                } else if slowInserts > 0, batch.count > 1 {
                     sizeCap.withLock { $0.timedOut(batch.count, after: timedOutAfter) }
                     logger.warning(
                         "a batch did not finish within the database timeout; writing it in halves",
@@ -243,7 +248,13 @@ public final class BatchWriter: Service {
                     )
                     return .tooSlow
                 } else {
-                    ids = try await store.insertMessages(batch, batch: record)
+                    answered = attempt > 1
+                    do {
+                        ids = try await store.insertMessages(batch, batch: record)
+                    } catch StoreError.timedOut(let reason) where answered {
+                        slowInserts += 1
+                        throw StoreError.timedOut(reason)
+                    }
                 }
                 let elapsed = ContinuousClock.now - started
                 var stored: [StoredMessage] = []
@@ -270,8 +281,7 @@ public final class BatchWriter: Service {
                 return .refused(error)
             } catch {
                 metrics.recordFlushFailure()
-                if case StoreError.timedOut = error { timedOut = true } else { timedOut = false }
-                timedOutAfter = ContinuousClock.now - started
+                if case StoreError.timedOut = error { timedOutAfter = ContinuousClock.now - started }
                 // From now on (until a write succeeds) new messages get a spool copy, and so does this batch.
                 buffer.setDatabaseAvailable(false)
                 let spooled = spill.spill()

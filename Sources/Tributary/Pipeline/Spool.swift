@@ -182,13 +182,21 @@ public final class Spool: Sendable {
     }
 
     /// Closes the full segment (after an fsync, unless fsync is off) and starts the next one.
+    /// A closed segment whose records were all released already goes at once (nothing else
+    /// would release it).
     private func rotate(_ state: inout WriterState) throws {
         if fsyncPolicy != .off { _ = fsync(state.fd) }
         close(state.fd)
         state.fd = -1
         state.synced = state.written
+        let closed = state.index
         state.index += 1
         try Self.openSegment(directory: directory, state: &state)
+        if let segment = state.segments[closed], segment.held == 0 {
+            state.totalBytes -= segment.bytes
+            state.segments[closed] = nil
+            unlink(Self.path(directory, closed))
+        }
     }
 
     private static func openSegment(directory: String, state: inout WriterState) throws {
@@ -506,7 +514,16 @@ public final class Spool: Sendable {
     }
 
     var unread: Int { writer.withLock { $0.unread } }
-    var isFull: Bool { writer.withLock { $0.totalBytes >= maxBytes } }
+    /// At the size limit, not counting the segment being written once every record in it is
+    /// released: a single append can be larger than the limit (a failed batch's copy), and that
+    /// segment is only deleted at the next rotation, which needs an append, which a full spool
+    /// would never let connectors make.
+    var isFull: Bool {
+        writer.withLock { state in
+            let idle = state.segments[state.index].map { $0.held == 0 ? $0.bytes : 0 } ?? 0
+            return state.totalBytes - idle >= maxBytes
+        }
+    }
     func countWriteFailure() { writer.withLock { $0.writeFailures += 1 } }
 
     // MARK: Recovery
