@@ -36,8 +36,9 @@ public struct IngestBatch: Sendable {
 ///
 /// Connectors append without waiting on the database. Up to `memoryMessages` messages wait in
 /// memory; beyond that (or while the database is unavailable, or always in `SpoolMode.always`)
-/// they go to the spool on disk, and while a write is slow they get a copy there (`slowWriteBegan`), and once anything waits in the spool every new message follows
-/// it there, so the writer takes them in the order they came. When the spool reaches its size
+/// they go to the spool on disk (while a write is slow they get a copy there, `slowWriteBegan`),
+/// and once anything waits in the spool every new message follows it there, so the writer takes
+/// them in the order they came. When the spool reaches its size
 /// limit, `hasRoom` turns false and connectors stop reading their sockets until it drains; what
 /// a connector already read still goes into memory, up to `capacity`, beyond which messages are
 /// refused and counted as dropped. Without a spool (`SpoolMode.off`) memory is the only tier.
