@@ -28,7 +28,7 @@ public struct RealtimeFilter: Sendable, Equatable {
 /// slow client never blocks the writer or other clients; a client that keeps overflowing is closed.
 public final class RealtimeClientQueue: Sendable {
     public let id = UUID()
-    let updates: SignalledQueue<String>
+    let updates: SignalledQueue<RealtimeFrame>
     private let filterState: Mutex<RealtimeFilter>
     private let dropsSinceCheck = Atomic<Int>(0)
     let totals: BroadcastTotals
@@ -58,10 +58,10 @@ public final class RealtimeClientQueue: Sendable {
     /// Drops since the last call; the session closes clients that keep overflowing.
     func takeDropsSinceCheck() -> Int { dropsSinceCheck.exchange(0, ordering: .relaxed) }
 
-    /// Enqueues `texts`, dropping the oldest queued updates when full, and wakes the sender.
+    /// Enqueues `frames`, dropping the oldest queued updates when full, and wakes the sender.
     /// Never waits.
-    func enqueue(contentsOf texts: [String]) {
-        let dropped = updates.append(contentsOf: texts)
+    func enqueue(contentsOf frames: [RealtimeFrame]) {
+        let dropped = updates.append(contentsOf: frames)
         if dropped > 0 {
             dropsSinceCheck.add(dropped, ordering: .relaxed)
             totals.dropped.add(dropped, ordering: .relaxed)
@@ -76,12 +76,13 @@ public final class RealtimeClientQueue: Sendable {
     }
 
     /// Everything queued, without waiting.
-    func takeQueued() -> [String] { updates.takeAvailable() }
+    func takeQueued() -> [RealtimeFrame] { updates.takeAvailable() }
 
-    /// Everything queued, waiting until there is something; `nil` once closed and drained (or cancelled).
+    /// The texts of everything queued, waiting until there is something; `nil` once closed and
+    /// drained (or cancelled).
     func next() async -> [String]? {
-        let texts = await updates.take()
-        return texts.isEmpty ? nil : texts
+        let frames = await updates.take()
+        return frames.isEmpty ? nil : frames.map(\.text)
     }
 
     /// Ends the queue and lets go of its sender (which holds the queue: a cycle otherwise).
@@ -127,17 +128,18 @@ public final class Broadcaster: Sendable {
     public var droppedCount: Int { totals.dropped.load(ordering: .relaxed) }
 
     /// Each client gets the batch's updates it wants in one append (one lock and at most one
-    /// wake-up per client per batch); each update is serialized once, when a client first wants it.
+    /// wake-up per client per batch); each update is serialized and framed once, when a client
+    /// first wants it, and its bytes are shared by every client that wants it.
     public func publish(_ messages: [StoredMessage]) {
         let clients = self.clients.withLock { Array($0.values) }
         guard !clients.isEmpty else { return }
-        var updates = [String?](repeating: nil, count: messages.count)
-        var wanted: [String] = []
+        var updates = [RealtimeFrame?](repeating: nil, count: messages.count)
+        var wanted: [RealtimeFrame] = []
         for client in clients {
             let filter = client.filter
             wanted.removeAll(keepingCapacity: true)
             for (index, message) in messages.enumerated() where filter.matches(message) {
-                let update = updates[index] ?? message.update
+                let update = updates[index] ?? RealtimeFrame(text: message.update)
                 updates[index] = update
                 wanted.append(update)
             }

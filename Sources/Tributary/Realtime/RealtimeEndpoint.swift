@@ -206,20 +206,28 @@ public struct RealtimeEndpoint: Sendable {
 }
 
 /// Sends one client's queued updates from its channel's event loop. An enqueue wakes it (at most
-/// one wake-up is pending at a time); it writes everything queued as text frames, flushes once,
-/// and looks again when the last of them has reached the socket. So a stalled client holds no
-/// more than one take in the server's memory while its queue (bounded, oldest dropped) absorbs
-/// the backlog, and a burst costs one event-loop task per client, not a task hop per update. No
-/// WebSocket extensions are negotiated, so frames go to the encoder as they are.
+/// one wake-up is pending at a time); it writes everything queued as one buffer of ready-made
+/// frames (`RealtimeFrame`, shared between clients) with one flush, and looks again when that
+/// write has reached the socket. So a stalled client holds no more than one take in the server's
+/// memory while its queue (bounded, oldest dropped) absorbs the backlog, and a burst costs one
+/// event-loop task per client, not a task hop per update.
+///
+/// The frames are already encoded, so they are written from the WebSocket frame encoder's place
+/// in the pipeline, past it: no WebSocket extensions are negotiated, so nothing else would change
+/// them on the way. Pings and error messages still go through the encoder; frames are whole
+/// writes either way, so they never interleave.
 final class ChannelSender: RealtimeSender {
     let client: RealtimeClientQueue
     let channel: any Channel
     /// A drain is scheduled or a write is in flight.
     private let busy = Atomic<Bool>(false)
+    /// The frame encoder's context, found on the first drain.
+    private let encoder: NIOLoopBoundBox<ChannelHandlerContext?>
 
     init(client: RealtimeClientQueue, channel: any Channel) {
         self.client = client
         self.channel = channel
+        self.encoder = .makeEmptyBox(valueType: ChannelHandlerContext.self, eventLoop: channel.eventLoop)
     }
 
     func wake() {
@@ -228,24 +236,35 @@ final class ChannelSender: RealtimeSender {
     }
 
     private func drain() {
-        let texts = client.takeQueued()
-        guard !texts.isEmpty else {
-            busy.store(false, ordering: .releasing)
-            // An enqueue between the take and the store saw `busy` and left it to this drain.
-            if client.updates.count > 0 { wake() }
+        let frames = client.takeQueued()
+        guard !frames.isEmpty else { return idle() }
+        guard let encoder = encoderContext() else {
+            // Not a pipeline this server builds; nothing could be sent on it.
+            channel.close(promise: nil)
             return
         }
-        var written = channel.eventLoop.makeSucceededVoidFuture()
-        for text in texts {
-            written = channel.write(WebSocketFrame(fin: true, opcode: .text, data: channel.allocator.buffer(string: text)))
-        }
-        channel.flush()
+        let written = encoder.writeAndFlush(NIOAny(RealtimeFrame.joined(frames, allocator: channel.allocator)))
         written.whenComplete { [self] result in
             switch result {
             // Queued, not called: a write that completes at once must not recurse.
-            case .success: channel.eventLoop.execute { self.drain() }
+            case .success where client.updates.count > 0: channel.eventLoop.execute { self.drain() }
+            case .success: idle()
             case .failure: channel.close(promise: nil)
             }
         }
+    }
+
+    /// Nothing queued: the next enqueue wakes the sender again.
+    private func idle() {
+        busy.store(false, ordering: .releasing)
+        // An enqueue between the take and the store saw `busy` and left it to this drain.
+        if client.updates.count > 0 { wake() }
+    }
+
+    private func encoderContext() -> ChannelHandlerContext? {
+        if let found = encoder.value { return found }
+        let found = try? channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+        encoder.value = found
+        return found
     }
 }
