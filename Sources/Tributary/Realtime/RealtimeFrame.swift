@@ -30,7 +30,9 @@ struct RealtimeFrame: Sendable {
     }
 
     /// The update's text.
-    var text: String { String(buffer: bytes.getSlice(at: bytes.readerIndex + headerLength, length: bytes.readableBytes - headerLength) ?? ByteBuffer()) }
+    var text: String {
+        bytes.getString(at: bytes.readerIndex + headerLength, length: bytes.readableBytes - headerLength) ?? ""
+    }
 
     /// `frames` as one buffer: the frame itself when there is one, else their bytes back to back.
     static func joined(_ frames: [RealtimeFrame], allocator: ByteBufferAllocator) -> ByteBuffer {
