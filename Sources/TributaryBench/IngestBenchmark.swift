@@ -6,6 +6,10 @@ import Synchronization
 import Tributary
 import TributarySimulator
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// `tributary bench ingest`: fake exchange → OKX connector → pipeline → database → one realtime
 /// client, all through real sockets on 127.0.0.1, with the server built exactly as `serve` builds it.
 public struct IngestBenchmark: Sendable {
@@ -24,7 +28,7 @@ public struct IngestBenchmark: Sendable {
 
     /// Counts realtime updates and records the exchange-send → client-receive delay of each.
     final class Receiver: Sendable {
-        let state = Mutex<(count: Int, latenciesMs: [Double])>((0, []))
+        let state = Mutex<(count: Int, latenciesMs: [Double], sentMs: [Double])>((0, [], []))
         /// Set when the server closed the realtime connection before every update arrived.
         let closed = Atomic<Bool>(false)
 
@@ -37,7 +41,10 @@ public struct IngestBenchmark: Sendable {
             let sent = (try? JSONValue.parse(text))?["data"]?["exchange_timestamp"]?.stringValue.flatMap(Timestamp.parse)
             state.withLock { state in
                 state.count += 1
-                if let sent { state.latenciesMs.append(received - sent.timeIntervalSince1970 * 1000) }
+                if let sent {
+                    state.latenciesMs.append(received - sent.timeIntervalSince1970 * 1000)
+                    state.sentMs.append(sent.timeIntervalSince1970 * 1000)
+                }
             }
         }
 
@@ -85,6 +92,13 @@ public struct IngestBenchmark: Sendable {
                 )
             )
         }
+        // The burst and the replay leave hundreds of megabytes of dirty pages. The kernel writes
+        // them back 30 s later, and every commit's fsync waits behind that writeback (300 ms
+        // stalls, seen as slow COMMITs in PostgreSQL's log): an artifact of this benchmark's
+        // order, not of a steady stream, so the latency run starts with them written.
+        let flushStarted = ContinuousClock.now
+        sync()
+        log(String(format: "page cache written back (sync) before the latency run: %.2f s", (ContinuousClock.now - flushStarted).inSeconds))
         let total = Int(latencyRate * latencySeconds)
         let latency = try await phase(rate: latencyRate, total: total, measureLatency: true, logger: logger)
         let sorted = latency.latenciesMs.sorted()
@@ -101,7 +115,29 @@ public struct IngestBenchmark: Sendable {
                 sorted.count
             )
         )
+        log(Self.slowSpells(sentMs: latency.sentMs, latenciesMs: latency.latenciesMs))
         log("peak memory (VmHWM): \(Self.peakMemoryMB()) MB")
+    }
+
+    /// Where the tail comes from: the spells in which updates took over `thresholdMs` (sent within
+    /// 100 ms of each other), each with when it began (seconds into the run), how long it lasted,
+    /// how many updates it held and the worst of them.
+    static func slowSpells(sentMs: [Double], latenciesMs: [Double], thresholdMs: Double = 30) -> String {
+        let samples = zip(sentMs, latenciesMs).sorted { $0.0 < $1.0 }
+        guard let start = samples.first?.0 else { return "slow spells: no samples" }
+        var spells: [(from: Double, to: Double, count: Int, worst: Double)] = []
+        for (sent, latency) in samples where latency > thresholdMs {
+            if let last = spells.last, sent - last.to <= 100 {
+                spells[spells.count - 1] = (last.from, sent, last.count + 1, max(last.worst, latency))
+            } else {
+                spells.append((sent, sent, 1, latency))
+            }
+        }
+        guard !spells.isEmpty else { return "slow spells: no update took over \(Int(thresholdMs)) ms" }
+        let described = spells.sorted { $0.worst > $1.worst }.prefix(5).map {
+            String(format: "at %.1f s for %.0f ms, %d updates, worst %.0f ms", ($0.from - start) / 1000, $0.to - $0.from, $0.count, $0.worst)
+        }
+        return "slow spells (updates over \(Int(thresholdMs)) ms): \(spells.count); worst: " + described.joined(separator: "; ")
     }
 
     /// Runs `body` with the replay's store running (if there is one).
@@ -119,6 +155,8 @@ public struct IngestBenchmark: Sendable {
         var stored: Int
         var distinct: Int
         var latenciesMs: [Double]
+        /// When each of `latenciesMs` was sent (ms since 1970), in the same order.
+        var sentMs: [Double] = []
     }
 
     func phase(rate: Double, total: Int, measureLatency: Bool, logger: Logger) async throws -> PhaseResult {
@@ -202,7 +240,8 @@ public struct IngestBenchmark: Sendable {
                     seconds: seconds,
                     stored: integrity.stored,
                     distinct: integrity.distinct,
-                    latenciesMs: receiver.state.withLock { $0.latenciesMs }
+                    latenciesMs: receiver.state.withLock { $0.latenciesMs },
+                    sentMs: receiver.state.withLock { $0.sentMs }
                 )
             }
         }
