@@ -13,6 +13,25 @@ import Glibc
 
 /// The `tributary` executable itself: startup checks, graceful shutdown and exit codes.
 @Suite struct CommandLineTests {
+    /// `bench ingest` names the spells of slow updates, so the tail can be traced to its cause.
+    @Test func slowSpellsGroupSlowUpdatesSentCloseTogether() {
+        // Sent every 0.5 ms from t = 1,000,000 ms: slow from 1 s to 1.1 s (worst 90 ms), and at 5 s.
+        let sent = (0..<12_000).map { 1_000_000 + Double($0) / 2 }
+        let latencies = sent.map { time -> Double in
+            let offset = time - 1_000_000
+            if offset >= 1_000, offset <= 1_100 { return 40 + (offset - 1_000) / 2 }
+            if offset == 5_000 { return 31 }
+            return 5
+        }
+        let summary = IngestBenchmark.slowSpells(sentMs: sent, latenciesMs: latencies)
+        #expect(
+            summary
+                == "slow spells (updates over 30 ms): 2; worst: at 1.0 s for 100 ms, 201 updates, worst 90 ms; "
+                + "at 5.0 s for 0 ms, 1 updates, worst 31 ms"
+        )
+        #expect(IngestBenchmark.slowSpells(sentMs: sent, latenciesMs: sent.map { _ in 5 }) == "slow spells: no update took over 30 ms")
+    }
+
     /// The executable `swift build`/`swift test` built next to this test bundle.
     static var executable: URL {
         get throws {
