@@ -156,7 +156,7 @@ public struct IngestBenchmark: Sendable {
         var distinct: Int
         var latenciesMs: [Double]
         /// When each of `latenciesMs` was sent (ms since 1970), in the same order.
-        var sentMs: [Double] = []
+        var sentMs: [Double]
     }
 
     func phase(rate: Double, total: Int, measureLatency: Bool, logger: Logger) async throws -> PhaseResult {
@@ -236,13 +236,8 @@ public struct IngestBenchmark: Sendable {
                 _ = try await client.send("POST", "/api/connectors/\(id)/stop", nil)
                 let integrity = try await client.integrity(id, config: config)
                 await group.triggerGracefulShutdown()
-                return PhaseResult(
-                    seconds: seconds,
-                    stored: integrity.stored,
-                    distinct: integrity.distinct,
-                    latenciesMs: receiver.state.withLock { $0.latenciesMs },
-                    sentMs: receiver.state.withLock { $0.sentMs }
-                )
+                let (latenciesMs, sentMs) = receiver.state.withLock { ($0.latenciesMs, $0.sentMs) }
+                return PhaseResult(seconds: seconds, stored: integrity.stored, distinct: integrity.distinct, latenciesMs: latenciesMs, sentMs: sentMs)
             }
         }
     }

@@ -246,15 +246,14 @@ final class ChannelSender: RealtimeSender {
         let written = encoder.writeAndFlush(NIOAny(RealtimeFrame.joined(frames, allocator: channel.allocator)))
         written.whenComplete { [self] result in
             switch result {
-            // Queued, not called: a write that completes at once must not recurse.
-            case .success where client.updates.count > 0: channel.eventLoop.execute { self.drain() }
             case .success: idle()
             case .failure: channel.close(promise: nil)
             }
         }
     }
 
-    /// Nothing queued: the next enqueue wakes the sender again.
+    /// Done for now: the next enqueue wakes the sender again, or this does when something is
+    /// queued already (a queued drain, not a call: a write that completes at once must not recurse).
     private func idle() {
         busy.store(false, ordering: .releasing)
         // An enqueue between the take and the store saw `busy` and left it to this drain.
