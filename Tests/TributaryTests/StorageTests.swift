@@ -327,6 +327,30 @@ extension ConnectorConfig {
             }
         }
     }
+
+    /// A small batch is one call of the write procedure that `migrate` creates; a database
+    /// without it (dropped, or never migrated by this version) gets it again on the first write.
+    @Test func aSmallBatchCallsTheWriteProcedureAndCreatesItWhenMissing() async throws {
+        guard TestBackend.enabled.contains(.postgres) else { return }
+        let procedure = try #require(PostgresStore.writeProcedure)
+        try await TestBackend.postgres.withConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let exists = "SELECT count(*)::text FROM pg_proc WHERE proname = '\(procedure.name)'"
+                #expect(try await RawDatabase.strings(config, exists) == ["1"])
+                _ = try await RawDatabase.strings(config, "DROP PROCEDURE \(procedure.name)")
+                #expect(try await RawDatabase.strings(config, exists) == ["0"])
+                for round in 0..<2 {
+                    let messages = Self.awkward("conn_\(round)")
+                    let ids = try await store.insertMessages(messages, batch: BatchRecord(batchID: "b\(round)", connectorID: nil, metrics: [:]))
+                    #expect(ids.count == messages.count && ids.allSatisfy { $0 != nil })
+                }
+                #expect(try await RawDatabase.strings(config, exists) == ["1"])
+                #expect(try await RawDatabase.strings(config, "SELECT count(*)::text FROM websocket_messages") == ["16"])
+                #expect(try await RawDatabase.strings(config, "SELECT count(*)::text FROM websocket_batches") == ["2"])
+            }
+        }
+    }
 }
 
 /// `RETENTION_DAYS`: old rows go in bounded deletes, recent ones and the candles stay.

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import PostgresNIO
 import Synchronization
@@ -107,22 +108,25 @@ extension PostgresStore {
         // Only with several instances, and only connectors with rows that have no exchange identity.
         let fenceable: Set<String> =
             instanceID == nil ? [] : Set(messages.lazy.filter { $0.lease != nil && $0.message.sourceID == nil }.map(\.connectorID))
-        if mode == .oneStatement, fenceable.isEmpty {
+        if mode == .oneStatement, fenceable.isEmpty, let procedure = Self.writeProcedure {
             return try await run("insert messages") { [logger, self] client in
                 let ids = try await self.reservedIDs.take(messages.count, from: client, logger: logger)
                 var sql = BoundSQL()
-                let rows = Self.messageRows(messages, ids: ids, into: &sql)
-                let rest = Self.batchRows(messages, ids: ids, batch: batch, metrics: metrics, instanceID: instanceID, into: &sql)
-                // In an explicit transaction: on its own, a statement's completion reaches the client
-                // before the commit that follows it, and a server stopping in between would lose
-                // rows the writer believes stored. Only COMMIT's answer says they are.
-                try await client.withTransaction(logger: logger) { connection in
+                _ = Self.oneStatement(messages, ids: ids, batch: batch, metrics: metrics, instanceID: instanceID, into: &sql)
+                // A procedure that commits before it returns: its answer means the rows are stored
+                // (a statement's own completion reaches the client before its implicit commit).
+                let query = sql.query(procedure.call)
+                let call = { for try await _ in try await client.query(query, logger: logger) {} }
+                do {
                     do {
-                        // Read to the end: an error while the statement runs arrives with the rows.
-                        for try await _ in try await connection.query(sql.query("WITH inserted AS (\(rows) RETURNING 1), \(rest)"), logger: logger) {}
-                    } catch let error as PSQLError where Self.isStoredRowConflict(error) {
-                        throw CopyConflict()
+                        try await call()
+                    } catch let error as PSQLError where error.serverInfo?[.sqlState] == "42883" {
+                        // Dropped, or a database this version never migrated: created, then called again.
+                        try await client.withConnection { try await Self.createWriteProcedure(procedure, on: $0, logger: logger) }
+                        try await call()
                     }
+                } catch let error as PSQLError where Self.isStoredRowConflict(error) {
+                    throw CopyConflict()
                 }
                 return ids
             }
@@ -194,7 +198,7 @@ extension PostgresStore {
                 let messageIDs = messages.map { ids[$0.identity] }
                 var sql = BoundSQL()
                 let rest = Self.batchRows(messages, ids: messageIDs, batch: batch, metrics: metrics, instanceID: instanceID, into: &sql)
-                for try await _ in try await connection.query(sql.query("WITH \(rest)"), logger: logger) {}
+                for try await _ in try await connection.query(sql.query("WITH \(rest) SELECT count(*) FROM notified"), logger: logger) {}
                 return messageIDs
             }
         }
@@ -277,10 +281,79 @@ extension PostgresStore {
                 VALUES (\(sql.bind(batch.batchID)), \(sql.bind(batch.connectorID)), \(sql.bind(messages.count)), \(sql.bind(stored))::jsonb,
                     \(sql.bind(metrics))::jsonb)
                 RETURNING 1
+            ), notified AS (
+                SELECT pg_notify(\(sql.bind(clusterChannel)), \(sql.bind(announcement))) FROM batch
+                WHERE \(sql.bind(announcement)) <> '' AND \(sql.bind(written.count)) > 0
             )
-            SELECT pg_notify(\(sql.bind(clusterChannel)), \(sql.bind(announcement))) FROM batch
-            WHERE \(sql.bind(announcement)) <> '' AND \(sql.bind(written.count)) > 0
             """
+    }
+
+    /// A small batch's whole write as one statement, for `writeProcedure` (ids reserved): the
+    /// rows, then `batchRows`, counting the announcements into the procedure's variable.
+    static func oneStatement(
+        _ messages: [PendingMessage],
+        ids: [Int64],
+        batch: BatchRecord,
+        metrics: String,
+        instanceID: String?,
+        into sql: inout BoundSQL
+    ) -> String {
+        let rows = messageRows(messages, ids: ids, into: &sql)
+        let rest = batchRows(messages, ids: ids, batch: batch, metrics: metrics, instanceID: instanceID, into: &sql)
+        return "WITH inserted AS (\(rows) RETURNING 1), \(rest) SELECT count(*) INTO announced FROM notified"
+    }
+
+    /// `oneStatement` as a PL/pgSQL procedure that runs it and commits, so a small batch is one
+    /// round trip whose answer comes after the commit. Its parameters are the statement's binds,
+    /// in order (`$1`, `$2`... in the body are the procedure's parameters). The name carries a
+    /// hash of the definition, so versions that write differently each call their own.
+    struct WriteProcedure: Sendable {
+        let name: String
+        let definition: String
+        /// `CALL name($1, ..., $n)`, with the binds of `oneStatement`.
+        let call: String
+    }
+
+    /// Nil only if a bind had a type without a SQL name (then small batches take the `COPY` path).
+    static let writeProcedure: WriteProcedure? = {
+        var sql = BoundSQL()
+        let statement = oneStatement(
+            [],
+            ids: [],
+            batch: BatchRecord(batchID: "", connectorID: nil, metrics: [:]),
+            metrics: "",
+            instanceID: nil,
+            into: &sql
+        )
+        let types = sql.types.compactMap(\.knownSQLName)
+        guard types.count == sql.types.count else { return nil }
+        let body = """
+            (\(types.joined(separator: ", ")))
+            LANGUAGE plpgsql AS $tributary$
+            DECLARE announced bigint;
+            BEGIN
+                \(statement);
+                COMMIT;
+            END
+            $tributary$
+            """
+        let hash = SHA256.hash(data: Data(body.utf8)).prefix(6).map { String(format: "%02x", $0) }.joined()
+        let name = "tributary_write_batch_\(hash)"
+        let parameters = (1...max(1, types.count)).map { "$\($0)" }.joined(separator: ", ")
+        return WriteProcedure(name: name, definition: "CREATE OR REPLACE PROCEDURE \(name)\(body)", call: "CALL \(name)(\(parameters))")
+    }()
+
+    /// Creates `procedure` unless it exists, under the migration lock (two instances starting
+    /// together would otherwise both replace it, and one fail).
+    static func createWriteProcedure(_ procedure: WriteProcedure, on connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.withTransaction(logger: logger) { connection in
+            _ = try await connection.query("SELECT pg_advisory_xact_lock(\(migrationLockKey))", logger: logger)
+            let rows = try await connection.query("SELECT count(*) FROM pg_proc WHERE proname = \(procedure.name)", logger: logger)
+            for try await count in rows.decode(Int.self) where count == 0 {
+                try await connection.query(PostgresQuery(unsafeSQL: procedure.definition), logger: logger)
+                logger.info("created the batch write procedure", metadata: ["procedure": "\(procedure.name)"])
+            }
+        }
     }
 
     public func insertAPIData(_ row: APIDataRow) async throws -> Int64 {
@@ -314,14 +387,18 @@ extension PostgresStore {
 /// One statement's text and its binds, built together (`$1`, `$2`, … in the order bound).
 struct BoundSQL {
     var binds = PostgresBindings()
+    /// The type of each bind, in order.
+    var types: [PostgresDataType] = []
 
     mutating func bind<Value: PostgresDynamicTypeEncodable>(_ value: Value) -> String {
         binds.append(value)
+        types.append(value.psqlType)
         return "$\(binds.count)"
     }
 
-    mutating func bind<Value: PostgresDynamicTypeEncodable>(_ value: Value?) -> String {
+    mutating func bind<Value: PostgresNonThrowingEncodable>(_ value: Value?) -> String {
         binds.append(value)
+        types.append(Value.psqlType)
         return "$\(binds.count)"
     }
 

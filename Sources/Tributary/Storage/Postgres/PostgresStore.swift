@@ -112,6 +112,7 @@ public final class PostgresStore: ConnectorStore {
                 _ = try await connection.query("SELECT pg_advisory_lock(\(Self.migrationLockKey))", logger: logger)
                 do {
                     try await Self.applyMigrations(on: connection, logger: logger)
+                    if let procedure = Self.writeProcedure { try await Self.createWriteProcedure(procedure, on: connection, logger: logger) }
                 } catch {
                     _ = try? await connection.query("SELECT pg_advisory_unlock(\(Self.migrationLockKey))", logger: logger)
                     throw error
