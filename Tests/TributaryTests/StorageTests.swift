@@ -351,6 +351,39 @@ extension ConnectorConfig {
             }
         }
     }
+
+    /// A role that may write but not create the missing procedure writes small batches with COPY.
+    @Test func aRoleThatMayNotCreateTheProcedureStillWrites() async throws {
+        guard TestBackend.enabled.contains(.postgres) else { return }
+        let procedure = try #require(PostgresStore.writeProcedure)
+        try await TestBackend.postgres.withConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { try await $0.migrate() }
+            guard case .postgres(var settings) = config.database else { return }
+            let role = "writer_\(UUID().uuidString.prefix(8).lowercased())"
+            for statement in [
+                "CREATE ROLE \(role) LOGIN", "GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO \(role)",
+                "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO \(role)", "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+                "DROP PROCEDURE \(procedure.name)",
+            ] {
+                _ = try await RawDatabase.strings(config, statement)
+            }
+            settings.username = role
+            var writer = config
+            writer.database = .postgres(settings)
+            try await Tributary.withStore(writer, logger: Logger(label: "test")) { store in
+                for round in 0..<2 {
+                    let messages = Self.awkward("conn_w\(round)")
+                    let ids = try await store.insertMessages(messages, batch: BatchRecord(batchID: "b_w\(round)", connectorID: nil, metrics: [:]))
+                    #expect(ids.count == messages.count && ids.allSatisfy { $0 != nil })
+                    // Known missing after the first write: the second goes straight to COPY.
+                    #expect((store as? PostgresStore)?.writeProcedureUnavailable.load(ordering: .relaxed) == true)
+                }
+            }
+            #expect(try await RawDatabase.strings(config, "SELECT count(*)::text FROM websocket_messages") == ["16"])
+            #expect(try await RawDatabase.strings(config, "SELECT count(*)::text FROM pg_proc WHERE proname = '\(procedure.name)'") == ["0"])
+            for statement in ["DROP OWNED BY \(role)", "DROP ROLE \(role)"] { _ = try await RawDatabase.strings(config, statement) }
+        }
+    }
 }
 
 /// `RETENTION_DAYS`: old rows go in bounded deletes, recent ones and the candles stay.

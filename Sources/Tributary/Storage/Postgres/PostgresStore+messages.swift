@@ -79,6 +79,9 @@ extension PostgresStore {
     /// A write that met a row already stored (the unique `(connector_id, source_id)` index).
     struct CopyConflict: Error {}
 
+    /// The write procedure is missing and this role may not create it.
+    struct ProcedureMissing: Error {}
+
     /// A unique violation on a message row: its identity, or a reserved id already used (after
     /// the sequence was reset under the reserve). Any other (a batch id) is a real error.
     static func isStoredRowConflict(_ error: PSQLError) -> Bool {
@@ -108,27 +111,40 @@ extension PostgresStore {
         // Only with several instances, and only connectors with rows that have no exchange identity.
         let fenceable: Set<String> =
             instanceID == nil ? [] : Set(messages.lazy.filter { $0.lease != nil && $0.message.sourceID == nil }.map(\.connectorID))
-        if mode == .oneStatement, fenceable.isEmpty, let procedure = Self.writeProcedure {
-            return try await run("insert messages") { [logger, self] client in
-                let ids = try await self.reservedIDs.take(messages.count, from: client, logger: logger)
-                var sql = BoundSQL()
-                _ = Self.oneStatement(messages, ids: ids, batch: batch, metrics: metrics, instanceID: instanceID, into: &sql)
-                // A procedure that commits before it returns: its answer means the rows are stored
-                // (a statement's own completion reaches the client before its implicit commit).
-                let query = sql.query(procedure.call)
-                let call = { for try await _ in try await client.query(query, logger: logger) {} }
-                do {
+        if mode == .oneStatement, fenceable.isEmpty, let procedure = Self.writeProcedure, !writeProcedureUnavailable.load(ordering: .relaxed) {
+            do {
+                return try await run("insert messages") { [logger, self] client in
+                    let ids = try await self.reservedIDs.take(messages.count, from: client, logger: logger)
+                    var sql = BoundSQL()
+                    _ = Self.oneStatement(messages, ids: ids, batch: batch, metrics: metrics, instanceID: instanceID, into: &sql)
+                    // A procedure that commits before it returns: its answer means the rows are stored
+                    // (a statement's own completion reaches the client before its implicit commit).
+                    let query = sql.query(procedure.call)
+                    let call = { for try await _ in try await client.query(query, logger: logger) {} }
                     do {
-                        try await call()
-                    } catch let error as PSQLError where error.serverInfo?[.sqlState] == "42883" {
-                        // Dropped, or a database this version never migrated: created, then called again.
-                        try await client.withConnection { try await Self.createWriteProcedure(procedure, on: $0, logger: logger) }
-                        try await call()
+                        do {
+                            try await call()
+                        } catch let error as PSQLError where error.serverInfo?[.sqlState] == "42883" {
+                            // Dropped, or a database this version never migrated: created, then called again.
+                            do {
+                                try await client.withConnection { try await Self.createWriteProcedure(procedure, on: $0, logger: logger) }
+                            } catch {
+                                self.writeProcedureUnavailable.store(true, ordering: .relaxed)
+                                logger.warning(
+                                    "the batch write procedure is missing and could not be created; small batches are written with COPY until the next start",
+                                    metadata: ["procedure": "\(procedure.name)", "error": "\(Self.translate(error))"]
+                                )
+                                throw ProcedureMissing()
+                            }
+                            try await call()
+                        }
+                    } catch let error as PSQLError where Self.isStoredRowConflict(error) {
+                        throw CopyConflict()
                     }
-                } catch let error as PSQLError where Self.isStoredRowConflict(error) {
-                    throw CopyConflict()
+                    return ids
                 }
-                return ids
+            } catch is ProcedureMissing {
+                // Written below, as a large batch is.
             }
         }
         // The rows' COPY text is built before the database is asked for anything (CPU time does

@@ -22,6 +22,9 @@ public final class PostgresStore: ConnectorStore {
     public let copyConflicts = Atomic<Int>(0)
     /// Message ids reserved from the sequence for `COPY` (see `insertMessages`).
     let reservedIDs = ReservedIDs()
+    /// Set once the write procedure could not be created (a role without `CREATE`): small
+    /// batches then go with `COPY` until the next start.
+    let writeProcedureUnavailable = Atomic<Bool>(false)
     let conflicts = ConflictMemory()
     let timeout: Duration
     let logger: Logger
@@ -76,12 +79,20 @@ public final class PostgresStore: ConnectorStore {
         defer { inFlight.subtract(1, ordering: .relaxed) }
         do {
             return try await withDeadline(timeout ?? self.timeout, what) { [client] in try await body(client) }
-        } catch let error as PSQLError {
+        } catch {
             throw Self.translate(error)
-        } catch let error as PostgresTransactionError {
+        }
+    }
+
+    /// PostgresNIO's errors as `StoreError`s (see the other `translate`); others as they are.
+    static func translate(_ error: any Error) -> any Error {
+        switch error {
+        case let error as PSQLError: return translate(error)
+        case let error as PostgresTransactionError:
             // The first failure inside the transaction is the meaningful one.
             let cause = error.beginError ?? error.closureError ?? error.commitError ?? error
-            throw (cause as? PSQLError).map(Self.translate) ?? cause
+            return (cause as? PSQLError).map(translate) ?? cause
+        default: return error
         }
     }
 
@@ -107,12 +118,23 @@ public final class PostgresStore: ConnectorStore {
     }
 
     public func migrate() async throws {
-        try await run("migrate", timeout: Migrations.timeout) { [logger] client in
+        try await run("migrate", timeout: Migrations.timeout) { [logger, self] client in
             try await client.withConnection { connection in
                 _ = try await connection.query("SELECT pg_advisory_lock(\(Self.migrationLockKey))", logger: logger)
                 do {
                     try await Self.applyMigrations(on: connection, logger: logger)
-                    if let procedure = Self.writeProcedure { try await Self.createWriteProcedure(procedure, on: connection, logger: logger) }
+                    if let procedure = Self.writeProcedure {
+                        do {
+                            try await Self.createWriteProcedure(procedure, on: connection, logger: logger)
+                        } catch {
+                            // A role that may write but not create: small batches go with COPY.
+                            self.writeProcedureUnavailable.store(true, ordering: .relaxed)
+                            logger.warning(
+                                "could not create the batch write procedure; small batches are written with COPY until the next start",
+                                metadata: ["procedure": "\(procedure.name)", "error": "\(Self.translate(error))"]
+                            )
+                        }
+                    }
                 } catch {
                     _ = try? await connection.query("SELECT pg_advisory_unlock(\(Self.migrationLockKey))", logger: logger)
                     throw error
