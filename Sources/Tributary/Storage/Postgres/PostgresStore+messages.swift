@@ -116,6 +116,7 @@ extension PostgresStore {
                 return try await run("insert messages") { [logger, self] client in
                     let ids = try await self.reservedIDs.take(messages.count, from: client, logger: logger)
                     var sql = BoundSQL()
+                    // Only its binds: its text is the procedure's body.
                     _ = Self.oneStatement(messages, ids: ids, batch: batch, metrics: metrics, instanceID: instanceID, into: &sql)
                     // A procedure that commits before it returns: its answer means the rows are stored
                     // (a statement's own completion reaches the client before its implicit commit).
@@ -359,12 +360,16 @@ extension PostgresStore {
         return WriteProcedure(name: name, definition: "CREATE OR REPLACE PROCEDURE \(name)\(body)", call: "CALL \(name)(\(parameters))")
     }()
 
-    /// Creates `procedure` unless it exists, under the migration lock (two instances starting
-    /// together would otherwise both replace it, and one fail).
+    /// Creates `procedure` unless it exists in the schema where it would be created (the first
+    /// of the search path, where `CALL` finds it first), under the migration lock (two instances
+    /// starting together would otherwise both replace it, and one fail).
     static func createWriteProcedure(_ procedure: WriteProcedure, on connection: PostgresConnection, logger: Logger) async throws {
         try await connection.withTransaction(logger: logger) { connection in
             _ = try await connection.query("SELECT pg_advisory_xact_lock(\(migrationLockKey))", logger: logger)
-            let rows = try await connection.query("SELECT count(*) FROM pg_proc WHERE proname = \(procedure.name)", logger: logger)
+            let rows = try await connection.query(
+                "SELECT count(*) FROM pg_proc WHERE proname = \(procedure.name) AND pronamespace = current_schema()::regnamespace",
+                logger: logger
+            )
             for try await count in rows.decode(Int.self) where count == 0 {
                 try await connection.query(PostgresQuery(unsafeSQL: procedure.definition), logger: logger)
                 logger.info("created the batch write procedure", metadata: ["procedure": "\(procedure.name)"])
