@@ -127,14 +127,7 @@ extension PostgresStore {
                             try await call()
                         } catch let error as PSQLError where error.serverInfo?[.sqlState] == "42883" {
                             // Dropped, or a database this version never migrated: created, then called again.
-                            do {
-                                try await client.withConnection { try await Self.createWriteProcedure(procedure, on: $0, logger: logger) }
-                            } catch {
-                                self.writeProcedureUnavailable.store(true, ordering: .relaxed)
-                                logger.warning(
-                                    "the batch write procedure is missing and could not be created; small batches are written with COPY until the next start",
-                                    metadata: ["procedure": "\(procedure.name)", "error": "\(Self.translate(error))"]
-                                )
+                            guard try await client.withConnection({ await self.createWriteProcedure(procedure, on: $0) }) else {
                                 throw ProcedureMissing()
                             }
                             try await call()
@@ -362,8 +355,23 @@ extension PostgresStore {
 
     /// Creates `procedure` unless it exists in the schema where it would be created (the first
     /// of the search path, where `CALL` finds it first), under the migration lock (two instances
-    /// starting together would otherwise both replace it, and one fail).
-    static func createWriteProcedure(_ procedure: WriteProcedure, on connection: PostgresConnection, logger: Logger) async throws {
+    /// starting together would otherwise both replace it, and one fail). False when it cannot (a
+    /// role that may write but not create): then small batches go with `COPY` until the next start.
+    func createWriteProcedure(_ procedure: WriteProcedure, on connection: PostgresConnection) async -> Bool {
+        do {
+            try await Self.createWriteProcedure(procedure, on: connection, logger: logger)
+            return true
+        } catch {
+            writeProcedureUnavailable.store(true, ordering: .relaxed)
+            logger.warning(
+                "could not create the batch write procedure; small batches are written with COPY until the next start",
+                metadata: ["procedure": "\(procedure.name)", "error": "\(Self.translate(error))"]
+            )
+            return false
+        }
+    }
+
+    private static func createWriteProcedure(_ procedure: WriteProcedure, on connection: PostgresConnection, logger: Logger) async throws {
         try await connection.withTransaction(logger: logger) { connection in
             _ = try await connection.query("SELECT pg_advisory_xact_lock(\(migrationLockKey))", logger: logger)
             let rows = try await connection.query(

@@ -123,18 +123,7 @@ public final class PostgresStore: ConnectorStore {
                 _ = try await connection.query("SELECT pg_advisory_lock(\(Self.migrationLockKey))", logger: logger)
                 do {
                     try await Self.applyMigrations(on: connection, logger: logger)
-                    if let procedure = Self.writeProcedure {
-                        do {
-                            try await Self.createWriteProcedure(procedure, on: connection, logger: logger)
-                        } catch {
-                            // A role that may write but not create: small batches go with COPY.
-                            self.writeProcedureUnavailable.store(true, ordering: .relaxed)
-                            logger.warning(
-                                "could not create the batch write procedure; small batches are written with COPY until the next start",
-                                metadata: ["procedure": "\(procedure.name)", "error": "\(Self.translate(error))"]
-                            )
-                        }
-                    }
+                    if let procedure = Self.writeProcedure { _ = await self.createWriteProcedure(procedure, on: connection) }
                 } catch {
                     _ = try? await connection.query("SELECT pg_advisory_unlock(\(Self.migrationLockKey))", logger: logger)
                     throw error
