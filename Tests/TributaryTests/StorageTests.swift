@@ -4,6 +4,7 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import NIOPosix
+import SQLiteNIO
 import ServiceLifecycle
 import Synchronization
 import Testing
@@ -464,6 +465,81 @@ extension ConnectorConfig {
         #expect(try AppConfig.load(environment: [:]).retentionDays == nil)
         for bad in ["0", "-1", "abc", "36501"] {
             #expect(throws: ConfigError.self) { try AppConfig.load(environment: ["RETENTION_DAYS": bad]) }
+        }
+    }
+}
+
+/// SQLite writes a batch through `SQLiteDirect`: one job on the connection's thread, its
+/// statements prepared once and kept (up to `statementCacheLimit`).
+@Suite(.timeLimit(.minutes(3))) struct SQLiteDirectTests {
+    static func pending(_ index: Int) -> PendingMessage {
+        let message = HardeningTests.trade {
+            $0.sourceID = "okx:trades:BTC-USDT:\(index)"
+            $0.price = "\(100 + index % 7).25"
+        }
+        return PendingMessage(connectorID: "conn_sizes", sessionID: "ws_1", sourceID: message.sourceID ?? "", message: message, receivedAt: Date())
+    }
+
+    /// Batches of 80 sizes, each its own `INSERT` (more than the cache keeps), are all stored with
+    /// their candle minutes and batch rows; a batch that meets stored rows gets ids for the new
+    /// ones only; the cache stays within its limit.
+    @Test func batchesOfManySizesAreStoredThroughTheStatementCache() async throws {
+        try await TestBackend.sqlite.withConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let sqlite = try #require(store as? SQLiteStore)
+                var next = 0
+                for size in 1...80 {
+                    let ids = try await store.insertMessages(
+                        (next..<next + size).map(Self.pending),
+                        batch: BatchRecord(batchID: "b\(size)", connectorID: "conn_sizes", metrics: [:])
+                    )
+                    #expect(ids.count == size && ids.allSatisfy { $0 != nil }, "batch of \(size)")
+                    next += size
+                }
+                let overlapping = try await store.insertMessages(
+                    (next - 5..<next + 5).map(Self.pending),
+                    batch: BatchRecord(batchID: "b_overlap", connectorID: "conn_sizes", metrics: [:])
+                )
+                #expect(overlapping.map { $0 == nil } == Array(repeating: true, count: 5) + Array(repeating: false, count: 5))
+                let counts = try await store.messageCounts(connectorID: "conn_sizes")
+                #expect(counts.rows == 3_245 && counts.distinctSources == 3_245)
+                #expect(try await RawDatabase.strings(config, "SELECT CAST(SUM(trade_count) AS TEXT) FROM candles_1m") == ["3245"])
+                #expect(try await RawDatabase.strings(config, "SELECT CAST(COUNT(*) AS TEXT) FROM websocket_batches") == ["81"])
+                let kept = try await sqlite.direct.run { $0.statementCount }
+                #expect(kept > 0 && kept <= SQLiteDirect.statementCacheLimit, "\(kept) statements kept")
+            }
+        }
+    }
+
+    /// Cancelling the caller (as a deadline does) interrupts the running statement and rolls
+    /// back its transaction; the connection goes on working.
+    @Test func aCancelledJobIsInterruptedAndRolledBack() async throws {
+        try await TestBackend.sqlite.withConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let sqlite = try #require(store as? SQLiteStore)
+                let job = Task {
+                    try await sqlite.direct.run { db in
+                        try db.transaction("slow") {
+                            try db.query("CREATE TABLE cancel_probe (x)")
+                            // Minutes of counting, unless interrupted.
+                            try db.query(
+                                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 5000000000) SELECT count(*) FROM c"
+                            )
+                        }
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                let cancelled = ContinuousClock.now
+                job.cancel()
+                await #expect(throws: StoreError.self) { try await job.value }
+                #expect(ContinuousClock.now - cancelled < .seconds(5))
+                let probe = try await sqlite.direct.run { db in try db.query("SELECT count(*) FROM sqlite_master WHERE name = 'cancel_probe'") }
+                #expect(probe.first?.first?.integer == 0, "rolled back")
+                let ids = try await store.insertMessages([Self.pending(1)], batch: BatchRecord(batchID: "b_after", connectorID: nil, metrics: [:]))
+                #expect(ids.allSatisfy { $0 != nil })
+            }
         }
     }
 }

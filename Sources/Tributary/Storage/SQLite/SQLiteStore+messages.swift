@@ -33,83 +33,92 @@ extension SQLiteStore {
 
     public func insertMessages(_ messages: [PendingMessage], batch: BatchRecord) async throws -> [Int64?] {
         guard !messages.isEmpty else { return [] }
-        return try await transaction("insert messages") { connection in
-            var ids: [PendingMessage.Identity: Int64] = [:]
-            for start in stride(from: 0, to: messages.count, by: Self.rowsPerStatement) {
-                let chunk = messages[start..<min(start + Self.rowsPerStatement, messages.count)]
-                var binds: [SQLiteData] = []
-                binds.reserveCapacity(chunk.count * 12)
-                for pending in chunk {
-                    let message = pending.message
-                    binds.append(contentsOf: [
-                        .text(pending.connectorID), .text(message.exchange.rawValue), message.instrument.map(SQLiteData.text) ?? .null,
-                        .text(message.messageType.rawValue), message.price.map(SQLiteData.text) ?? .null,
-                        message.quantity.map(SQLiteData.text) ?? .null, message.side.map(SQLiteData.text) ?? .null, .text(pending.data),
-                        .text(pending.sourceID), .text(pending.sessionID),
-                        message.exchangeTimestampMs.map { .text(Timestamp.format(Date(timeIntervalSince1970: Double($0) / 1000))) } ?? .null,
-                        .text(Timestamp.format(pending.receivedAt)),
-                    ])
-                }
-                let rows = try await connection.query(Self.insertSQL(rows: chunk.count), binds)
-                for row in rows {
-                    if let id = row.column("id")?.integer, let connector = row.column("connector_id")?.string,
-                        let source = row.column("source_id")?.string
-                    {
-                        ids[PendingMessage.Identity(connectorID: connector, sourceID: source)] = Int64(id)
-                    }
+        // One job on the connection's thread for the whole transaction (see `SQLiteDirect`).
+        return try await exclusive("insert messages") { [direct] _ in
+            try await direct.run { db in
+                try db.transaction("insert messages") { try Self.insert(messages, batch: batch, on: db) }
+            }
+        }
+    }
+
+    /// The rows (`ON CONFLICT DO NOTHING`: a re-delivered one gets no id), their candle minutes
+    /// and the batch row; inside a transaction.
+    static func insert(_ messages: [PendingMessage], batch: BatchRecord, on db: SQLiteDirect) throws -> [Int64?] {
+        var ids: [PendingMessage.Identity: Int64] = [:]
+        for start in stride(from: 0, to: messages.count, by: Self.rowsPerStatement) {
+            let chunk = messages[start..<min(start + Self.rowsPerStatement, messages.count)]
+            var binds: [SQLiteData] = []
+            binds.reserveCapacity(chunk.count * 12)
+            for pending in chunk {
+                let message = pending.message
+                binds.append(contentsOf: [
+                    .text(pending.connectorID), .text(message.exchange.rawValue), message.instrument.map(SQLiteData.text) ?? .null,
+                    .text(message.messageType.rawValue), message.price.map(SQLiteData.text) ?? .null,
+                    message.quantity.map(SQLiteData.text) ?? .null, message.side.map(SQLiteData.text) ?? .null, .text(pending.data),
+                    .text(pending.sourceID), .text(pending.sessionID),
+                    message.exchangeTimestampMs.map { .text(Timestamp.format(Date(timeIntervalSince1970: Double($0) / 1000))) } ?? .null,
+                    .text(Timestamp.format(pending.receivedAt)),
+                ])
+            }
+            // RETURNING id, connector_id, source_id.
+            for row in try db.query(Self.insertSQL(rows: chunk.count), binds) where row.count == 3 {
+                if let id = row[0].integer, let connector = row[1].string, let source = row[2].string {
+                    ids[PendingMessage.Identity(connectorID: connector, sourceID: source)] = Int64(id)
                 }
             }
-            let messageIDs = messages.map { ids[$0.identity] }
-            // The batch's candle minutes, from the rows really inserted (duplicates add nothing).
-            try await MinuteCandles(stored: messages, ids: messageIDs).merge(into: connection)
-            _ = try await connection.query(
-                "INSERT INTO websocket_batches (batch_id, connector_id, message_count, messages, metrics, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    .text(batch.batchID), batch.connectorID.map(SQLiteData.text) ?? .null, .integer(messages.count),
-                    .text(JSONValue.array(messageIDs.compactMap { $0.map { .number(String($0)) } }).serialized),
-                    .text(JSONValue.object(batch.metrics).serialized), .text(Timestamp.format(Date())),
-                ]
-            )
-            return messageIDs
         }
+        let messageIDs = messages.map { ids[$0.identity] }
+        // The batch's candle minutes, from the rows really inserted (duplicates add nothing).
+        try MinuteCandles(stored: messages, ids: messageIDs).merge(into: db)
+        try db.query(
+            "INSERT INTO websocket_batches (batch_id, connector_id, message_count, messages, metrics, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                .text(batch.batchID), batch.connectorID.map(SQLiteData.text) ?? .null, .integer(messages.count),
+                .text(JSONValue.array(messageIDs.compactMap { $0.map { .number(String($0)) } }).serialized),
+                .text(JSONValue.object(batch.metrics).serialized), .text(Timestamp.format(Date())),
+            ]
+        )
+        return messageIDs
     }
 
     /// Nothing to fold: batches write candles_1m themselves (see `MinuteCandles`).
     public func compactCandles() async throws -> Int { 0 }
 
     public func rebuildCandles() async throws {
-        try await transaction("rebuild candles", timeout: Migrations.timeout) { connection in try await Self.rebuildCandles(on: connection) }
+        try await transaction("rebuild candles", timeout: Migrations.timeout) { [direct] _ in try await Self.rebuildCandles(on: direct) }
     }
 
-    /// Refills `candles_1m` from every stored trade, reading them in pages by id.
-    static func rebuildCandles(on connection: SQLiteConnection) async throws {
-        _ = try await connection.query("DELETE FROM candles_1m")
-        var after = 0
-        while true {
-            let rows = try await connection.query(
-                """
-                SELECT id, exchange, instrument, price, quantity, timestamp FROM websocket_messages
-                WHERE id > ? AND message_type = 'trade' AND price IS NOT NULL AND instrument IS NOT NULL ORDER BY id LIMIT 50000
-                """,
-                [.integer(after)]
-            )
-            guard let last = rows.last?.column("id")?.integer else { return }
-            var minutes = MinuteCandles()
-            for row in rows {
-                guard let id = row.column("id")?.integer, let exchange = row.column("exchange")?.string,
-                    let instrument = row.column("instrument")?.string, let price = row.column("price")?.string,
-                    let time = row.column("timestamp")?.string.flatMap(Timestamp.parse)
-                else { continue }
-                minutes.add(
-                    exchange: exchange,
-                    instrument: instrument,
-                    price: price,
-                    quantity: row.column("quantity")?.string,
-                    at: PartialCandle.Position(time: time, id: Int64(id))
+    /// Refills `candles_1m` from every stored trade, reading them in pages by id; inside the
+    /// caller's transaction (on the same connection).
+    static func rebuildCandles(on direct: SQLiteDirect) async throws {
+        try await direct.run { db in
+            try db.query("DELETE FROM candles_1m")
+            var after = 0
+            while true {
+                let rows = try db.query(
+                    """
+                    SELECT id, exchange, instrument, price, quantity, timestamp FROM websocket_messages
+                    WHERE id > ? AND message_type = 'trade' AND price IS NOT NULL AND instrument IS NOT NULL ORDER BY id LIMIT 50000
+                    """,
+                    [.integer(after)]
                 )
+                guard let last = rows.last?.first?.integer else { return }
+                var minutes = MinuteCandles()
+                for row in rows where row.count == 6 {
+                    guard let id = row[0].integer, let exchange = row[1].string, let instrument = row[2].string, let price = row[3].string,
+                        let time = row[5].string.flatMap(Timestamp.parse)
+                    else { continue }
+                    minutes.add(
+                        exchange: exchange,
+                        instrument: instrument,
+                        price: price,
+                        quantity: row[4].string,
+                        at: PartialCandle.Position(time: time, id: Int64(id))
+                    )
+                }
+                try minutes.merge(into: db)
+                after = last
             }
-            try await minutes.merge(into: connection)
-            after = last
         }
     }
 
@@ -157,13 +166,13 @@ extension MinuteCandles {
     /// Merges these minutes into the `candles_1m` rows already stored. SQLite keeps decimals as
     /// text, so the merge happens here with `ExactDecimal` rather than in SQL: one `SELECT` of the
     /// stored minutes and one multi-row `INSERT OR REPLACE` per `minutesPerStatement` (each
-    /// statement is a trip to SQLite's thread and back, so not two per minute).
-    func merge(into connection: SQLiteConnection) async throws {
+    /// statement costs a step through SQLite's parser and VM, so not two per minute).
+    func merge(into db: SQLiteDirect) throws {
         let all = sorted
         for start in stride(from: 0, to: all.count, by: Self.minutesPerStatement) {
             let chunk = all[start..<min(start + Self.minutesPerStatement, all.count)]
             let keys = chunk.map { (instrument: $0.key.instrument, bucket: Timestamp.format($0.key.bucket), exchange: $0.key.exchange) }
-            let stored = try await connection.query(
+            let stored = try db.query(
                 """
                 SELECT instrument, bucket, exchange, open, high, low, close, volume, trade_count, open_time, open_id, close_time, close_id
                 FROM candles_1m WHERE \(Array(repeating: "(instrument = ? AND bucket = ? AND exchange = ?)", count: keys.count).joined(separator: " OR "))
@@ -171,8 +180,8 @@ extension MinuteCandles {
                 keys.flatMap { [SQLiteData.text($0.instrument), .text($0.bucket), .text($0.exchange)] }
             )
             var existing: [[String]: PartialCandle] = [:]
-            for row in stored {
-                let row = SQLiteStoredRow(row: row)
+            for values in stored {
+                let row = SQLiteStoredRow(values: values)
                 guard let instrument = try row.string(0), let bucket = try row.string(1), let exchange = try row.string(2),
                     let candle = try PartialCandle(row: row, from: 3)
                 else { continue }
@@ -190,7 +199,7 @@ extension MinuteCandles {
                 ]
             }
             let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            _ = try await connection.query(
+            try db.query(
                 "INSERT OR REPLACE INTO candles_1m VALUES " + Array(repeating: row, count: keys.count).joined(separator: ", "),
                 binds
             )

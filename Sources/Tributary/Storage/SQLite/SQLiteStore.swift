@@ -3,12 +3,15 @@ import Logging
 import SQLiteNIO
 import ServiceLifecycle
 import Synchronization
+import VaporCSQLite
 
 /// The embedded store: one SQLite file in WAL mode in the data directory.
 ///
 /// One connection, with every operation serialized by a lock so transactions never interleave.
+/// Batch writes reach it through SQLite's C API (`SQLiteDirect`), everything else through SQLiteNIO.
 public final class SQLiteStore: ConnectorStore {
     let connection: SQLiteConnection
+    let direct: SQLiteDirect
     let lock = AsyncLock()
     let inFlight = Atomic<Int>(0)
     let timeout: Duration
@@ -21,7 +24,11 @@ public final class SQLiteStore: ConnectorStore {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
         let connection: SQLiteConnection = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
-        let store = SQLiteStore(connection: connection, timeout: timeout, logger: logger)
+        guard let direct = SQLiteDirect(connection: connection, logger: logger) else {
+            try? await connection.close()
+            throw StoreError.unavailable("this version of SQLiteNIO does not show its connection handle (SQLiteDirect)")
+        }
+        let store = SQLiteStore(connection: connection, direct: direct, timeout: timeout, logger: logger)
         // Durable (WAL, synchronous FULL). A 16 MB page cache instead of SQLite's 2 MB keeps a
         // batch's dirty index pages from spilling to the WAL mid-transaction (`pagerStress` in a
         // profile of `bench ingest`): 35,087 / 36,610 / 43,065 msg/s against 31,570 / 30,149 /
@@ -39,8 +46,9 @@ public final class SQLiteStore: ConnectorStore {
     /// Calls waiting for or using the connection.
     public var operationsInFlight: Int { inFlight.load(ordering: .relaxed) }
 
-    init(connection: SQLiteConnection, timeout: Duration, logger: Logger) {
+    init(connection: SQLiteConnection, direct: SQLiteDirect, timeout: Duration, logger: Logger) {
         self.connection = connection
+        self.direct = direct
         self.timeout = timeout
         self.logger = logger
     }
@@ -73,6 +81,17 @@ public final class SQLiteStore: ConnectorStore {
         ]
         let text = "SQLite \(reason): \(error.message.prefix(300))"
         return transient.contains(where: reason.hasPrefix) ? .unavailable(text) : .rejected(text)
+    }
+
+    /// The same sorting for a result code of SQLite's C API (`SQLiteDirect`), by its primary code.
+    static func storeError(code: Int32, message: String) -> StoreError {
+        let transient: Set<Int32> = [
+            SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL, SQLITE_NOMEM, SQLITE_INTERRUPT, SQLITE_CANTOPEN, SQLITE_READONLY,
+            SQLITE_PROTOCOL, SQLITE_NOTADB, SQLITE_MISUSE,
+        ]
+        let name = sqlite_nio_sqlite3_errstr(code).map { String(cString: $0) } ?? "error"
+        let text = "SQLite \(name) (\(code)): \(message.prefix(300))"
+        return transient.contains(code & 0xFF) ? .unavailable(text) : .rejected(text)
     }
 
     /// Runs `body` in an immediate transaction (taking SQLite's write lock up front).
@@ -114,7 +133,7 @@ public final class SQLiteStore: ConnectorStore {
     }
 
     public func migrate() async throws {
-        try await transaction("migrate", timeout: Migrations.timeout) { connection in
+        try await transaction("migrate", timeout: Migrations.timeout) { [direct] connection in
             _ = try await connection.query(
                 """
                 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -125,7 +144,7 @@ public final class SQLiteStore: ConnectorStore {
             let applied = Set(try await connection.query("SELECT version FROM schema_migrations").compactMap { $0.column("version")?.integer })
             for migration in Migrations.all where !applied.contains(Int(migration.version)) {
                 for statement in migration.sqlite { _ = try await connection.query(statement) }
-                if migration.rebuildsCandles { try await Self.rebuildCandles(on: connection) }
+                if migration.rebuildsCandles { try await Self.rebuildCandles(on: direct) }
                 _ = try await connection.query(
                     "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
                     [.integer(migration.version), .text(migration.name)]
@@ -237,8 +256,14 @@ public final class SQLiteStore: ConnectorStore {
     public func run() async throws {
         try? await gracefulShutdown()
         // Closing must happen even when this task is cancelled, which would stop the thread-pool hop.
-        let connection = self.connection
-        try await Task { try await lock.withLock { try await connection.close() } }.value
+        let (connection, direct) = (self.connection, self.direct)
+        try await Task {
+            try await lock.withLock {
+                // Its statements first: a connection with statements left open does not close.
+                try await direct.close()
+                try await connection.close()
+            }
+        }.value
     }
 
     static func fetch(_ id: String, on connection: SQLiteConnection) async throws -> ConnectorRecord? {
@@ -260,16 +285,18 @@ public final class SQLiteStore: ConnectorStore {
 }
 
 struct SQLiteStoredRow: StoredRow {
-    let columns: [SQLiteColumn]
+    let values: [SQLiteData]
 
-    init(row: SQLiteRow) { self.columns = row.columns }
+    init(row: SQLiteRow) { self.values = row.columns.map(\.data) }
+
+    init(values: [SQLiteData]) { self.values = values }
 
     func string(_ column: Int) throws -> String? {
-        let data = columns[column].data
+        let data = values[column]
         return data.isNull ? nil : data.string
     }
 
-    func integer(_ column: Int) throws -> Int64? { columns[column].data.integer.map(Int64.init) }
+    func integer(_ column: Int) throws -> Int64? { values[column].integer.map(Int64.init) }
 
     func date(_ column: Int) throws -> Date? {
         guard let text = try string(column) else { return nil }
