@@ -6,9 +6,9 @@ import Synchronization
 import VaporCSQLite
 
 /// SQLite's C API on the store's one connection, for work that is many statements: a batch write
-/// (`BEGIN`, the rows, the candle minutes, the batch row, `COMMIT`) runs as one job on a thread of
-/// its own, with its statements prepared once and kept, instead of one trip to SQLiteNIO's thread
-/// pool and back, and one `sqlite3_prepare`, per statement. At the demo's rate (a transaction per
+/// (`BEGIN`, the rows, the candle minutes, the batch row, `COMMIT`) runs as one job on NIO's
+/// thread pool, with its statements prepared once and kept, instead of one trip to the pool and
+/// back, and one `sqlite3_prepare`, per statement. At the demo's rate (a transaction per
 /// trade) those six trips were about twelve thread wake-ups per batch on the pool alone.
 ///
 /// The same connection, not a second one: a transaction is the same whichever API runs it, and a
@@ -21,7 +21,8 @@ final class SQLiteDirect: @unchecked Sendable {
     // `statements` is touched only inside jobs, which the store's lock serializes.
     private let db: OpaquePointer
     private var statements: [String: OpaquePointer] = [:]
-    private let thread: NIOThreadPool
+    /// The pool SQLiteNIO runs the connection's calls on (NIO's shared one, never shut down).
+    private let pool = NIOThreadPool.singleton
     private let logger: Logger
     /// The running job's cancellation, checked before each statement.
     private let current = Mutex<Cancellation?>(nil)
@@ -42,16 +43,14 @@ final class SQLiteDirect: @unchecked Sendable {
         else { return nil }
         db = raw
         self.logger = logger
-        thread = NIOThreadPool(numberOfThreads: 1)
-        thread.start()
     }
 
-    /// Runs `body` on this connection's thread. Cancelling the calling task stops it: the running
+    /// Runs `body` on a thread of the pool. Cancelling the calling task stops it: the running
     /// statement is interrupted (`sqlite3_interrupt`), and no further statement starts.
     func run<Value: Sendable>(_ body: @escaping @Sendable (SQLiteDirect) throws -> Value) async throws -> Value {
         let cancellation = Cancellation()
         return try await withTaskCancellationHandler {
-            try await thread.runIfActive {
+            try await pool.runIfActive {
                 self.current.withLock { $0 = cancellation }
                 defer { self.current.withLock { $0 = nil } }
                 return try body(self)
@@ -175,10 +174,9 @@ final class SQLiteDirect: @unchecked Sendable {
         statements.removeAll()
     }
 
-    /// Finalizes the kept statements (before the connection closes) and stops the thread.
+    /// Finalizes the kept statements (before the connection closes).
     func close() async throws {
-        try await thread.runIfActive { self.finalizeAll() }
-        try await thread.shutdownGracefully()
+        try await pool.runIfActive { self.finalizeAll() }
     }
 
     /// `SQLITE_TRANSIENT`: SQLite copies the bound bytes before the call returns.

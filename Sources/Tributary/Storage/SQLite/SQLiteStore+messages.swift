@@ -33,7 +33,7 @@ extension SQLiteStore {
 
     public func insertMessages(_ messages: [PendingMessage], batch: BatchRecord) async throws -> [Int64?] {
         guard !messages.isEmpty else { return [] }
-        // One job on the connection's thread for the whole transaction (see `SQLiteDirect`).
+        // One job on the thread pool for the whole transaction (see `SQLiteDirect`).
         return try await exclusive("insert messages") { [direct] _ in
             try await direct.run { db in
                 try db.transaction("insert messages") { try Self.insert(messages, batch: batch, on: db) }
