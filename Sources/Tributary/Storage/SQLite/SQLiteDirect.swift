@@ -17,6 +17,9 @@ import VaporCSQLite
 /// (`SQLiteConnection.handle.raw`); `SQLiteStore.open` fails if it cannot be found. Calls never
 /// overlap: the store's lock is held around each job as around every SQLiteNIO call, and SQLiteNIO
 /// opens the connection serialized (`SQLITE_OPEN_FULLMUTEX`).
+/// `VaporCSQLite` is the SQLite that SQLiteNIO bundles (a target of the sqlite-nio package, so
+/// its functions carry the `sqlite_nio_` prefix); it is not a product, but its module is visible
+/// to every module that depends on SQLiteNIO.
 final class SQLiteDirect: @unchecked Sendable {
     // `statements` is touched only inside jobs, which the store's lock serializes.
     private let db: OpaquePointer
