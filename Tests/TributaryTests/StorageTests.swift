@@ -469,7 +469,7 @@ extension ConnectorConfig {
     }
 }
 
-/// SQLite writes a batch through `SQLiteDirect`: one job on the connection's thread, its
+/// SQLite writes a batch through `SQLiteDirect`: one job on the thread pool, its
 /// statements prepared once and kept (up to `statementCacheLimit`).
 @Suite(.timeLimit(.minutes(3))) struct SQLiteDirectTests {
     static func pending(_ index: Int) -> PendingMessage {
