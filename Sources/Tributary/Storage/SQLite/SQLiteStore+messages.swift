@@ -165,8 +165,9 @@ extension MinuteCandles {
 
     /// Merges these minutes into the `candles_1m` rows already stored. SQLite keeps decimals as
     /// text, so the merge happens here with `ExactDecimal` rather than in SQL: one `SELECT` of the
-    /// stored minutes and one multi-row `INSERT OR REPLACE` per `minutesPerStatement` (each
-    /// statement costs a step through SQLite's parser and VM, so not two per minute).
+    /// stored minutes and one multi-row `INSERT OR REPLACE` per `minutesPerStatement` (so two
+    /// statements per batch at most rates, not two per minute; each minute count is a statement
+    /// of its own in `SQLiteDirect`'s cache). Inside the caller's transaction, on its job.
     func merge(into db: SQLiteDirect) throws {
         let all = sorted
         for start in stride(from: 0, to: all.count, by: Self.minutesPerStatement) {
