@@ -141,6 +141,25 @@ import Testing
         }
     }
 
+    /// A trade an exchange repeats inside one batch is one row: the repeat gets no id (so it is
+    /// not broadcast again), and the candle and the batch row count it once.
+    @Test(arguments: TestBackend.enabled)
+    func aTradeRepeatedInOneBatchIsStoredAndCountedOnce(_ backend: TestBackend) async throws {
+        try await backend.withConfig { config in
+            try await Self.withStore(config) { store in
+                try await store.migrate()
+                let batch = [1, 2, 1].map(SQLiteDirectTests.pending)
+                let ids = try await store.insertMessages(batch, batch: BatchRecord(batchID: "b_repeat", connectorID: nil, metrics: [:]))
+                #expect(ids.map { $0 != nil } == [true, true, false])
+                _ = try await store.compactCandles()
+                #expect(try await RawDatabase.strings(config, "SELECT CAST(COUNT(*) AS TEXT) FROM websocket_messages") == ["2"])
+                #expect(try await RawDatabase.strings(config, "SELECT CAST(SUM(trade_count) AS TEXT) FROM candles_1m") == ["2"])
+                let listed = try await RawDatabase.strings(config, "SELECT CAST(messages AS TEXT) FROM websocket_batches")
+                #expect(listed.map { $0?.filter { $0 == "," }.count } == [1], "two ids listed: \(listed)")
+            }
+        }
+    }
+
     @Test func seedExampleQueryRunsUnchangedOnPostgreSQL() async throws {
         guard TestBackend.enabled.contains(.postgres) else { return }
         try await TestBackend.postgres.withConfig { config in
@@ -480,9 +499,9 @@ extension ConnectorConfig {
         return PendingMessage(connectorID: "conn_sizes", sessionID: "ws_1", sourceID: message.sourceID ?? "", message: message, receivedAt: Date())
     }
 
-    /// Batches of 80 sizes, each its own `INSERT` (more than the cache keeps), are all stored with
-    /// their candle minutes and batch rows; a batch that meets stored rows gets ids for the new
-    /// ones only; the cache stays within its limit.
+    /// Batches of 80 sizes are all stored with their candle minutes and batch rows through a few
+    /// kept statements; a batch that meets stored rows gets ids for the new ones only; more
+    /// distinct statements than the cache keeps leave it within its limit.
     @Test func batchesOfManySizesAreStoredThroughTheStatementCache() async throws {
         try await TestBackend.sqlite.withConfig { config in
             try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
@@ -507,7 +526,12 @@ extension ConnectorConfig {
                 #expect(try await RawDatabase.strings(config, "SELECT CAST(SUM(trade_count) AS TEXT) FROM candles_1m") == ["3245"])
                 #expect(try await RawDatabase.strings(config, "SELECT CAST(COUNT(*) AS TEXT) FROM websocket_batches") == ["81"])
                 let kept = try await sqlite.direct.run { $0.statementCount }
-                #expect(kept > 0 && kept <= SQLiteDirect.statementCacheLimit, "\(kept) statements kept")
+                #expect(kept > 0 && kept <= 8, "\(kept) statements kept for batches of every size")
+                let afterMany = try await sqlite.direct.run { db in
+                    for value in 0..<SQLiteDirect.statementCacheLimit * 2 { try db.query("SELECT \(value)") }
+                    return db.statementCount
+                }
+                #expect(afterMany > 0 && afterMany <= SQLiteDirect.statementCacheLimit, "\(afterMany) statements kept")
             }
         }
     }

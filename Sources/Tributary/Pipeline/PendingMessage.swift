@@ -55,6 +55,16 @@ public final class PendingMessage: Sendable {
     public var identity: Identity { Identity(connectorID: connectorID, sourceID: sourceID) }
 }
 
+extension Array where Element == PendingMessage {
+    /// The id each message got from `stored` (ids by identity). A message repeating one earlier in
+    /// the batch gets none: one row was stored for both, and it is counted, announced and
+    /// broadcast once.
+    func ids(from stored: [PendingMessage.Identity: Int64]) -> [Int64?] {
+        var seen = Set<PendingMessage.Identity>()
+        return map { seen.insert($0.identity).inserted ? stored[$0.identity] : nil }
+    }
+}
+
 /// A message as committed (its database id and metadata) or, while the database is unavailable,
 /// as received (`id` nil): what the realtime API broadcasts.
 public struct StoredMessage: Sendable {

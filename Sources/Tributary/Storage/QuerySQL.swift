@@ -329,6 +329,6 @@ extension QueryableStore {
                 found[PendingMessage.Identity(connectorID: connector, sourceID: source)] = id
             }
         }
-        return messages.map { found[$0.identity] }
+        return messages.ids(from: found)
     }
 }

@@ -205,7 +205,7 @@ extension PostgresStore {
                         }
                     }
                 }
-                let messageIDs = messages.map { ids[$0.identity] }
+                let messageIDs = messages.ids(from: ids)
                 var sql = BoundSQL()
                 let rest = Self.batchRows(messages, ids: messageIDs, batch: batch, metrics: metrics, instanceID: instanceID, into: &sql)
                 for try await _ in try await connection.query(sql.query("WITH \(rest) SELECT count(*) FROM notified"), logger: logger) {}

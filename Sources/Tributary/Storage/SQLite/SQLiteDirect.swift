@@ -30,8 +30,8 @@ final class SQLiteDirect: @unchecked Sendable {
     /// The running job's cancellation, checked before each statement.
     private let current = Mutex<Cancellation?>(nil)
 
-    /// Prepared statements kept at most; beyond, all are finalized and preparing starts over (the
-    /// row-count variants of the inserts make many; a steady rate uses a few).
+    /// Prepared statements kept at most; beyond, all are finalized and preparing starts over (a
+    /// batch write uses five; the limit is for whatever a later caller runs here).
     static let statementCacheLimit = 64
 
     final class Cancellation: Sendable {

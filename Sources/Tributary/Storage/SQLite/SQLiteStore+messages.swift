@@ -28,9 +28,6 @@ extension SQLiteStore {
         }
     }
 
-    /// Rows per INSERT statement: 12 binds each, well under SQLite's 32766-variable limit.
-    static let rowsPerStatement = 500
-
     public func insertMessages(_ messages: [PendingMessage], batch: BatchRecord) async throws -> [Int64?] {
         guard !messages.isEmpty else { return [] }
         // One job on the thread pool for the whole transaction (see `SQLiteDirect`).
@@ -43,31 +40,29 @@ extension SQLiteStore {
 
     /// The rows (`ON CONFLICT DO NOTHING`: a re-delivered one gets no id), their candle minutes
     /// and the batch row; inside a transaction.
+    ///
+    /// One single-row statement per row and per candle minute, prepared once and stepped again: a
+    /// multi-row statement that may stop at a constraint halfway needs a statement journal (a
+    /// copy of every page it changes, spilled to a temporary file past 64 KiB, opened and deleted
+    /// each transaction), which cost about a tenth of the server's CPU at 1,000 msg/s.
     static func insert(_ messages: [PendingMessage], batch: BatchRecord, on db: SQLiteDirect) throws -> [Int64?] {
-        var ids: [PendingMessage.Identity: Int64] = [:]
-        for start in stride(from: 0, to: messages.count, by: Self.rowsPerStatement) {
-            let chunk = messages[start..<min(start + Self.rowsPerStatement, messages.count)]
-            var binds: [SQLiteData] = []
-            binds.reserveCapacity(chunk.count * 12)
-            for pending in chunk {
-                let message = pending.message
-                binds.append(contentsOf: [
+        var messageIDs: [Int64?] = []
+        messageIDs.reserveCapacity(messages.count)
+        for pending in messages {
+            let message = pending.message
+            let row = try db.query(
+                Self.insertSQL,
+                [
                     .text(pending.connectorID), .text(message.exchange.rawValue), message.instrument.map(SQLiteData.text) ?? .null,
                     .text(message.messageType.rawValue), message.price.map(SQLiteData.text) ?? .null,
                     message.quantity.map(SQLiteData.text) ?? .null, message.side.map(SQLiteData.text) ?? .null, .text(pending.data),
                     .text(pending.sourceID), .text(pending.sessionID),
                     message.exchangeTimestampMs.map { .text(Timestamp.format(Date(timeIntervalSince1970: Double($0) / 1000))) } ?? .null,
                     .text(Timestamp.format(pending.receivedAt)),
-                ])
-            }
-            // RETURNING id, connector_id, source_id.
-            for row in try db.query(Self.insertSQL(rows: chunk.count), binds) where row.count == 3 {
-                if let id = row[0].integer, let connector = row[1].string, let source = row[2].string {
-                    ids[PendingMessage.Identity(connectorID: connector, sourceID: source)] = Int64(id)
-                }
-            }
+                ]
+            ).first
+            messageIDs.append(row?.first?.integer.map(Int64.init))
         }
-        let messageIDs = messages.map { ids[$0.identity] }
         // The batch's candle minutes, from the rows really inserted (duplicates add nothing).
         try MinuteCandles(stored: messages, ids: messageIDs).merge(into: db)
         try db.query(
@@ -148,62 +143,48 @@ extension SQLiteStore {
         }
     }
 
-    static func insertSQL(rows: Int) -> String {
-        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        return """
-            INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, quantity, side, data, source_id,
-                session_id, exchange_timestamp, timestamp)
-            VALUES \(Array(repeating: row, count: rows).joined(separator: ", "))
-            ON CONFLICT (connector_id, source_id) DO NOTHING RETURNING id, connector_id, source_id
-            """
-    }
+    /// One row; `RETURNING` gives its id, or nothing for a row already stored.
+    static let insertSQL = """
+        INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, quantity, side, data, source_id,
+            session_id, exchange_timestamp, timestamp)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (connector_id, source_id) DO NOTHING RETURNING id
+        """
 }
 
 extension MinuteCandles {
-    /// Minutes merged per pair of statements (3 binds each to read, 13 to write).
-    static let minutesPerStatement = 100
-
     /// Merges these minutes into the `candles_1m` rows already stored. SQLite keeps decimals as
-    /// text, so the merge happens here with `ExactDecimal` rather than in SQL: one `SELECT` of the
-    /// stored minutes and one multi-row `INSERT OR REPLACE` per `minutesPerStatement` (so two
-    /// statements per batch at most rates, not two per minute; each minute count is a statement
-    /// of its own in `SQLiteDirect`'s cache). Inside the caller's transaction, on its job.
+    /// text, so the merge happens here with `ExactDecimal` rather than in SQL: per minute, one
+    /// `SELECT` of the stored row by its key and one single-row upsert (no statement journal, see
+    /// `SQLiteStore.insert`), both prepared once. Inside the caller's transaction, on its job.
     func merge(into db: SQLiteDirect) throws {
-        let all = sorted
-        for start in stride(from: 0, to: all.count, by: Self.minutesPerStatement) {
-            let chunk = all[start..<min(start + Self.minutesPerStatement, all.count)]
-            let keys = chunk.map { (instrument: $0.key.instrument, bucket: Timestamp.format($0.key.bucket), exchange: $0.key.exchange) }
-            let stored = try db.query(
-                """
-                SELECT instrument, bucket, exchange, open, high, low, close, volume, trade_count, open_time, open_id, close_time, close_id
-                FROM candles_1m WHERE \(Array(repeating: "(instrument = ? AND bucket = ? AND exchange = ?)", count: keys.count).joined(separator: " OR "))
-                """,
-                keys.flatMap { [SQLiteData.text($0.instrument), .text($0.bucket), .text($0.exchange)] }
-            )
-            var existing: [[String]: PartialCandle] = [:]
-            for values in stored {
-                let row = SQLiteStoredRow(values: values)
-                guard let instrument = try row.string(0), let bucket = try row.string(1), let exchange = try row.string(2),
-                    let candle = try PartialCandle(row: row, from: 3)
-                else { continue }
-                existing[[instrument, bucket, exchange]] = candle
+        for (key, part) in sorted {
+            let bucket = Timestamp.format(key.bucket)
+            let keyBinds: [SQLiteData] = [.text(key.instrument), .text(bucket), .text(key.exchange)]
+            var merged = part
+            if let values = try db.query(Self.selectSQL, keyBinds).first, let stored = try PartialCandle(row: SQLiteStoredRow(values: values), from: 0) {
+                merged.merge(stored)
             }
-            var binds: [SQLiteData] = []
-            binds.reserveCapacity(keys.count * 13)
-            for (key, part) in zip(keys, chunk.map(\.value)) {
-                var merged = part
-                if let stored = existing[[key.instrument, key.bucket, key.exchange]] { merged.merge(stored) }
-                binds += [
-                    .text(key.instrument), .text(key.bucket), .text(key.exchange), .text(merged.open), .text(merged.high), .text(merged.low),
-                    .text(merged.close), .text(merged.volume.description), .integer(merged.tradeCount), .text(Timestamp.format(merged.first.time)),
-                    .integer(Int(merged.first.id)), .text(Timestamp.format(merged.last.time)), .integer(Int(merged.last.id)),
-                ]
-            }
-            let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             try db.query(
-                "INSERT OR REPLACE INTO candles_1m VALUES " + Array(repeating: row, count: keys.count).joined(separator: ", "),
-                binds
+                Self.upsertSQL,
+                keyBinds + [
+                    .text(merged.open), .text(merged.high), .text(merged.low), .text(merged.close), .text(merged.volume.description),
+                    .integer(merged.tradeCount), .text(Timestamp.format(merged.first.time)), .integer(Int(merged.first.id)),
+                    .text(Timestamp.format(merged.last.time)), .integer(Int(merged.last.id)),
+                ]
             )
         }
     }
+
+    static let selectSQL = """
+        SELECT open, high, low, close, volume, trade_count, open_time, open_id, close_time, close_id
+        FROM candles_1m WHERE instrument = ? AND bucket = ? AND exchange = ?
+        """
+
+    static let upsertSQL = """
+        INSERT INTO candles_1m VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (instrument, bucket, exchange) DO UPDATE SET open = excluded.open, high = excluded.high, low = excluded.low,
+            close = excluded.close, volume = excluded.volume, trade_count = excluded.trade_count, open_time = excluded.open_time,
+            open_id = excluded.open_id, close_time = excluded.close_time, close_id = excluded.close_id
+        """
 }
