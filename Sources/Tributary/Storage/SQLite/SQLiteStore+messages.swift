@@ -162,7 +162,9 @@ extension MinuteCandles {
             let bucket = Timestamp.format(key.bucket)
             let keyBinds: [SQLiteData] = [.text(key.instrument), .text(bucket), .text(key.exchange)]
             var merged = part
-            if let values = try db.query(Self.selectSQL, keyBinds).first, let stored = try PartialCandle(row: SQLiteStoredRow(values: values), from: 0) {
+            if let values = try db.query(Self.selectSQL, keyBinds).first,
+                let stored = try PartialCandle(row: SQLiteStoredRow(values: values), from: 0)
+            {
                 merged.merge(stored)
             }
             try db.query(
