@@ -100,6 +100,14 @@ final class SQLiteDirect: @unchecked Sendable {
         try execute(sql, binds)
     }
 
+    /// Runs one single-row `INSERT` and returns the new row's id, or nil when it inserted nothing
+    /// (`ON CONFLICT DO NOTHING`). Without `RETURNING`, which SQLite runs like a trigger: that
+    /// makes the statement need a statement journal.
+    func insertedRowID(_ sql: String, _ binds: [SQLiteData]) throws -> Int64? {
+        try execute(sql, binds)
+        return sqlite_nio_sqlite3_changes64(db) > 0 ? sqlite_nio_sqlite3_last_insert_rowid(db) : nil
+    }
+
     @discardableResult
     private func execute(_ sql: String, _ binds: [SQLiteData] = [], checkCancellation: Bool = true) throws -> [[SQLiteData]] {
         if checkCancellation, current.withLock({ $0?.cancelled.load(ordering: .acquiring) }) == true { throw CancellationError() }

@@ -50,7 +50,7 @@ extension SQLiteStore {
         messageIDs.reserveCapacity(messages.count)
         for pending in messages {
             let message = pending.message
-            let row = try db.query(
+            let id = try db.insertedRowID(
                 Self.insertSQL,
                 [
                     .text(pending.connectorID), .text(message.exchange.rawValue), message.instrument.map(SQLiteData.text) ?? .null,
@@ -60,8 +60,8 @@ extension SQLiteStore {
                     message.exchangeTimestampMs.map { .text(Timestamp.format(Date(timeIntervalSince1970: Double($0) / 1000))) } ?? .null,
                     .text(Timestamp.format(pending.receivedAt)),
                 ]
-            ).first
-            messageIDs.append(row?.first?.integer.map(Int64.init))
+            )
+            messageIDs.append(id)
         }
         // The batch's candle minutes, from the rows really inserted (duplicates add nothing).
         try MinuteCandles(stored: messages, ids: messageIDs).merge(into: db)
@@ -143,12 +143,12 @@ extension SQLiteStore {
         }
     }
 
-    /// One row; `RETURNING` gives its id, or nothing for a row already stored.
+    /// One row; a row already stored inserts nothing (and gets no id).
     static let insertSQL = """
         INSERT INTO websocket_messages (connector_id, exchange, instrument, message_type, price, quantity, side, data, source_id,
             session_id, exchange_timestamp, timestamp)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-        ON CONFLICT (connector_id, source_id) DO NOTHING RETURNING id
+        ON CONFLICT (connector_id, source_id) DO NOTHING
         """
 }
 
