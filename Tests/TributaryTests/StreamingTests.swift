@@ -200,6 +200,21 @@ import Testing
         }
     }
 
+    /// Frames of thousands of trades (hundreds of KiB, past `WebSocketConnector.largeFrame`) are
+    /// normalized on the cooperative pool instead of the event loop, and stored like small ones.
+    @Test func largeFramesAreNormalizedAndStoredWhole() async throws {
+        var options = SimulatorOptions()
+        options.rate = 0
+        options.tradesPerFrame = 3_000
+        options.total = 12_000
+        try await Self.withStartedConnector(.sqlite, options: options) { _, config, client, id in
+            #expect(try await eventually { try await Self.count(config, id) == 12_000 })
+            let data = try await client.json(.get, "/api/connectors/\(id)").body["data"]
+            #expect(data?["performance_metrics"]?["messages_failed"] == .number(0))
+            #expect(data?["status"] == "running")
+        }
+    }
+
     @Test(arguments: TestBackend.enabled)
     func malformedFramesAreCountedAndSkipped(_ backend: TestBackend) async throws {
         var options = SimulatorOptions()
