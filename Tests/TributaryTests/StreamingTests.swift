@@ -200,8 +200,7 @@ import Testing
         }
     }
 
-    /// Frames of thousands of trades (hundreds of KiB, past `WebSocketConnector.largeFrame`) are
-    /// normalized on the cooperative pool instead of the event loop, and stored like small ones.
+    /// Frames of thousands of trades (hundreds of KiB each) are normalized and stored whole.
     @Test func largeFramesAreNormalizedAndStoredWhole() async throws {
         var options = SimulatorOptions()
         options.rate = 0

@@ -3,7 +3,6 @@ import HTTPTypes
 import HummingbirdWSClient
 import Logging
 import NIOCore
-import NIOPosix
 import NIOWebSocket
 import ServiceLifecycle
 import Synchronization
@@ -132,13 +131,7 @@ struct WebSocketConnector: Sendable {
         let normalizer = Normalizer(exchange: definition.exchange, fieldMapping: definition.fieldMapping)
         let subscriptions = Self.subscriptionFrames(definition.subscriptionMessage)
         let context = self.context
-        // The connection and its reader share one event loop: each frame is normalized on the
-        // thread that read it (see `EventLoopTaskExecutor`).
-        let loop = EventLoopTaskExecutor(MultiThreadedEventLoopGroup.singleton.next())
-        return try await Self.open(Self.url(definition), configuration: configuration, settings: settings, on: loop.eventLoop, logger: logger) {
-            inbound,
-            outbound,
-            _ in
+        return try await Self.open(Self.url(definition), configuration: configuration, settings: settings, logger: logger) { inbound, outbound, _ in
             onConnected()
             context.state.connected.store(true, ordering: .releasing)
             defer { context.state.connected.store(false, ordering: .releasing) }
@@ -147,24 +140,15 @@ struct WebSocketConnector: Sendable {
             logger.info("connected and subscribed", metadata: ["subscriptions": "\(subscriptions.count)"])
             let lastReceived = LastSeen()
             try await withThrowingTaskGroup(of: ConnectionTask.self) { group in
-                group.addTask(executorPreference: loop) {
+                group.addTask {
                     var session = IngestSession(sessionID: sessionID, countsTradeGaps: true)
                     defer { session.publishTradeIDs(to: context.state.counters) }
                     var iterator = inbound.makeAsyncIterator()
                     while let message = try await iterator.nextMessage(maxSize: 1 << 24) {
                         lastReceived.nanos.store(Self.nowNanos(), ordering: .relaxed)
-                        let size: Int
                         switch message {
-                        case .text(let text): size = text.utf8.count
-                        case .binary(let buffer): size = buffer.readableBytes
-                        }
-                        if size > Self.largeFrame {
-                            // Off the event loop the connection shares with others (for milliseconds or more).
-                            await withTaskExecutorPreference(globalConcurrentExecutor) {
-                                Self.ingest(message, into: context, normalizer: normalizer, session: &session)
-                            }
-                        } else {
-                            Self.ingest(message, into: context, normalizer: normalizer, session: &session)
+                        case .text(var text): text.withUTF8 { context.ingest($0, normalizer: normalizer, session: &session) }
+                        case .binary(let buffer): context.ingest(buffer.readableBytesView, normalizer: normalizer, session: &session)
                         }
                         if !context.buffer.hasRoom {
                             await context.pauseWhileSpoolFull { lastReceived.nanos.store(Self.nowNanos(), ordering: .relaxed) }
@@ -215,7 +199,6 @@ struct WebSocketConnector: Sendable {
         _ url: String,
         configuration: WebSocketClientConfiguration,
         settings: ConnectorRuntimeSettings,
-        on eventLoop: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger,
         handler: @escaping WebSocketDataHandler<WebSocketClient.Context>
     ) async throws -> WebSocketCloseFrame? {
@@ -227,16 +210,9 @@ struct WebSocketConnector: Sendable {
                 type: .http(connectHeaders: [.proxyAuthorization: egress.authorization]),
                 timeout: .seconds(10)
             )
-            return try await WebSocketClient.connect(
-                url: url,
-                configuration: configuration,
-                proxySettings: proxy,
-                eventLoopGroup: eventLoop,
-                logger: logger,
-                handler: handler
-            )
+            return try await WebSocketClient.connect(url: url, configuration: configuration, proxySettings: proxy, logger: logger, handler: handler)
         }
-        return try await WebSocketClient.connect(url: url, configuration: configuration, eventLoopGroup: eventLoop, logger: logger, handler: handler)
+        return try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger, handler: handler)
     }
 
     /// What `POST /api/connectors/{id}/test` does for a WebSocket connector: connect, subscribe and
@@ -277,16 +253,6 @@ struct WebSocketConnector: Sendable {
         guard let result = found.withLock({ $0 }) else { throw NormalizationError("the connection closed before any data arrived") }
         return try result.get()
     }
-
-    static func ingest(_ message: WebSocketMessage, into context: ConnectorContext, normalizer: Normalizer, session: inout IngestSession) {
-        switch message {
-        case .text(var text): text.withUTF8 { context.ingest($0, normalizer: normalizer, session: &session) }
-        case .binary(let buffer): context.ingest(buffer.readableBytesView, normalizer: normalizer, session: &session)
-        }
-    }
-
-    /// Frames larger than this are normalized on Swift's cooperative pool, not on the event loop.
-    static let largeFrame = 64 * 1024
 
     static func nowNanos() -> Int64 {
         let now = ContinuousClock.now - ContinuousClock.Instant.reference
