@@ -153,7 +153,7 @@ extension FakeExchange {
     /// `btcusdt@trade` → `BTC-USDT` when that instrument is offered.
     func instrument(forStream stream: String) -> String? {
         let symbol = stream.split(separator: "@").first.map { $0.uppercased() } ?? ""
-        return options.instruments.first { $0.replacingOccurrences(of: "-", with: "") == symbol }
+        return options.instruments.first { String($0.filter { $0 != "-" }) == symbol }
     }
 
     func serveBinance(_ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter, streams: [String], combined: Bool = false) async throws
@@ -180,7 +180,7 @@ extension FakeExchange {
                 let instruments = connection.subscribed.withLock { $0 }
                 let dropped = try await self.pace(.binance, instruments: instruments) { batch in
                     for (instrument, trade) in batch {
-                        let symbol = instrument.replacingOccurrences(of: "-", with: "")
+                        let symbol = String(instrument.filter { $0 != "-" })
                         let now = String(Self.nowMs())
                         // `m`: the buyer was the maker, so the taker sold.
                         let record: JSONValue = .object([

@@ -88,9 +88,9 @@ enum FakeVenue: String, Sendable, CaseIterable {
     func symbol(_ instrument: String) -> String {
         switch self {
         case .okx, .coinbase: instrument
-        case .binance: instrument.replacingOccurrences(of: "-", with: "").lowercased()
-        case .bybit: instrument.replacingOccurrences(of: "-", with: "")
-        case .kraken: instrument.replacingOccurrences(of: "-", with: "/")
+        case .binance: String(instrument.filter { $0 != "-" }).lowercased()
+        case .bybit: String(instrument.filter { $0 != "-" })
+        case .kraken: String(instrument.map { $0 == "-" ? "/" : $0 })
         }
     }
 }
