@@ -100,6 +100,8 @@ public struct IngestBenchmark: Sendable {
         sync()
         log(String(format: "page cache written back (sync) before the latency run: %.2f s", (ContinuousClock.now - flushStarted).inSeconds))
         let total = Int(latencyRate * latencySeconds)
+        let probe = StallProbe()
+        defer { probe.stop() }
         let latency = try await phase(rate: latencyRate, total: total, measureLatency: true, logger: logger)
         let sorted = latency.latenciesMs.sorted()
         func percentile(_ p: Double) -> Double { sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
@@ -116,6 +118,7 @@ public struct IngestBenchmark: Sendable {
             )
         )
         log(Self.slowSpells(sentMs: latency.sentMs, latenciesMs: latency.latenciesMs))
+        log(probe.summary(since: latency.sentMs.min() ?? 0))
         log("peak memory (VmHWM): \(Self.peakMemoryMB()) MB")
     }
 

@@ -45,6 +45,8 @@ public struct RateBenchmark: Sendable {
                 "op": "subscribe", "args": .array(instruments.map { .object(["channel": "trades", "instId": .string($0)]) }),
             ]),
         ])
+        let probe = StallProbe()
+        defer { probe.stop() }
         let cpuBefore = ClusterBenchmark.CPUTime.of(pid: server.child.pid)
         let started = ContinuousClock.now
         let id = try await BenchHTTPClient(port: server.port).createAndStart(body)
@@ -78,6 +80,8 @@ public struct RateBenchmark: Sendable {
                 latencies.count
             )
         )
+        log(IngestBenchmark.slowSpells(sentMs: received.sentMs, latenciesMs: received.latenciesMs))
+        log(probe.summary(since: received.sentMs.min() ?? 0))
         if let batches, batches > 0 {
             log(String(format: "batches: %.0f written, %.1f messages each on average", batches, Double(counts.rows) / batches))
         }

@@ -13,6 +13,8 @@ final class RawRealtimeClient: Sendable {
     struct Received {
         var ids: [Int64] = []
         var latenciesMs: [Double] = []
+        /// When each of `latenciesMs` was sent (ms since 1970), in the same order.
+        var sentMs: [Double] = []
         var connected = false
         var closed = false
     }
@@ -140,6 +142,7 @@ final class RawRealtimeClient: Sendable {
                 received.connected = received.connected || connected
                 received.ids += ids
                 for time in sent { received.latenciesMs.append(nowMs - time) }
+                received.sentMs += sent
             }
         }
 

@@ -14,6 +14,25 @@ import Glibc
 /// The `tributary` executable itself: startup checks, graceful shutdown and exit codes.
 @Suite struct CommandLineTests {
     /// `bench ingest` names the spells of slow updates, so the tail can be traced to its cause.
+    /// The stall probe keeps only wake-ups later than its threshold and names the worst first,
+    /// timed from the same origin as the slow spells; a probe on a quiet machine reports none.
+    @Test func theStallProbeReportsLateWakeUpsWorstFirst() async throws {
+        let probe = StallProbe(thresholdMs: 20)
+        defer { probe.stop() }
+        let start = 1_000_000.0
+        probe.record(atMs: start + 2_000, lateMs: 35)
+        probe.record(atMs: start + 500, lateMs: 19)
+        probe.record(atMs: start + 7_250, lateMs: 412)
+        #expect(
+            probe.summary(since: start)
+                == "machine stalls (1 ms sleeps of the bench's probe thread over 20 ms late): 2; worst: at 7.2 s, 412 ms late; at 2.0 s, 35 ms late"
+        )
+        let quiet = StallProbe(thresholdMs: 10_000)
+        try await Task.sleep(for: .milliseconds(50))
+        quiet.stop()
+        #expect(quiet.summary(since: start) == "machine stalls: no 1 ms sleep of the bench's probe thread woke over 10000 ms late")
+    }
+
     @Test func slowSpellsGroupSlowUpdatesSentCloseTogether() {
         // Sent every 0.5 ms from t = 1,000,000 ms: slow from 1 s to 1.1 s (worst 90 ms), and at 5 s.
         let sent = (0..<12_000).map { 1_000_000 + Double($0) / 2 }
