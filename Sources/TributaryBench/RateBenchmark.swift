@@ -57,6 +57,9 @@ public struct RateBenchmark: Sendable {
         let elapsed = (ContinuousClock.now - started).inSeconds
         let cpu = ClusterBenchmark.CPUTime.of(pid: server.child.pid) - cpuBefore
         let batches = try? await BenchHTTPClient(port: server.port).metric("tributary_batch_flush_size_count")
+        let flushes = "tributary_batch_flush_duration_seconds"
+        let writesUnder50ms = try? await BenchHTTPClient(port: server.port).metric(flushes + #"_bucket{le="0.05"}"#)
+        let writesUnder250ms = try? await BenchHTTPClient(port: server.port).metric(flushes + #"_bucket{le="0.25"}"#)
         let received = client.received.withLock { $0 }
         let counts = try await withStore(reading, logger: logger) { store in try await store.messageCounts(connectorID: id) }
         let latencies = received.latenciesMs.sorted()
@@ -84,6 +87,16 @@ public struct RateBenchmark: Sendable {
         log(probe.summary(since: received.sentMs.min() ?? 0))
         if let batches, batches > 0 {
             log(String(format: "batches: %.0f written, %.1f messages each on average", batches, Double(counts.rows) / batches))
+            // A slow write holds up every update behind it: these match slow spells to the database.
+            if let writesUnder50ms, let writesUnder250ms {
+                log(
+                    String(
+                        format: "batch writes (start to commit) over 50 ms: %.0f, over 250 ms: %.0f",
+                        batches - writesUnder50ms,
+                        batches - writesUnder250ms
+                    )
+                )
+            }
         }
         log(
             "rows: \(counts.rows) stored of \(total) sent, \(total - counts.distinctSources) missing, \(counts.rows - counts.distinctSources) duplicates"
