@@ -31,7 +31,8 @@ final class SQLiteDirect: @unchecked Sendable {
     private let current = Mutex<Cancellation?>(nil)
 
     /// Prepared statements kept at most; beyond, all are finalized and preparing starts over (a
-    /// batch write uses five; the limit is for whatever a later caller runs here).
+    /// batch write uses six, `BEGIN IMMEDIATE` and `COMMIT` among them; the limit is for whatever
+    /// a later caller runs here).
     static let statementCacheLimit = 64
 
     final class Cancellation: Sendable {
