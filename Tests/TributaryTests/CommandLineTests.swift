@@ -13,7 +13,6 @@ import Glibc
 
 /// The `tributary` executable itself: startup checks, graceful shutdown and exit codes.
 @Suite struct CommandLineTests {
-    /// `bench ingest` names the spells of slow updates, so the tail can be traced to its cause.
     /// The stall probe keeps only wake-ups later than its threshold and names the worst first,
     /// timed from the same origin as the slow spells; a probe on a quiet machine reports none.
     @Test func theStallProbeReportsLateWakeUpsWorstFirst() async throws {
@@ -33,6 +32,7 @@ import Glibc
         #expect(quiet.summary(since: start) == "machine stalls: no 1 ms sleep of the bench's probe thread woke over 10000 ms late")
     }
 
+    /// `bench ingest` names the spells of slow updates, so the tail can be traced to its cause.
     @Test func slowSpellsGroupSlowUpdatesSentCloseTogether() {
         // Sent every 0.5 ms from t = 1,000,000 ms: slow from 1 s to 1.1 s (worst 90 ms), and at 5 s.
         let sent = (0..<12_000).map { 1_000_000 + Double($0) / 2 }
