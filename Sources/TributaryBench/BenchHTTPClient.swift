@@ -46,11 +46,19 @@ struct BenchHTTPClient {
     }
 
     /// The value of an unlabelled metric on `/metrics` (nil when absent).
-    func metric(_ name: String) async throws -> Double? {
+    func metric(_ name: String) async throws -> Double? { try await metrics([name])[name] }
+
+    /// The values of `names` (each a sample's name with its labels, as `/metrics` prints it), from
+    /// one read of `/metrics`; a name not found is left out.
+    func metrics(_ names: [String]) async throws -> [String: Double] {
         let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics"), timeout: .seconds(5))
         let text = String(buffer: try await response.body.collect(upTo: 1 << 22))
-        let line = text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
-        return line.flatMap { Double($0.split(separator: " ").last ?? "") }
+        var values: [String: Double] = [:]
+        for line in text.split(separator: "\n") {
+            guard let space = line.lastIndex(of: " "), names.contains(String(line[..<space])) else { continue }
+            values[String(line[..<space])] = Double(line[line.index(after: space)...])
+        }
+        return values
     }
 
     func send(_ method: String, _ path: String, _ body: String?) async throws -> JSONValue {

@@ -56,10 +56,12 @@ public struct RateBenchmark: Sendable {
         }
         let elapsed = (ContinuousClock.now - started).inSeconds
         let cpu = ClusterBenchmark.CPUTime.of(pid: server.child.pid) - cpuBefore
-        let batches = try? await BenchHTTPClient(port: server.port).metric("tributary_batch_flush_size_count")
-        let flushes = "tributary_batch_flush_duration_seconds"
-        let writesUnder50ms = try? await BenchHTTPClient(port: server.port).metric(flushes + #"_bucket{le="0.05"}"#)
-        let writesUnder250ms = try? await BenchHTTPClient(port: server.port).metric(flushes + #"_bucket{le="0.25"}"#)
+        let under50ms = #"tributary_batch_flush_duration_seconds_bucket{le="0.05"}"#
+        let under250ms = #"tributary_batch_flush_duration_seconds_bucket{le="0.25"}"#
+        let metrics = try? await BenchHTTPClient(port: server.port).metrics(["tributary_batch_flush_size_count", under50ms, under250ms])
+        let batches = metrics?["tributary_batch_flush_size_count"]
+        let writesUnder50ms = metrics?[under50ms]
+        let writesUnder250ms = metrics?[under250ms]
         let received = client.received.withLock { $0 }
         let counts = try await withStore(reading, logger: logger) { store in try await store.messageCounts(connectorID: id) }
         let latencies = received.latenciesMs.sorted()

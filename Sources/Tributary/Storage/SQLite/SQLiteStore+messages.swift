@@ -43,8 +43,8 @@ extension SQLiteStore {
     ///
     /// One single-row statement per row and per candle minute, prepared once and stepped again: a
     /// multi-row statement that may stop at a constraint halfway needs a statement journal (a
-    /// copy of every page it changes, spilled to a temporary file past 64 KiB, opened and deleted
-    /// each transaction), which cost about a tenth of the server's CPU at 1,000 msg/s.
+    /// copy of every page it changes, spilled past 64 KiB to a new temporary file in most
+    /// transactions), which cost about a tenth of the server's CPU at 1,000 msg/s.
     static func insert(_ messages: [PendingMessage], batch: BatchRecord, on db: SQLiteDirect) throws -> [Int64?] {
         var messageIDs: [Int64?] = []
         messageIDs.reserveCapacity(messages.count)
