@@ -76,6 +76,71 @@ import Testing
         #expect(spool.read(limit: 100).isEmpty)
     }
 
+    /// A message with every column empty: none of them comes back as an empty string or zero.
+    static func bareMessage() -> PendingMessage {
+        let message = MarketMessage(exchange: .kraken, channel: "ticker", messageType: .other, raw: ["x": .null])
+        return PendingMessage(connectorID: "conn_bare", sessionID: "ws_bare", sourceID: "ws_bare:1", message: message, receivedAt: Date(timeIntervalSince1970: 0))
+    }
+
+    /// Records carry the message's columns, so they come back without parsing `data`; the columns
+    /// are the ones the message had, even where `data` would say otherwise.
+    @Test func recordsCarryTheColumnsOfTheirMessage() throws {
+        for original in [Self.message(7), Self.bareMessage()] {
+            var payload: [UInt8] = []
+            SpoolRecord.encode(original, flags: 0, into: &payload)
+            #expect(payload.first == SpoolRecord.kindMessageColumns)
+            let copy = try payload.withUnsafeBytes { try SpoolRecord.decode($0) }
+            #expect(copy.data == original.data)
+            var expected = original.message
+            expected.sourceID = nil  // kept once, as the pending message's `sourceID`
+            expected.raw = .null  // kept in `data`
+            #expect(copy.message == expected)
+            #expect(StoredMessage(id: 9, pending: copy).update == StoredMessage(id: 9, pending: original).update)
+            #expect(StoredMessage(id: nil, pending: copy).update == StoredMessage(id: nil, pending: original).update)
+            // Cut anywhere, a record is refused, never read short.
+            for length in 1..<payload.count {
+                #expect(throws: SpoolCorruption.self) { try payload[..<length].withUnsafeBytes { try SpoolRecord.decode($0) } }
+            }
+        }
+        // The columns come from the record, not from `data` (which is not parsed again).
+        let accepted = Self.message(8)
+        let original = PendingMessage(
+            connectorID: accepted.connectorID,
+            sessionID: accepted.sessionID,
+            sourceID: accepted.sourceID,
+            message: accepted.message,
+            receivedAt: accepted.receivedAt,
+            data: #"{"price":"1"}"#
+        )
+        var payload: [UInt8] = []
+        SpoolRecord.encode(original, flags: 0, into: &payload)
+        let decoded = try payload.withUnsafeBytes { try SpoolRecord.decode($0) }
+        #expect(decoded.data == #"{"price":"1"}"#)
+        #expect(decoded.message.price == "100.8")
+        #expect(decoded.message.instrument == "BTC-USDT")
+        #expect(decoded.message.fields["note"] == .string("quote \" and \u{1} and ü"))
+    }
+
+    /// A spool written by an earlier version (kind 1: `data` only) is still read after an upgrade.
+    @Test func recordsOfEarlierVersionsAreReadFromTheirData() throws {
+        for original in [Self.message(3), Self.bareMessage()] {
+            var payload: [UInt8] = [SpoolRecord.kindMessage, SpoolRecord.flagAnnounced]
+            SpoolRecord.appendInteger(UInt64(bitPattern: Timestamp.microseconds(original.receivedAt)), to: &payload)
+            for text in [original.connectorID, original.sessionID, original.sourceID, original.data] {
+                SpoolRecord.appendString(text, to: &payload)
+            }
+            #expect(payload.withUnsafeBytes { SpoolRecord.header($0)?.flags } == SpoolRecord.flagAnnounced)
+            let copy = try payload.withUnsafeBytes { try SpoolRecord.decode($0) }
+            #expect(copy.sourceID == original.sourceID)
+            let announced = copy.announced.load(ordering: .relaxed)
+            #expect(announced)
+            #expect(copy.message.price == original.message.price)
+            #expect(copy.message.exchangeTimestampMs == original.message.exchangeTimestampMs)
+            #expect(copy.message.fields == original.message.fields)
+            #expect(StoredMessage(id: 2, pending: copy).update == StoredMessage(id: 2, pending: original).update)
+        }
+    }
+
     @Test func aLiveReaderSkipsCopiesHeldInMemoryButARestartReplaysEverything() throws {
         let directory = Self.directory()
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -3,11 +3,18 @@ import Synchronization
 
 /// One accepted message as the spool keeps it: the payload of a spool record.
 ///
-/// Layout (little-endian): kind `1`, flags, `received_at` in microseconds (Int64), then
-/// connector id, session id, source id and the stored `data` JSON, each as a UInt32 length and
-/// its UTF-8 bytes. The message columns are read back from `data`, which is stored verbatim.
+/// Layout (little-endian): kind, flags, `received_at` in microseconds (Int64), then connector
+/// id, session id, source id and the stored `data` JSON, each as a UInt32 length and its UTF-8
+/// bytes. Kind `3` (written since 2026-12-03) goes on with the message's columns, so reading it
+/// back parses no JSON but its extra `fields`: exchange, channel, message type, instrument,
+/// symbol, price, quantity and side as strings (length `0xFFFFFFFF` for none), a presence byte
+/// and the exchange time in milliseconds, and `fields` as a JSON object (empty for none). Kind
+/// `1`, what earlier versions wrote, has only `data`, and its columns are parsed from it.
 enum SpoolRecord {
+    /// A message whose columns are read back from `data` (written by earlier versions).
     static let kindMessage: UInt8 = 1
+    /// A message with its columns after `data` (what `encode` writes).
+    static let kindMessageColumns: UInt8 = 3
     /// A REST poll result (`api_connector_data` row), in the poll-row spool.
     static let kindPollRow: UInt8 = 2
     /// Flag: when written, the message was also held in memory (a copy for crash recovery), so a
@@ -17,18 +24,39 @@ enum SpoolRecord {
     static let flagAnnounced: UInt8 = 2
 
     static func encode(_ message: PendingMessage, flags: UInt8, into output: inout [UInt8]) {
-        output.append(kindMessage)
+        output.append(kindMessageColumns)
         output.append(flags | (message.announced.load(ordering: .relaxed) ? flagAnnounced : 0))
         appendInteger(UInt64(bitPattern: Timestamp.microseconds(message.receivedAt)), to: &output)
         appendString(message.connectorID, to: &output)
         appendString(message.sessionID, to: &output)
         appendString(message.sourceID, to: &output)
         appendString(message.data, to: &output)
+        let columns = message.message
+        appendString(columns.exchange.rawValue, to: &output)
+        appendString(columns.channel, to: &output)
+        appendString(columns.messageType.rawValue, to: &output)
+        for text in [columns.instrument, columns.symbol, columns.price, columns.quantity, columns.side] {
+            appendOptionalString(text, to: &output)
+        }
+        output.append(columns.exchangeTimestampMs == nil ? 0 : 1)
+        appendInteger(UInt64(bitPattern: columns.exchangeTimestampMs ?? 0), to: &output)
+        if columns.fields.isEmpty {
+            appendUInt32(0, to: &output)
+        } else {
+            var fields: [UInt8] = []
+            JSONValue.object(columns.fields).write(to: &fields)
+            appendUInt32(UInt32(truncatingIfNeeded: fields.count), to: &output)
+            output.append(contentsOf: fields)
+        }
     }
 
     /// The flags byte and received time of a payload, without decoding the rest.
     static func header(_ payload: UnsafeRawBufferPointer) -> (flags: UInt8, receivedAtMicros: Int64)? {
-        guard payload.count >= 10, payload[0] == kindMessage || payload[0] == kindPollRow else { return nil }
+        guard payload.count >= 10 else { return nil }
+        switch payload[0] {
+        case kindMessage, kindMessageColumns, kindPollRow: break
+        default: return nil
+        }
         var micros: UInt64 = 0
         for index in 0..<8 { micros |= UInt64(payload[2 + index]) << (8 * index) }
         return (payload[1], Int64(bitPattern: micros))
@@ -37,15 +65,16 @@ enum SpoolRecord {
     /// The message of a payload; throws when the payload is not one `encode` wrote.
     static func decode(_ payload: UnsafeRawBufferPointer) throws(SpoolCorruption) -> PendingMessage {
         var reader = ByteReader(bytes: payload, index: 0)
-        guard try reader.byte() == kindMessage else { throw SpoolCorruption("unknown record kind") }
+        let kind = try reader.byte()
+        guard kind == kindMessage || kind == kindMessageColumns else { throw SpoolCorruption("unknown record kind") }
         let flags = try reader.byte()
         let micros = Int64(bitPattern: try reader.integer())
         let connectorID = try reader.string()
         let sessionID = try reader.string()
         let sourceID = try reader.string()
         let data = try reader.string()
+        let message = kind == kindMessage ? try marketMessage(data: data) : try reader.columns()
         guard reader.index == payload.count else { throw SpoolCorruption("record longer than its fields") }
-        let message = try marketMessage(data: data)
         return PendingMessage(
             connectorID: connectorID,
             sessionID: sessionID,
@@ -144,6 +173,12 @@ enum SpoolRecord {
         for index in 0..<4 { output.append(UInt8(truncatingIfNeeded: value >> (8 * index))) }
     }
 
+    /// `text`, or for none the length `0xFFFFFFFF` alone.
+    static func appendOptionalString(_ text: String?, to output: inout [UInt8]) {
+        guard let text else { return appendUInt32(.max, to: &output) }
+        appendString(text, to: &output)
+    }
+
     static func appendString(_ text: String, to output: inout [UInt8]) {
         var text = text
         text.withUTF8 { bytes in
@@ -181,6 +216,53 @@ enum SpoolRecord {
             guard bytes.count - index >= length else { throw SpoolCorruption("string longer than its record") }
             defer { index += length }
             return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[index..<(index + length)]), as: UTF8.self)
+        }
+
+        /// A string `appendOptionalString` wrote.
+        mutating func optionalString() throws(SpoolCorruption) -> String? {
+            guard bytes.count - index >= 4 else { throw SpoolCorruption("record ends early") }
+            if bytes[index..<(index + 4)].allSatisfy({ $0 == 0xFF }) {
+                index += 4
+                return nil
+            }
+            return try string()
+        }
+
+        /// The message columns of a `kindMessageColumns` record (after its `data`).
+        mutating func columns() throws(SpoolCorruption) -> MarketMessage {
+            guard let exchange = Exchange(rawValue: try string()) else { throw SpoolCorruption("unknown exchange") }
+            let channel = try string()
+            guard let type = MessageType(rawValue: try string()) else { throw SpoolCorruption("unknown message type") }
+            let instrument = try optionalString()
+            let symbol = try optionalString()
+            let price = try optionalString()
+            let quantity = try optionalString()
+            let side = try optionalString()
+            let hasExchangeTime = try byte()
+            let exchangeTime = Int64(bitPattern: try integer())
+            guard hasExchangeTime <= 1 else { throw SpoolCorruption("exchange time flag out of range") }
+            let fieldsLength = Int(try uint32())
+            guard bytes.count - index >= fieldsLength else { throw SpoolCorruption("fields longer than their record") }
+            var fields = JSONObject()
+            if fieldsLength > 0 {
+                let text = UnsafeBufferPointer(rebasing: bytes.assumingMemoryBound(to: UInt8.self)[index..<(index + fieldsLength)])
+                guard let object = (try? JSONValue.parse(text))?.objectValue else { throw SpoolCorruption("fields are not a JSON object") }
+                fields = object
+                index += fieldsLength
+            }
+            return MarketMessage(
+                exchange: exchange,
+                channel: channel,
+                messageType: type,
+                instrument: instrument,
+                symbol: symbol,
+                price: price,
+                quantity: quantity,
+                side: side,
+                exchangeTimestampMs: hasExchangeTime == 1 ? exchangeTime : nil,
+                fields: fields,
+                raw: .null
+            )
         }
     }
 }
