@@ -79,7 +79,13 @@ import Testing
     /// A message with every column empty: none of them comes back as an empty string or zero.
     static func bareMessage() -> PendingMessage {
         let message = MarketMessage(exchange: .kraken, channel: "ticker", messageType: .other, raw: ["x": .null])
-        return PendingMessage(connectorID: "conn_bare", sessionID: "ws_bare", sourceID: "ws_bare:1", message: message, receivedAt: Date(timeIntervalSince1970: 0))
+        return PendingMessage(
+            connectorID: "conn_bare",
+            sessionID: "ws_bare",
+            sourceID: "ws_bare:1",
+            message: message,
+            receivedAt: Date(timeIntervalSince1970: 0)
+        )
     }
 
     /// Records carry the message's columns, so they come back without parsing `data`; the columns
