@@ -167,8 +167,10 @@ extension PostgresStore {
                         )
                     }
                 }
-                var ids: [PendingMessage.Identity: Int64] = [:]
-                if !writing.isEmpty, copy {
+                let messageIDs: [Int64?]
+                if writing.isEmpty {
+                    messageIDs = messages.map { _ in nil }
+                } else if copy {
                     let newIDs = try await self.reservedIDs.take(writing.count, on: connection, logger: logger)
                     // (Fencing may have refused some: then only the others are encoded, here.)
                     let text = (writing.count == messages.count ? encoded : nil) ?? CopyRows(writing)
@@ -180,14 +182,17 @@ extension PostgresStore {
                     } catch let error as PSQLError where Self.isStoredRowConflict(error) {
                         throw CopyConflict()
                     }
-                    for (message, id) in zip(writing, newIDs) { ids[message.identity] = id }
-                } else if !writing.isEmpty {
+                    // COPY stored every row it was given: a row already stored, or one repeated
+                    // within the batch, fails it as a conflict. So each written message has its id.
+                    messageIDs = Self.ids(of: messages, writing: writing, newIDs)
+                } else {
                     // One row of arrays rather than a row per message: a result streamed over many
                     // reads trips a fatal precondition in PostgresNIO's row stream when the server
                     // closes the connection meanwhile (RowStreamStateMachine, seen when PostgreSQL
                     // stopped during a write under load).
                     var sql = BoundSQL()
                     let rows = Self.messageRows(writing, ids: nil, into: &sql)
+                    var ids: [PendingMessage.Identity: Int64] = [:]
                     let inserted = try await connection.query(
                         sql.query(
                             """
@@ -204,13 +209,24 @@ extension PostgresStore {
                             ids[PendingMessage.Identity(connectorID: connectors[index], sourceID: sources[index])] = id
                         }
                     }
+                    messageIDs = messages.ids(from: ids)
                 }
-                let messageIDs = messages.ids(from: ids)
                 var sql = BoundSQL()
                 let rest = Self.batchRows(messages, ids: messageIDs, batch: batch, metrics: metrics, instanceID: instanceID, into: &sql)
                 for try await _ in try await connection.query(sql.query("WITH \(rest) SELECT count(*) FROM notified"), logger: logger) {}
                 return messageIDs
             }
+        }
+    }
+
+    /// The id of each of `messages` that is in `writing` (the same messages in the same order,
+    /// some left out), nil for the others: `ids` are `writing`'s.
+    static func ids(of messages: [PendingMessage], writing: [PendingMessage], _ ids: [Int64]) -> [Int64?] {
+        var next = 0
+        return messages.map { message in
+            guard next < writing.count, next < ids.count, writing[next] === message else { return nil }
+            defer { next += 1 }
+            return ids[next]
         }
     }
 
