@@ -180,20 +180,29 @@ struct CopyRows: Sendable {
         let (days, inDay) = floorDivision(microseconds, 86_400_000_000)
         let (year, month, day) = civil(days: days)
         let seconds = inDay / 1_000_000
-        digits(year, 4, &buffer)
-        buffer.writeInteger(UInt8(ascii: "-"))
-        digits(month, 2, &buffer)
-        buffer.writeInteger(UInt8(ascii: "-"))
-        digits(day, 2, &buffer)
-        buffer.writeInteger(UInt8(ascii: " "))
-        digits(seconds / 3600, 2, &buffer)
-        buffer.writeInteger(UInt8(ascii: ":"))
-        digits(seconds / 60 % 60, 2, &buffer)
-        buffer.writeInteger(UInt8(ascii: ":"))
-        digits(seconds % 60, 2, &buffer)
-        buffer.writeInteger(UInt8(ascii: "."))
-        digits(inDay % 1_000_000, 6, &buffer)
-        buffer.writeStaticString("+00")
+        // Its 29 bytes in place, after one capacity check (not one per digit).
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 29) { output in
+            var index = 0
+            func put(_ value: Int64, _ width: Int, then separator: UInt8) {
+                var rest = value
+                for offset in stride(from: width - 1, through: 0, by: -1) {
+                    output[index + offset] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: rest % 10)
+                    rest /= 10
+                }
+                output[index + width] = separator
+                index += width + 1
+            }
+            put(year, 4, then: UInt8(ascii: "-"))
+            put(month, 2, then: UInt8(ascii: "-"))
+            put(day, 2, then: UInt8(ascii: " "))
+            put(seconds / 3600, 2, then: UInt8(ascii: ":"))
+            put(seconds / 60 % 60, 2, then: UInt8(ascii: ":"))
+            put(seconds % 60, 2, then: UInt8(ascii: "."))
+            put(inDay % 1_000_000, 6, then: UInt8(ascii: "+"))
+            output[index] = UInt8(ascii: "0")
+            output[index + 1] = UInt8(ascii: "0")
+            return index + 2
+        }
     }
 
     static func floorDivision(_ value: Int64, _ divisor: Int64) -> (Int64, Int64) {
@@ -213,17 +222,5 @@ struct CopyRows: Sendable {
         let day = dayOfYear - (153 * shiftedMonth + 2) / 5 + 1
         let month = shiftedMonth < 10 ? shiftedMonth + 3 : shiftedMonth - 9
         return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
-    }
-
-    /// `value` (not negative) in exactly `width` decimal digits, zero-padded.
-    static func digits(_ value: Int64, _ width: Int, _ buffer: inout ByteBuffer) {
-        var divisor: Int64 = 1
-        for _ in 1..<width { divisor *= 10 }
-        var rest = value
-        while divisor > 0 {
-            buffer.writeInteger(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: rest / divisor % 10))
-            rest %= divisor
-            divisor /= 10
-        }
     }
 }
