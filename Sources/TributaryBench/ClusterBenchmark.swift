@@ -277,7 +277,6 @@ public struct ClusterBenchmark: Sendable {
         }
     }
 
-    /// A realtime client of one instance, counting the updates it receives (every instrument).
     /// CPU seconds (user + system) from `/proc`.
     enum CPUTime {
         static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))

@@ -73,6 +73,14 @@ public struct IngestBenchmark: Sendable {
                 )
             )
             log("integrity: \(throughput.stored) rows stored, \(throughput.distinct) distinct source ids (expected \(messages))")
+            log(
+                String(
+                    format: "CPU meanwhile: this process (server, fake exchange, realtime client) %.2f s = %.1f µs a message%@",
+                    throughput.processCPU,
+                    throughput.processCPU * 1_000_000 / Double(messages),
+                    replay == nil ? "" : String(format: "; PostgreSQL %.2f s", throughput.postgresCPU)
+                )
+            )
             guard let replay else { return }
             guard empty else {
                 log("replay COPY skipped: websocket_messages was not empty before the run (use an empty database for the yardstick)")
@@ -84,10 +92,11 @@ public struct IngestBenchmark: Sendable {
             let copyRate = Double(copied.rows) / copied.seconds
             log(
                 String(
-                    format: "replay COPY of the same %d rows into the emptied table (indexes kept): %.2f s = %.0f rows/s; ingest / COPY = %.2f",
+                    format: "replay COPY of the same %d rows into the emptied table (indexes kept): %.2f s = %.0f rows/s, PostgreSQL CPU %.2f s; ingest / COPY = %.2f",
                     copied.rows,
                     copied.seconds,
                     copyRate,
+                    copied.postgresCPU,
                     rate / copyRate
                 )
             )
@@ -160,6 +169,10 @@ public struct IngestBenchmark: Sendable {
         var latenciesMs: [Double]
         /// When each of `latenciesMs` was sent (ms since 1970), in the same order.
         var sentMs: [Double]
+        /// CPU seconds while the messages went through: this process (the server, the fake
+        /// exchange and the realtime client), and every PostgreSQL process on the machine.
+        var processCPU: Double
+        var postgresCPU: Double
     }
 
     func phase(rate: Double, total: Int, measureLatency: Bool, logger: Logger) async throws -> PhaseResult {
@@ -214,6 +227,7 @@ public struct IngestBenchmark: Sendable {
                 let client = BenchHTTPClient(port: port)
                 let id = try await client.createAndStart(body)
                 let started = ContinuousClock.now
+                let cpuBefore = (process: ClusterBenchmark.CPUTime.of(pid: getpid()), postgres: ClusterBenchmark.CPUTime.postgres())
                 do {
                     var progress = (count: 0, at: ContinuousClock.now)
                     while receiver.count < total {
@@ -236,11 +250,21 @@ public struct IngestBenchmark: Sendable {
                 }
                 let elapsed = ContinuousClock.now - started
                 let seconds = elapsed.inSeconds
+                let processCPU = ClusterBenchmark.CPUTime.of(pid: getpid()) - cpuBefore.process
+                let postgresCPU = ClusterBenchmark.CPUTime.postgres() - cpuBefore.postgres
                 _ = try await client.send("POST", "/api/connectors/\(id)/stop", nil)
                 let integrity = try await client.integrity(id, config: config)
                 await group.triggerGracefulShutdown()
                 let (latenciesMs, sentMs) = receiver.state.withLock { ($0.latenciesMs, $0.sentMs) }
-                return PhaseResult(seconds: seconds, stored: integrity.stored, distinct: integrity.distinct, latenciesMs: latenciesMs, sentMs: sentMs)
+                return PhaseResult(
+                    seconds: seconds,
+                    stored: integrity.stored,
+                    distinct: integrity.distinct,
+                    latenciesMs: latenciesMs,
+                    sentMs: sentMs,
+                    processCPU: processCPU,
+                    postgresCPU: postgresCPU
+                )
             }
         }
     }

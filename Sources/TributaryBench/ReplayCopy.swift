@@ -29,8 +29,9 @@ struct ReplayCopy {
         }
     }
 
-    /// Dumps the table to `path`, empties it and copies the file back in: (rows, seconds of the COPY).
-    func run(dumpingTo path: String) async throws -> (rows: Int, seconds: Double) {
+    /// Dumps the table to `path`, empties it and copies the file back in: the rows, the seconds of
+    /// the COPY and the CPU seconds PostgreSQL's processes spent meanwhile.
+    func run(dumpingTo path: String) async throws -> (rows: Int, seconds: Double, postgresCPU: Double) {
         let selected = Self.columns.map { $0 == "data" ? "data::text" : "\($0)::text" }.joined(separator: ", ")
         let (dump, rows) = try await store.run("dump rows") { [logger] client in
             var dump = ByteBuffer()
@@ -55,13 +56,15 @@ struct ReplayCopy {
                 _ = try await connection.query("TRUNCATE websocket_messages", logger: logger)
                 _ = try await connection.query("CHECKPOINT", logger: logger)
                 let started = ContinuousClock.now
+                let cpuBefore = ClusterBenchmark.CPUTime.postgres()
                 try await connection.copyFrom(table: "websocket_messages", columns: Self.columns, logger: logger) { writer in
                     var remaining = file
                     while let chunk = remaining.readSlice(length: min(remaining.readableBytes, 1 << 18)), chunk.readableBytes > 0 {
                         try await writer.write(chunk)
                     }
                 }
-                return (rows, (ContinuousClock.now - started).inSeconds)
+                let seconds = (ContinuousClock.now - started).inSeconds
+                return (rows, seconds, ClusterBenchmark.CPUTime.postgres() - cpuBefore)
             }
         }
     }
