@@ -92,7 +92,9 @@ public struct IngestBenchmark: Sendable {
             let copyRate = Double(copied.rows) / copied.seconds
             log(
                 String(
-                    format: "replay COPY of the same %d rows into the emptied table (indexes kept): %.2f s = %.0f rows/s, PostgreSQL CPU %.2f s; ingest / COPY = %.2f",
+                    format:
+                        "replay COPY of the same %d rows into the emptied table (indexes kept): %.2f s = %.0f rows/s, "
+                        + "PostgreSQL CPU %.2f s; ingest / COPY = %.2f",
                     copied.rows,
                     copied.seconds,
                     copyRate,

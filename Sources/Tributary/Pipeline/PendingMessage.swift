@@ -78,7 +78,10 @@ public struct StoredMessage: Sendable {
     }
 
     /// The realtime `{"type":"data_update","data":{...}}` text of this message.
-    public var update: String {
+    public var update: String { String(decoding: updateUTF8, as: UTF8.self) }
+
+    /// `update` as UTF-8, as the broadcaster frames it (without a `String` in between).
+    var updateUTF8: [UInt8] {
         let message = pending.message
         var data = JSONObjectWriter(after: #"{"type":"data_update","data":"#, overrides: message.fields)
         if let id { data.number("id", String(id)) } else { data.string("id", nil) }
@@ -95,7 +98,7 @@ public struct StoredMessage: Sendable {
         data.string("exchange_timestamp", message.exchangeTimestampMs.map { Timestamp.format(Date(timeIntervalSince1970: Double($0) / 1000)) })
         data.string("timestamp", Timestamp.format(pending.receivedAt))
         if id == nil { data.bool("persisted", false) }
-        return data.finish(suffix: "}")
+        return data.finishUTF8(suffix: "}")
     }
 }
 

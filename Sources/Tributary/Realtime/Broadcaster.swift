@@ -139,7 +139,7 @@ public final class Broadcaster: Sendable {
             let filter = client.filter
             wanted.removeAll(keepingCapacity: true)
             for (index, message) in messages.enumerated() where filter.matches(message) {
-                let update = updates[index] ?? RealtimeFrame(text: message.update)
+                let update = updates[index] ?? RealtimeFrame(utf8: message.updateUTF8)
                 updates[index] = update
                 wanted.append(update)
             }

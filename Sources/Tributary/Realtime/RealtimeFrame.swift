@@ -9,8 +9,11 @@ struct RealtimeFrame: Sendable {
     /// Where the payload starts in `bytes`.
     private let headerLength: Int
 
-    init(text: String) {
-        let length = text.utf8.count
+    init(text: String) { self.init(utf8: Array(text.utf8)) }
+
+    /// The frame of the text whose UTF-8 is `text`.
+    init(utf8 text: [UInt8]) {
+        let length = text.count
         var bytes = ByteBuffer()
         bytes.reserveCapacity(length + 10)
         bytes.writeInteger(UInt8(0x81))  // FIN, text
@@ -25,7 +28,7 @@ struct RealtimeFrame: Sendable {
             bytes.writeInteger(UInt64(length))
         }
         headerLength = bytes.readableBytes
-        bytes.writeString(text)
+        bytes.writeBytes(text)
         self.bytes = bytes
     }
 

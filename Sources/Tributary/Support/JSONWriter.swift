@@ -134,10 +134,15 @@ struct JSONObjectWriter: JSONMemberSink {
 
     /// Closes the object, after the overrides that replaced nothing, then appends `suffix`.
     consuming func finish(suffix: String = "") -> String {
+        String(decoding: finishUTF8(suffix: suffix), as: UTF8.self)
+    }
+
+    /// `finish`'s text as UTF-8, without making a `String` of it.
+    consuming func finishUTF8(suffix: String = "") -> [UInt8] {
         for member in overrides where !overridden.contains(member.key) { write(member.key, member.value) }
         output.append(UInt8(ascii: "}"))
         output.append(contentsOf: suffix.utf8)
-        return String(decoding: output, as: UTF8.self)
+        return output
     }
 
     /// Writes `key:` and returns true for the caller to write its value, or writes the override
