@@ -270,6 +270,27 @@ extension ConnectorConfig {
     static let columns =
         "exchange, instrument, message_type, price::text, quantity::text, side, data::text, source_id, session_id, exchange_timestamp::text, timestamp::text"
 
+    /// The eight-byte skip over text with nothing to escape: every byte value in every position.
+    @Test func theWordCheckFindsEveryByteToEscape() {
+        for position in 0..<8 {
+            for value in 0...255 {
+                var bytes = [UInt8](repeating: UInt8(ascii: "a"), count: 8)
+                bytes[position] = UInt8(value)
+                let word = bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+                let expected = value == Int(UInt8(ascii: "\\")) || value < 0x0E
+                #expect(CopyRows.mayNeedEscape(word) == expected, "byte \(value) at \(position)")
+            }
+        }
+        // Long text: escapes before, inside and after eight-byte runs, and UTF-8 beside them.
+        for text in ["ünïcødé ✓ 🚀 then a\tab", String(repeating: "x", count: 23) + "\n" + "ü", "\\" + String(repeating: "y", count: 16)] {
+            var buffer = ByteBuffer()
+            CopyRows.field(text, &buffer)
+            let expected = text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\t", with: "\\t")
+                .replacingOccurrences(of: "\n", with: "\\n")
+            #expect(buffer.readString(length: buffer.readableBytes) == expected)
+        }
+    }
+
     @Test func everyWritePathStoresTheSameValues() async throws {
         guard TestBackend.enabled.contains(.postgres) else { return }
         try await TestBackend.postgres.withConfig { config in
