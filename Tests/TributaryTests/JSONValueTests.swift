@@ -49,6 +49,24 @@ import Testing
         }
     }
 
+    /// Strings long enough for the eight-byte skip: every ASCII byte in every position of a
+    /// word, and runs of UTF-8 around it, come back as they were and never raw below 0x20.
+    @Test func everyByteIsEscapedWhereverItStands() throws {
+        for position in 0..<17 {
+            for value in 0...127 {
+                var bytes = Array("abcdefghijklmnopqrstuvwxy".utf8)
+                bytes[position] = UInt8(value)
+                let text = String(decoding: bytes, as: UTF8.self) + "ü✓"
+                let serialized = JSONValue.string(text).serialized
+                #expect(try JSONValue.parse(serialized) == .string(text), "byte \(value) at \(position)")
+                #expect(!serialized.utf8.contains { $0 < 0x20 }, "byte \(value) at \(position)")
+                // Escaped as two bytes (`\"`, `\\`, `\t`, `\n`, `\r`), six (`\u00XX`), or not at all.
+                let extra = [0x22, 0x5C, 0x09, 0x0A, 0x0D].contains(value) ? 1 : value < 0x20 ? 5 : 0
+                #expect(serialized.utf8.count == text.utf8.count + 2 + extra, "byte \(value) at \(position)")
+            }
+        }
+    }
+
     @Test func deepNestingIsBounded() {
         let deep = String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000)
         #expect(throws: JSONParseError.self) { try JSONValue.parse(deep) }

@@ -41,7 +41,16 @@ extension JSONValue {
         var text = text
         text.withUTF8 { bytes in
             var runStart = 0
-            for index in 0..<bytes.count {
+            // Eight bytes at a time past runs with nothing to escape.
+            var index = 0
+            while bytes.count - index >= 8 {
+                let word = WordScan.word(bytes, at: index)
+                guard !WordScan.has(word, lessThan: 0x20), !WordScan.has(word, byte: UInt8(ascii: "\"")),
+                    !WordScan.has(word, byte: UInt8(ascii: "\\"))
+                else { break }
+                index += 8
+            }
+            for index in index..<bytes.count {
                 let byte = bytes[index]
                 guard byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") || byte < 0x20 else { continue }
                 output.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))

@@ -160,8 +160,7 @@ struct CopyRows: Sendable {
             // Eight bytes at a time past runs with nothing to escape (most of a row's `data`).
             var index = 0
             while bytes.count - index >= 8 {
-                let word = UInt64(littleEndian: UnsafeRawBufferPointer(bytes).loadUnaligned(fromByteOffset: index, as: UInt64.self))
-                guard !Self.mayNeedEscape(word) else { break }
+                guard !Self.mayNeedEscape(WordScan.word(bytes, at: index)) else { break }
                 index += 8
             }
             for index in index..<bytes.count {
@@ -183,14 +182,9 @@ struct CopyRows: Sendable {
     }
 
     /// Whether one of the eight bytes of `word` is a backslash or below 0x0E (as tab, newline and
-    /// carriage return are), exactly: the "has zero byte" and "has less" tricks of Bit Twiddling Hacks.
+    /// carriage return are).
     static func mayNeedEscape(_ word: UInt64) -> Bool {
-        let ones: UInt64 = 0x0101_0101_0101_0101
-        let highs: UInt64 = 0x8080_8080_8080_8080
-        let backslashes = word ^ (ones &* UInt64(UInt8(ascii: "\\")))
-        let hasBackslash = (backslashes &- ones) & ~backslashes & highs
-        let hasLow = (word &- ones &* 0x0E) & ~word & highs
-        return hasBackslash | hasLow != 0
+        WordScan.has(word, byte: UInt8(ascii: "\\")) || WordScan.has(word, lessThan: 0x0E)
     }
 
     /// `YYYY-MM-DD HH:MM:SS.ffffff+00` for microseconds since 1970 (years 0001 to 9999, which
