@@ -30,9 +30,12 @@ let package = Package(
         .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.0"),
     ],
     targets: [
+        // CRC-32C with the CPU's instruction where there is one (the spool's record checksums).
+        .target(name: "CTributaryCRC"),
         .target(
             name: "Tributary",
             dependencies: [
+                .byName(name: "CTributaryCRC"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "DequeModule", package: "swift-collections"),

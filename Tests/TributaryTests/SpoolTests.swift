@@ -76,6 +76,28 @@ import Testing
         #expect(spool.read(limit: 100).isEmpty)
     }
 
+    /// The records' checksum is CRC-32C (the standard check value), the same with the CPU's
+    /// instruction as with the tables, for every length and alignment.
+    @Test func theChecksumIsCRC32CEitherWay() {
+        let check = Array("123456789".utf8)
+        #expect(check.withUnsafeBytes { CRC32C.checksum($0) } == 0xE306_9283)
+        #expect(check.withUnsafeBytes { CRC32C.tableChecksum($0) } == 0xE306_9283)
+        #expect([UInt8]().withUnsafeBytes { CRC32C.checksum($0) } == 0)
+        #if arch(x86_64)
+        #expect(CRC32C.hardware, "x86-64 machines have had SSE 4.2 since 2008")
+        #endif
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<400).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        bytes.withUnsafeBytes { all in
+            for start in 0..<9 {
+                for length in 0..<(all.count - start) where length < 40 || length % 13 == 0 {
+                    let slice = UnsafeRawBufferPointer(rebasing: all[start..<(start + length)])
+                    #expect(CRC32C.checksum(slice) == CRC32C.tableChecksum(slice), "\(length) bytes from \(start)")
+                }
+            }
+        }
+    }
+
     /// A message with every column empty: none of them comes back as an empty string or zero.
     static func bareMessage() -> PendingMessage {
         let message = MarketMessage(exchange: .kraken, channel: "ticker", messageType: .other, raw: ["x": .null])

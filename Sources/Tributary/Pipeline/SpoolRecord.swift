@@ -1,3 +1,4 @@
+import CTributaryCRC
 import Foundation
 import Synchronization
 
@@ -274,8 +275,16 @@ struct SpoolCorruption: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// CRC-32C (Castagnoli), the checksum of every spool record, slicing by 8 bytes.
+/// CRC-32C (Castagnoli), the checksum of every spool record: with the CPU's instruction where
+/// there is one (`CTributaryCRC`), else slicing by 8 bytes.
 enum CRC32C {
+    static let hardware = tributary_crc32c_hardware() == 1
+
+    static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        guard hardware, let start = bytes.baseAddress else { return tableChecksum(bytes) }
+        return tributary_crc32c_update(0xFFFF_FFFF, start, bytes.count) ^ 0xFFFF_FFFF
+    }
+
     static let tables: [[UInt32]] = {
         var tables = [[UInt32]](repeating: [UInt32](repeating: 0, count: 256), count: 8)
         for byte in 0..<256 {
@@ -292,7 +301,8 @@ enum CRC32C {
         return tables
     }()
 
-    static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+    /// Without the CPU's instruction.
+    static func tableChecksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
         var crc: UInt32 = 0xFFFF_FFFF
         tables.withUnsafeBufferPointer { tables in
             let t0 = tables[0]
