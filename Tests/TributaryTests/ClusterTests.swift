@@ -292,6 +292,48 @@ import Testing
         }
     }
 
+    /// A coordinator's period reads the desired states, then starts what it holds a lease for.
+    /// A stop through the API in between (its row written after that read) must win: the
+    /// supervisor does not start a connector stopped after the period noted its stop count.
+    @Test func aStopAfterAPeriodReadTheDesiredStatesIsNotUndoneByIt() async throws {
+        try await TestBackend.sqlite.withConfig { config in
+            let logger = Logger(label: "test")
+            try await Tributary.withStore(config, logger: logger) { store in
+                try await store.migrate()
+                let secretBox = SecretBox(current: try EncryptionKey(base64: TestBackend.testKey))
+                let metrics = PipelineMetrics()
+                let supervisor = ConnectorSupervisor(
+                    store: store,
+                    definition: { try ConnectorDefinition(record: $0, secretBox: secretBox) },
+                    buffer: IngestBuffer(capacity: 100),
+                    pollRows: PollRows(spool: nil, store: store, metrics: metrics, logger: logger),
+                    metrics: metrics,
+                    settings: config.runtime,
+                    logger: logger
+                )
+                let service = ConnectorService(store: store, secretBox: secretBox, supervisor: supervisor, logger: logger)
+                let id = try await service.create(try JSONValue.parse(connectorBody("raced"))).connectorID
+                var running = try #require(try await store.connector(id: id))
+                running.desiredState = .running
+                var stopped = running
+                stopped.desiredState = .stopped
+                await supervisor.apply(stopped)
+
+                let noted = await supervisor.noteStops()
+                await supervisor.apply(stopped)  // the API's stop, after the period's read
+                await supervisor.run(running, lease: 1, unlessStoppedAfter: noted)
+                #expect(await supervisor.runningIDs.isEmpty, "the stale read does not restart it")
+
+                // The next period reads the desired states again; a start then is a real one.
+                let next = await supervisor.noteStops()
+                await supervisor.run(running, lease: 2, unlessStoppedAfter: next)
+                #expect(await supervisor.runningIDs == [id])
+                await supervisor.apply(stopped)
+                #expect(await supervisor.runningIDs.isEmpty)
+            }
+        }
+    }
+
     /// A write under an epoch that is no longer the instance's is fenced: rows without an exchange
     /// identity are refused, trades (which the unique index deduplicates) are kept.
     @Test func writesFromAStaleLeaseAreFenced() async throws {

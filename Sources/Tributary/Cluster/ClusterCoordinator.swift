@@ -154,6 +154,8 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
         try await store.checkReady()
         let live = try await store.heartbeat(instance, ttl: settings.leaseTTL)
         let held = try await store.renewLeases(owner: me, ttl: settings.leaseTTL, rates: rates.filter { owned[$0.key] != nil })
+        // Before the desired states are read: a stop asked for after this is not in them.
+        let stopsNoted = await supervisor.noteStops()
         let all = try await store.runningConnectors()
         if first, !supervisor.demoMode { try await supervisor.leaveStopped(demos: all.filter(\.demo)) }
         let wanted = Dictionary(all.filter { !$0.demo || supervisor.demoMode }.map { ($0.connectorID, $0) }, uniquingKeysWith: { a, _ in a })
@@ -174,7 +176,7 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
                 handOvers[id] = to
             } else if let record = wanted[id] {
                 mine[id] = lease.epoch
-                await ensureRunning(record, lease: lease.epoch)
+                await ensureRunning(record, lease: lease.epoch, stopsNoted: stopsNoted)
             } else {
                 await supervisor.stopHere(id)
                 release.append(id)
@@ -214,7 +216,7 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
             guard let epoch = try await store.acquireLease(connectorID: record.connectorID, owner: me, ttl: settings.leaseTTL) else { continue }
             mine[record.connectorID] = epoch
             took = true
-            await ensureRunning(record, lease: epoch)
+            await ensureRunning(record, lease: epoch, stopsNoted: stopsNoted)
             logger.info("lease taken", metadata: ["connector_id": "\(record.connectorID)", "epoch": "\(epoch)"])
         }
         owned = mine
@@ -282,14 +284,15 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
     }
 
     /// Starts `record` here unless it already runs with this configuration and lease since the
-    /// last start or restart action (which sets `started_at`).
-    func ensureRunning(_ record: ConnectorRecord, lease epoch: Int64) async {
+    /// last start or restart action (which sets `started_at`), or was stopped through the API
+    /// since `stopsNoted` (the supervisor's count before `record` was read).
+    func ensureRunning(_ record: ConnectorRecord, lease epoch: Int64, stopsNoted: UInt64) async {
         if let current = await supervisor.record(of: record.connectorID), current.lease == epoch, current.config == record.config,
             current.sealedSecrets == record.sealedSecrets, current.status.startedAt == record.status.startedAt
         {
             return
         }
-        await supervisor.run(record, lease: epoch)
+        await supervisor.run(record, lease: epoch, unlessStoppedAfter: stopsNoted)
     }
 
     /// At shutdown, once the connectors have stopped and their messages are written (this service

@@ -30,6 +30,15 @@ public actor ConnectorSupervisor: Service {
     var coordinator: (any ConnectorPlacement)? { placement.withLock { $0 } }
     /// Set once shutdown began: nothing starts any more (a coordinator's period may still run).
     var stopping = false
+    /// Stops and deletions asked for through the API, counted; `stopAsked[id]` is the count at
+    /// the connector's last one. A coordinator notes the count before it reads the desired states
+    /// (`noteStops`), and does not start a connector stopped since (`run(_:lease:unlessStoppedAfter:)`):
+    /// what it read may predate the stop.
+    private var stopsAsked: UInt64 = 0
+    private var stopAsked: [String: UInt64] = [:]
+    private var lastNoted: UInt64 = 0
+    /// The last status write: each waits for the one before (see `writeStatuses`).
+    private var statusWrite: Task<Void, any Error>?
 
     public init(
         store: any ConnectorRepository & SchemaMigrations,
@@ -73,7 +82,7 @@ public actor ConnectorSupervisor: Service {
         let entries = Array(running.values)
         running = [:]
         await drain(entries)
-        try? await store.updateStatuses(entries.map { $0.state.snapshot() })
+        try? await writeStatuses(entries.map { $0.state.snapshot() })
         logger.info("connectors stopped")
     }
 
@@ -144,6 +153,7 @@ public actor ConnectorSupervisor: Service {
     /// Brings the runtime in line with the record: (re)starts it with this configuration when
     /// its desired state is running, stops it otherwise.
     public func apply(_ record: ConnectorRecord) async {
+        if record.desiredState == .stopped { noteStopAsked(record.connectorID) }
         if let coordinator {
             // A stop takes effect here at once (the API answers with the stopped status); a start
             // or a changed configuration is the owner's to apply, whichever instance it is.
@@ -157,13 +167,35 @@ public actor ConnectorSupervisor: Service {
 
     /// Stops a connector that is being deleted and forgets its counters.
     public func remove(_ connectorID: String) async {
+        noteStopAsked(connectorID)
         await stop(connectorID, persist: false)
         metrics.remove(connectorID)
         await coordinator?.changed(connectorID)
     }
 
-    /// (Re)starts `record` here under lease `epoch` (the coordinator's call).
-    func run(_ record: ConnectorRecord, lease epoch: Int64) async {
+    /// The count of stops asked for so far, for a coordinator about to read the desired states
+    /// (its periods run one after another). Forgets the stops that an earlier period already read
+    /// past, so `stopAsked` holds only those of the last two periods.
+    func noteStops() -> UInt64 {
+        stopAsked = stopAsked.filter { $0.value > lastNoted }
+        lastNoted = stopsAsked
+        return stopsAsked
+    }
+
+    private func noteStopAsked(_ connectorID: String) {
+        stopsAsked += 1
+        stopAsked[connectorID] = stopsAsked
+    }
+
+    /// (Re)starts `record` here under lease `epoch` (the coordinator's call), unless a stop or a
+    /// deletion of it was asked for after `stopsAsked` was `noted` (the coordinator read `record`
+    /// after noting it, so the stop may not be in it): then nothing changes here, and the next
+    /// period reads the stop.
+    func run(_ record: ConnectorRecord, lease epoch: Int64, unlessStoppedAfter noted: UInt64) async {
+        if let asked = stopAsked[record.connectorID], asked > noted {
+            logger.info("not started: stopped since its desired state was read", metadata: ["connector_id": "\(record.connectorID)"])
+            return
+        }
         await stop(record.connectorID)
         if record.desiredState == .running { start(record, lease: epoch) }
     }
@@ -247,7 +279,7 @@ public actor ConnectorSupervisor: Service {
         saveSnapshot()
         await drain([entry])
         if persist {
-            try? await store.updateStatuses([entry.state.snapshot()])
+            try? await writeStatuses([entry.state.snapshot()])
         }
         logger.info("connector stopped", metadata: ["connector_id": "\(connectorID)"])
     }
@@ -283,9 +315,22 @@ public actor ConnectorSupervisor: Service {
     func persistStatuses() async {
         let updates = running.values.map { $0.state.snapshot() }
         do {
-            try await store.updateStatuses(updates)
+            try await writeStatuses(updates)
         } catch {
             logger.warning("could not write connector status", metadata: ["error_type": "\(type(of: error))", "error": "\(error)"])
         }
+    }
+
+    /// Writes `updates` after every status write begun before (in the order they were begun), so
+    /// a periodic write of a connector's running status, slow to reach the database, cannot land
+    /// after the stopped status of a stop that came later and undo it.
+    private func writeStatuses(_ updates: [StatusUpdate]) async throws {
+        let previous = statusWrite
+        let write = Task { [store] in
+            _ = await previous?.result
+            try await store.updateStatuses(updates)
+        }
+        statusWrite = write
+        try await write.value
     }
 }
