@@ -36,9 +36,11 @@ enum SpoolRecord {
         appendString(columns.exchange.rawValue, to: &output)
         appendString(columns.channel, to: &output)
         appendString(columns.messageType.rawValue, to: &output)
-        for text in [columns.instrument, columns.symbol, columns.price, columns.quantity, columns.side] {
-            appendOptionalString(text, to: &output)
-        }
+        appendOptionalString(columns.instrument, to: &output)
+        appendOptionalString(columns.symbol, to: &output)
+        appendOptionalString(columns.price, to: &output)
+        appendOptionalString(columns.quantity, to: &output)
+        appendOptionalString(columns.side, to: &output)
         output.append(columns.exchangeTimestampMs == nil ? 0 : 1)
         appendInteger(UInt64(bitPattern: columns.exchangeTimestampMs ?? 0), to: &output)
         if columns.fields.isEmpty {
