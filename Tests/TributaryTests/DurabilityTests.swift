@@ -44,12 +44,16 @@ import Testing
         }
     }
 
-    /// Runs a batch writer over `buffer` until `done` holds (or 20 s pass), then stops it.
-    static func runWriter(_ writer: BatchWriter, until done: @escaping @Sendable () async throws -> Bool) async throws {
+    /// Runs a batch writer over `buffer` until `done` holds (or `limit` passes), then stops it.
+    static func runWriter(
+        _ writer: BatchWriter,
+        within limit: Duration = .seconds(20),
+        until done: @escaping @Sendable () async throws -> Bool
+    ) async throws {
         let task = Task { try await writer.run() }
         // Stopped however this ends: a writer left running would outlive its store.
         defer { task.cancel() }
-        let deadline = ContinuousClock.now + .seconds(20)
+        let deadline = ContinuousClock.now + limit
         while try await !done(), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
         task.cancel()
         try await task.value
@@ -207,6 +211,79 @@ import Testing
         }
     }
 
+    /// `REALTIME_UNPERSISTED_AFTER_MS`: a write held up by another session's lock sends its
+    /// messages to realtime clients once it has run that long, marked not persisted, and every
+    /// message that arrives behind it as it arrives, in the order received; none is sent again
+    /// once stored, and once the write is over updates wait for their commit again.
+    @Test(arguments: TestBackend.enabled)
+    func aWriteRunningLongSendsItsUpdatesAheadOfTheCommitInOrder(_ backend: TestBackend) async throws {
+        try await backend.withConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let broadcaster = Broadcaster()
+                let client = broadcaster.register(filter: RealtimeFilter())
+                let buffer = IngestBuffer(
+                    capacity: 1000,
+                    spool: nil,
+                    mode: .off,
+                    memoryMessages: 1000,
+                    announcesEarly: true,
+                    announce: { broadcaster.publish($0.map { StoredMessage(id: nil, pending: $0) }) }
+                )
+                let writer = BatchWriter(
+                    buffer: buffer,
+                    store: store,
+                    broadcaster: broadcaster,
+                    metrics: PipelineMetrics(),
+                    unpersistedAfter: .milliseconds(200),
+                    logger: Logger(label: "test")
+                )
+                let running = Task { try await writer.run() }
+                let received = Mutex<[JSONValue]>([])
+                func hasID(_ update: JSONValue?) -> Bool {
+                    if case .number? = update?["id"] { return true }
+                    return false
+                }
+                func updates(atLeast count: Int) async throws -> [JSONValue] {
+                    try await Self.waitFor {
+                        let texts = client.takeQueued().map(\.text)
+                        try received.withLock { $0 += try texts.map { try #require(try JSONValue.parse($0)["data"]) } }
+                        return received.withLock { $0.count } >= count
+                    }
+                    return received.withLock { $0 }
+                }
+                // A quick write: its update waits for the commit and has its id.
+                buffer.append(contentsOf: [HardeningTests.pending(100)])
+                let first = try await updates(atLeast: 1)
+                #expect(first.count == 1)
+                #expect(hasID(first.first))
+                #expect(first.first?["persisted"] == nil)
+
+                let lock = try await Self.holdWriteLock(config, for: .seconds(3))
+                buffer.append(contentsOf: (0..<5).map { HardeningTests.pending($0) })
+                let early = try await updates(atLeast: 6)
+                #expect(early.count == 6, "the held write's five messages went out")
+                buffer.append(contentsOf: (5..<8).map { HardeningTests.pending($0) })
+                let behind = try await updates(atLeast: 9)
+                let rows = try await RawDatabase.strings(config, "SELECT CAST(COUNT(*) AS TEXT) FROM websocket_messages")
+                #expect(rows == ["1"], "all while the write was still held up")
+                let unstored = behind.dropFirst()
+                #expect(unstored.map { $0["source_id"]?.stringValue } == (0..<8).map { "okx:trades:BTC-USDT:\($0)" }, "in the order received")
+                #expect(unstored.allSatisfy { $0["persisted"] == .bool(false) && $0["id"] == .null })
+
+                try await lock.value
+                try await Self.waitFor { try await store.messageCounts(connectorID: "conn_bisect").rows == 9 }
+                buffer.append(contentsOf: [HardeningTests.pending(101)])
+                let after = try await updates(atLeast: 10)
+                #expect(after.count == 10, "the eight were not sent again once stored")
+                #expect(after.last?["source_id"]?.stringValue == "okx:trades:BTC-USDT:101")
+                #expect(hasID(after.last), "the write is over: updates wait for their commit again")
+                running.cancel()
+                try await running.value
+            }
+        }
+    }
+
     /// Waits until `condition` holds, at most 10 s.
     static func waitFor(_ condition: () async throws -> Bool) async throws {
         let deadline = ContinuousClock.now + .seconds(10)
@@ -262,8 +339,9 @@ import Testing
                     metrics: PipelineMetrics(),
                     logger: Logger(label: "test")
                 )
-                // (While a slow write holds SQLite's one connection, a count times out too.)
-                try await Self.runWriter(writer) { (try? await store.messageCounts(connectorID: "conn_bisect").rows) == 160 }
+                // (While a slow write holds SQLite's one connection, a count times out too.) The
+                // trigger's cost is CPU, so a busy machine makes every row slower: up to 60 s.
+                try await Self.runWriter(writer, within: .seconds(60)) { (try? await store.messageCounts(connectorID: "conn_bisect").rows) == 160 }
                 let counts = try await store.messageCounts(connectorID: "conn_bisect")
                 #expect(counts.rows == 160)
                 let distinct = try await RawDatabase.strings(config, "SELECT CAST(COUNT(DISTINCT source_id) AS TEXT) FROM websocket_messages")

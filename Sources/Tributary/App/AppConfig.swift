@@ -52,6 +52,10 @@ public struct AppConfig: Sendable {
     public var spoolSlowWrite: Duration = .milliseconds(200)
     /// Updates queued per realtime client before the oldest are dropped.
     public var realtimeQueueCapacity = 50_000
+    /// How long a write may run before its messages, and those behind it, go to realtime clients
+    /// ahead of the commit, marked not persisted; nil (the default): updates wait for their commit
+    /// unless the database is unavailable.
+    public var realtimeUnpersistedAfter: Duration?
     public var realtimePingInterval: Duration = .seconds(30)
     /// A realtime client whose queue keeps overflowing this long is closed with 1008.
     public var realtimeOverflowGrace: Duration = .seconds(5)
@@ -148,6 +152,9 @@ public struct AppConfig: Sendable {
         config.httpIdleTimeout = .milliseconds(try integer(settings, "HTTP_IDLE_TIMEOUT_MS", default: 60_000, range: 100...3_600_000))
         config.httpHeaderTimeout = .milliseconds(try integer(settings, "HTTP_HEADER_TIMEOUT_MS", default: 10_000, range: 100...600_000))
         config.maxRealtimeClients = try integer(settings, "MAX_REALTIME_CLIENTS", default: 256, range: 1...100_000)
+        if settings["REALTIME_UNPERSISTED_AFTER_MS"] != nil {
+            config.realtimeUnpersistedAfter = .milliseconds(try integer(settings, "REALTIME_UNPERSISTED_AFTER_MS", default: 0, range: 1...3_600_000))
+        }
         config.maxDeadLetters = try integer(settings, "MAX_DEAD_LETTERS", default: 100_000, range: 1...100_000_000)
         config.maxConnectors = try integer(settings, "MAX_CONNECTORS", default: 1000, range: 1...100_000)
         if settings["RETENTION_DAYS"] != nil {

@@ -120,6 +120,7 @@ public struct Pipeline: Sendable {
             spool: spool,
             mode: config.spoolMode,
             memoryMessages: config.spoolMemoryMessages,
+            announcesEarly: config.realtimeUnpersistedAfter != nil,
             announce: { [broadcaster] messages in broadcaster.publish(messages.map { StoredMessage(id: nil, pending: $0) }) }
         )
         writer = BatchWriter(
@@ -132,6 +133,7 @@ public struct Pipeline: Sendable {
             linger: config.batchLinger,
             maxRetryDelay: config.batchMaxInterval,
             slowWrite: config.spoolSlowWrite,
+            unpersistedAfter: config.realtimeUnpersistedAfter,
             deadLetters: deadLetters,
             migrator: migrator,
             logger: logger

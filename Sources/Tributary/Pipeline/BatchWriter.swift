@@ -28,6 +28,11 @@ public final class BatchWriter: Service {
     /// How long a write runs before its messages and those behind it get a spool copy
     /// (`SPOOL_SLOW_WRITE_MS`); nil unless the buffer spills (`SpoolMode.spill`).
     let slowWrite: Duration?
+    /// How long a write runs before its messages, and those behind it, go to realtime clients
+    /// without waiting for the commit, marked not persisted (`REALTIME_UNPERSISTED_AFTER_MS`),
+    /// and the watch that tells, at most a quarter of that late; nil: only while the database is
+    /// unavailable (and only with a buffer that `announcesEarly`).
+    let realtimeWatch: (watch: DeadlineWatch, after: Duration)?
     let logger: Logger
     let publisher: OrderedPublisher
     /// The most messages a batch takes now (see `BatchSizeCap`).
@@ -49,6 +54,7 @@ public final class BatchWriter: Service {
         linger: Duration = .zero,
         maxRetryDelay: Duration = .seconds(5),
         slowWrite: Duration = .milliseconds(200),
+        unpersistedAfter: Duration? = nil,
         deadLetters: DeadLetterQueue? = nil,
         migrator: DatabaseMigrator? = nil,
         logger: Logger
@@ -64,8 +70,11 @@ public final class BatchWriter: Service {
         self.linger = linger
         self.maxRetryDelay = maxRetryDelay
         self.slowWrite = buffer.mode == .spill ? slowWrite : nil
+        self.realtimeWatch = (buffer.announcesEarly ? unpersistedAfter : nil).map { after in
+            (DeadlineWatch(resolution: min(max(after / 4, .milliseconds(1)), .milliseconds(50))), after)
+        }
         self.logger = logger
-        self.publisher = OrderedPublisher(broadcaster: broadcaster)
+        self.publisher = OrderedPublisher(broadcaster: broadcaster, buffer: buffer)
         self.sizeCap = Mutex(BatchSizeCap(maximum: maxBatch))
     }
 
@@ -150,12 +159,15 @@ public final class BatchWriter: Service {
     /// its spool records, unless it was abandoned at shutdown (then they are replayed at start).
     /// A write running past `slowWrite` (in `SpoolMode.spill`) gives its messages, and those
     /// waiting behind it, a spool copy: what a crash can lose stays about that much of the stream.
+    /// One running past `unpersistedAfter` sends them to realtime clients before its commit.
     func write(_ batch: IngestBatch, ticket: Int) async {
         let spill = SpillOnce(buffer: buffer, batch: batch.messages, unspooled: batch.unspooled)
         let watch = slowWrite.map { after in DeadlineWatch.shared.add(at: .now + after) { spill.writeIsSlow() } }
+        let early = realtimeWatch.map { watch in EarlyOnce(publisher: publisher, watch: watch) }
         let stored = await commit(batch.messages, spill: spill)
         if let watch { DeadlineWatch.shared.remove(watch) }
-        publisher.publish(stored, ticket: ticket)
+        early?.finish()
+        publisher.publish(stored, ticket: ticket, takes: batch.takes)
         if let holds = spill.finish(adding: batch.holds) { buffer.release(holds) }
     }
 
@@ -421,25 +433,74 @@ final class SpillOnce: Sendable {
     }
 }
 
+/// One write's realtime deadline: past it (and before the write ends) the publisher announces
+/// early; the write's end ends that.
+final class EarlyOnce: Sendable {
+    let publisher: OrderedPublisher
+    let watch: DeadlineWatch
+    /// The deadline's id in `watch`; whether it fired; whether the write ended.
+    private let state = Mutex<(id: Int, began: Bool, finished: Bool)>((0, false, false))
+
+    init(publisher: OrderedPublisher, watch: (watch: DeadlineWatch, after: Duration)) {
+        self.publisher = publisher
+        self.watch = watch.watch
+        // Locked across the add, so a deadline firing at once finds its id set.
+        state.withLock { state in
+            state.id = watch.watch.add(at: .now + watch.after) { self.fire() }
+        }
+    }
+
+    /// Under the lock, so that `finish` cannot run between the check and the announcement.
+    private func fire() {
+        state.withLock { state in
+            guard !state.finished, !state.began else { return }
+            state.began = true
+            publisher.announceEarly()
+        }
+    }
+
+    func finish() {
+        state.withLock { state in
+            guard !state.finished else { return }
+            state.finished = true
+            watch.remove(state.id)
+            if state.began { publisher.buffer.endAnnouncingEarly() }
+        }
+    }
+}
+
 /// Hands committed batches to the broadcaster in the order they were taken from the buffer, even
 /// when a later batch commits first.
 final class OrderedPublisher: Sendable {
     let broadcaster: Broadcaster
-    private let state = Mutex<(next: Int, ready: [Int: [StoredMessage]])>((0, [:]))
+    let buffer: IngestBuffer
+    private let state = Mutex<(next: Int, ready: [Int: (messages: [StoredMessage], takes: [UInt64])])>((0, [:]))
 
-    init(broadcaster: Broadcaster) { self.broadcaster = broadcaster }
+    init(broadcaster: Broadcaster, buffer: IngestBuffer) {
+        self.broadcaster = broadcaster
+        self.buffer = buffer
+    }
 
-    /// Messages already sent before they were stored (`PendingMessage.announced`) are not sent again.
-    func publish(_ messages: [StoredMessage], ticket: Int) {
+    /// Messages already sent before they were stored (`PendingMessage.announced`) are not sent
+    /// again; which those are is read when the batch's turn comes, under the lock that
+    /// `announceEarly` holds too.
+    func publish(_ messages: [StoredMessage], ticket: Int, takes: [UInt64]) {
         let announced = { (message: StoredMessage) in message.pending.announced.load(ordering: .relaxed) }
-        // A copy only when something was announced (database outages), not on every batch.
-        let fresh = messages.contains(where: announced) ? messages.filter { !announced($0) } : messages
         state.withLock { state in
-            state.ready[ticket] = fresh
+            state.ready[ticket] = (messages, takes)
             while let batch = state.ready.removeValue(forKey: state.next) {
-                broadcaster.publish(batch)
+                // A copy only when something was announced (outages, slow writes), not on every batch.
+                broadcaster.publish(batch.messages.contains(where: announced) ? batch.messages.filter { !announced($0) } : batch.messages)
+                buffer.broadcast(batch.takes)
                 state.next += 1
             }
         }
+    }
+
+    /// A write has run past `REALTIME_UNPERSISTED_AFTER_MS`: the buffer sends what was taken
+    /// and not broadcast yet, and what waits, before any committed batch goes out (see
+    /// `IngestBuffer.beginAnnouncingEarly`).
+    func announceEarly() {
+        state.withLock { _ in buffer.beginAnnouncingEarly() }
     }
 }

@@ -20,6 +20,9 @@ public struct IngestBatch: Sendable {
     var holds: [Int: Int] = [:]
     /// The messages that have no copy in the spool (to spill there if the database fails).
     var unspooled: [PendingMessage] = []
+    /// The takes these messages came from, while the buffer tracks them (`announcesEarly`):
+    /// end them with `IngestBuffer.broadcast(_:)` once the batch has gone to realtime clients.
+    var takes: [UInt64] = []
 
     public var isEmpty: Bool { messages.isEmpty }
 
@@ -28,6 +31,7 @@ public struct IngestBatch: Sendable {
         messages += other.messages
         holds.merge(other.holds, uniquingKeysWith: +)
         unspooled += other.unspooled
+        takes += other.takes
     }
     public var count: Int { messages.count }
 }
@@ -57,6 +61,15 @@ public final class IngestBuffer: Sendable {
         /// Writes running past the slow-write threshold (`slowWriteBegan`) and not ended yet.
         var slowWrites = 0
         var slowWritesTotal = 0
+        /// Writes past the realtime threshold (`beginAnnouncingEarly`) and not ended yet; while
+        /// there are any, new messages go to realtime clients as they are appended.
+        var earlyWrites = 0
+        /// A message went to the spool unannounced while writes were early (a backlog): nothing
+        /// more is announced on append until the early writes end, or it would overtake that one.
+        var earlySuspended = false
+        var nextTake: UInt64 = 0
+        /// Messages taken by the writer and not broadcast yet, by take (`announcesEarly` only).
+        var unbroadcast: [UInt64: [PendingMessage]] = [:]
     }
 
     /// Messages held in memory at most (the last resort when the spool is full or failing).
@@ -68,6 +81,10 @@ public final class IngestBuffer: Sendable {
     /// Sends messages to realtime clients before they are stored (set while the database is
     /// unavailable, so clients keep receiving updates, marked `"persisted": false`).
     let announce: @Sendable ([PendingMessage]) -> Void
+    /// Tracks what the writer has taken until it is broadcast, so that a write running long can
+    /// send it, and what waits behind it, to realtime clients before the commit, in order
+    /// (`REALTIME_UNPERSISTED_AFTER_MS`; see `beginAnnouncingEarly`).
+    let announcesEarly: Bool
     private let state = Mutex(State())
     /// Wakes the writer waiting in `take` (a kept signal, so none is lost between look and wait).
     private let wakeup = SignalledQueue<Bool>(capacity: 1, overflow: .dropOldest)
@@ -82,9 +99,11 @@ public final class IngestBuffer: Sendable {
         spool: Spool?,
         mode: SpoolMode,
         memoryMessages: Int,
+        announcesEarly: Bool = false,
         announce: @escaping @Sendable ([PendingMessage]) -> Void = { _ in }
     ) {
         self.announce = announce
+        self.announcesEarly = announcesEarly
         self.capacity = capacity
         self.spool = mode == .off ? nil : spool
         self.mode = spool == nil ? .off : mode
@@ -103,8 +122,20 @@ public final class IngestBuffer: Sendable {
             }
             // Marked before the spool copy is written, so a replay does not send them again.
             let announced = state.databaseAvailable || spool == nil ? [] : Self.markAnnounced(messages)
+            let early = state.earlyWrites > 0 && !state.earlySuspended
+            let unreadBefore = spool?.unread ?? 0
             let refused = place(messages, in: &state)
             state.dropped += refused
+            if early {
+                if unreadBefore > 0 || (spool?.unread ?? 0) > unreadBefore {
+                    // Behind a backlog in the spool: announcing these would overtake it.
+                    state.earlySuspended = true
+                } else {
+                    // Sent under the lock, so nothing announced later (a sweep) can overtake them.
+                    let early = Self.markAnnounced(messages.dropLast(refused))
+                    if !early.isEmpty { announce(early) }
+                }
+            }
             return (refused, announced)
         }
         wakeup.append(contentsOf: CollectionOfOne(true))
@@ -163,12 +194,9 @@ public final class IngestBuffer: Sendable {
         while true {
             if let fromMemory = takeFromMemory(upTo: limit) { return fromMemory }
             if let spool, spool.unread > 0 {
-                let records = spool.read(limit: limit)
-                if !records.isEmpty {
-                    var batch = IngestBatch(messages: records.map(\.message))
-                    for record in records { batch.holds[record.segment, default: 0] += 1 }
-                    return batch
-                }
+                // Read under the lock when takes are tracked, so a sweep sees them either here or there.
+                let batch = announcesEarly ? state.withLock { Self.batch(of: spool.read(limit: limit), tracked: &$0) } : Self.batch(of: spool.read(limit: limit))
+                if !batch.isEmpty { return batch }
                 // Only skipped or damaged records: the count catches up once the reader reaches the end.
                 try? await Task.sleep(for: .milliseconds(5))
                 continue
@@ -176,6 +204,25 @@ public final class IngestBuffer: Sendable {
             if state.withLock({ $0.closed }) || Task.isCancelled { return IngestBatch(messages: []) }
             _ = await wakeup.take()
         }
+    }
+
+    private static func batch(of records: [(message: PendingMessage, segment: Int)]) -> IngestBatch {
+        var batch = IngestBatch(messages: records.map(\.message))
+        for record in records { batch.holds[record.segment, default: 0] += 1 }
+        return batch
+    }
+
+    private static func batch(of records: [(message: PendingMessage, segment: Int)], tracked state: inout State) -> IngestBatch {
+        var batch = batch(of: records)
+        track(&batch, in: &state)
+        return batch
+    }
+
+    private static func track(_ batch: inout IngestBatch, in state: inout State) {
+        guard !batch.isEmpty else { return }
+        state.nextTake += 1
+        state.unbroadcast[state.nextTake] = batch.messages
+        batch.takes.append(state.nextTake)
     }
 
     /// Up to `limit` messages held in memory, oldest first; nil when memory holds none. (Never
@@ -195,6 +242,7 @@ public final class IngestBuffer: Sendable {
                 }
             }
             state.memory.removeFirst(count)
+            if announcesEarly { Self.track(&batch, in: &state) }
             return batch
         }
     }
@@ -227,6 +275,46 @@ public final class IngestBuffer: Sendable {
     }
 
     func slowWriteEnded() { state.withLock { $0.slowWrites -= 1 } }
+
+    /// A write has run past the realtime threshold (`REALTIME_UNPERSISTED_AFTER_MS`): until it
+    /// ends (`endAnnouncingEarly`), realtime clients get updates before their commit, marked
+    /// not persisted. Sends now, in the order they were taken and received, every message taken
+    /// and not broadcast yet and every message waiting in memory; from then on each message as
+    /// it is appended. Call it from `OrderedPublisher.announceEarly`, which holds off committed
+    /// batches meanwhile. Nothing without `announcesEarly`, or behind a backlog in the spool
+    /// (what waits there would be overtaken).
+    func beginAnnouncingEarly() {
+        guard announcesEarly else { return }
+        state.withLock { state in
+            state.earlyWrites += 1
+            guard state.earlyWrites == 1 else { return }
+            guard (spool?.unread ?? 0) == 0 else {
+                state.earlySuspended = true
+                return
+            }
+            var waiting: [PendingMessage] = []
+            for take in state.unbroadcast.keys.sorted() { waiting += state.unbroadcast[take] ?? [] }
+            waiting += state.memory.map(\.message)
+            let announced = Self.markAnnounced(waiting)
+            if !announced.isEmpty { announce(announced) }
+        }
+    }
+
+    /// The write that began announcing early is over.
+    func endAnnouncingEarly() {
+        state.withLock { state in
+            state.earlyWrites -= 1
+            if state.earlyWrites == 0 { state.earlySuspended = false }
+        }
+    }
+
+    /// The batch of `takes` has gone to realtime clients (or had nothing to send).
+    func broadcast(_ takes: [UInt64]) {
+        guard !takes.isEmpty else { return }
+        state.withLock { state in
+            for take in takes { state.unbroadcast.removeValue(forKey: take) }
+        }
+    }
 
     /// Writes that ran past the slow-write threshold, since the start.
     public var slowWritesTotal: Int { state.withLock { $0.slowWritesTotal } }
