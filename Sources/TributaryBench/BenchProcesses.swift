@@ -35,8 +35,9 @@ struct BenchProcesses {
                 database: postgres,
                 key: config.encryptionKey ?? EncryptionKey.generate(),
                 directory: directory + "/server",
-                // The setting measured by `BATCH_LINGER_MS=… bench ingest --rate`.
-                settings: ["BATCH_LINGER_MS=\(config.batchLinger.inMilliseconds)"],
+                // The settings measured by `BATCH_LINGER_MS=… bench ingest --rate` (and the like).
+                settings: ["BATCH_LINGER_MS=\(config.batchLinger.inMilliseconds)"]
+                    + (config.realtimeUnpersistedAfter.map { ["REALTIME_UNPERSISTED_AFTER_MS=\($0.inMilliseconds)"] } ?? []),
                 logger: logger
             )
         } catch {

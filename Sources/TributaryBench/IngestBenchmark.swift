@@ -28,7 +28,7 @@ public struct IngestBenchmark: Sendable {
 
     /// Counts realtime updates and records the exchange-send → client-receive delay of each.
     final class Receiver: Sendable {
-        let state = Mutex<(count: Int, latenciesMs: [Double], sentMs: [Double])>((0, [], []))
+        let state = Mutex<(count: Int, latenciesMs: [Double], sentMs: [Double], unpersisted: Int)>((0, [], [], 0))
         /// Set when the server closed the realtime connection before every update arrived.
         let closed = Atomic<Bool>(false)
 
@@ -38,9 +38,12 @@ public struct IngestBenchmark: Sendable {
                 return
             }
             let received = Date().timeIntervalSince1970 * 1000
-            let sent = (try? JSONValue.parse(text))?["data"]?["exchange_timestamp"]?.stringValue.flatMap(Timestamp.parse)
+            let data = (try? JSONValue.parse(text))?["data"]
+            let sent = data?["exchange_timestamp"]?.stringValue.flatMap(Timestamp.parse)
+            let unpersisted = data?["persisted"] == .bool(false)
             state.withLock { state in
                 state.count += 1
+                if unpersisted { state.unpersisted += 1 }
                 if let sent {
                     state.latenciesMs.append(received - sent.timeIntervalSince1970 * 1000)
                     state.sentMs.append(sent.timeIntervalSince1970 * 1000)
@@ -119,13 +122,15 @@ public struct IngestBenchmark: Sendable {
         log(
             String(
                 format:
-                    "latency at %.0f messages/s (exchange send → realtime client receive, after commit): p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, max %.1f ms over %d messages",
+                    "latency at %.0f messages/s (exchange send → realtime client receive): p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, max %.1f ms over %d messages; %d of them sent before their commit (%@)",
                 latencyRate,
                 percentile(0.5),
                 percentile(0.99),
                 percentile(0.999),
                 sorted.last ?? .nan,
-                sorted.count
+                sorted.count,
+                latency.unpersisted,
+                config.realtimeUnpersistedAfter.map { "REALTIME_UNPERSISTED_AFTER_MS=\($0.inMilliseconds)" } ?? "REALTIME_UNPERSISTED_AFTER_MS unset"
             )
         )
         log(Self.slowSpells(sentMs: latency.sentMs, latenciesMs: latency.latenciesMs))
@@ -169,6 +174,8 @@ public struct IngestBenchmark: Sendable {
         var stored: Int
         var distinct: Int
         var latenciesMs: [Double]
+        /// Updates that came before their commit, marked not persisted.
+        var unpersisted: Int
         /// When each of `latenciesMs` was sent (ms since 1970), in the same order.
         var sentMs: [Double]
         /// CPU seconds while the messages went through: this process (the server, the fake
@@ -257,12 +264,13 @@ public struct IngestBenchmark: Sendable {
                 _ = try await client.send("POST", "/api/connectors/\(id)/stop", nil)
                 let integrity = try await client.integrity(id, config: config)
                 await group.triggerGracefulShutdown()
-                let (latenciesMs, sentMs) = receiver.state.withLock { ($0.latenciesMs, $0.sentMs) }
+                let (latenciesMs, sentMs, unpersisted) = receiver.state.withLock { ($0.latenciesMs, $0.sentMs, $0.unpersisted) }
                 return PhaseResult(
                     seconds: seconds,
                     stored: integrity.stored,
                     distinct: integrity.distinct,
                     latenciesMs: latenciesMs,
+                    unpersisted: unpersisted,
                     sentMs: sentMs,
                     processCPU: processCPU,
                     postgresCPU: postgresCPU
