@@ -358,7 +358,8 @@ import Testing
         #expect(restarted.read(limit: 10).allSatisfy { $0.message.announced.load(ordering: .relaxed) })
         let batch = await buffer.take(upTo: 10)
         let publisher = OrderedPublisher(broadcaster: broadcaster, buffer: buffer)
-        publisher.publish(batch.messages.enumerated().map { StoredMessage(id: Int64($0.offset + 1), pending: $0.element) }, ticket: 0, takes: batch.takes)
+        let stored = batch.messages.enumerated().map { StoredMessage(id: Int64($0.offset + 1), pending: $0.element) }
+        publisher.publish(stored, ticket: 0, takes: batch.takes)
         buffer.setDatabaseAvailable(true)
         buffer.append(contentsOf: [Self.message(2)])
         publisher.publish([StoredMessage(id: 3, pending: Self.message(2))], ticket: 1, takes: [])

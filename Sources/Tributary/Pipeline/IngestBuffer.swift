@@ -195,7 +195,9 @@ public final class IngestBuffer: Sendable {
             if let fromMemory = takeFromMemory(upTo: limit) { return fromMemory }
             if let spool, spool.unread > 0 {
                 // Read under the lock when takes are tracked, so a sweep sees them either here or there.
-                let batch = announcesEarly ? state.withLock { Self.batch(of: spool.read(limit: limit), tracked: &$0) } : Self.batch(of: spool.read(limit: limit))
+                let batch =
+                    announcesEarly
+                    ? state.withLock { Self.batch(of: spool.read(limit: limit), tracked: &$0) } : Self.batch(of: spool.read(limit: limit))
                 if !batch.isEmpty { return batch }
                 // Only skipped or damaged records: the count catches up once the reader reaches the end.
                 try? await Task.sleep(for: .milliseconds(5))
