@@ -61,6 +61,18 @@ struct BenchHTTPClient {
         return values
     }
 
+    /// `tributary_connector_messages_stored_total` of one connector (0 before its first commit).
+    func storedMessages(_ connectorID: String) async throws -> Int {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics"), timeout: .seconds(5))
+        let text = String(buffer: try await response.body.collect(upTo: 1 << 22))
+        let label = "connector_id=\"\(connectorID)\""
+        for line in text.split(separator: "\n") where line.hasPrefix("tributary_connector_messages_stored_total{") && line.contains(label) {
+            guard let space = line.lastIndex(of: " ") else { continue }
+            return Int(line[line.index(after: space)...]) ?? 0
+        }
+        return 0
+    }
+
     func send(_ method: String, _ path: String, _ body: String?) async throws -> JSONValue {
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
         request.method = .init(rawValue: method)

@@ -252,6 +252,21 @@ public struct IngestBenchmark: Sendable {
                         }
                         try await Task.sleep(for: .milliseconds(2))
                     }
+                    // Updates sent ahead of their commit (`REALTIME_UNPERSISTED_AFTER_MS`): the
+                    // run ends with the last commit, not with the last update.
+                    if config.realtimeUnpersistedAfter != nil {
+                        var stored = (count: 0, at: ContinuousClock.now)
+                        while true {
+                            let count = try await client.storedMessages(id)
+                            if count >= total { break }
+                            if count != stored.count {
+                                stored = (count, .now)
+                            } else if ContinuousClock.now - stored.at > .seconds(10) {
+                                throw BenchmarkError("\(count) of \(total) messages stored and none for 10 s")
+                            }
+                            try await Task.sleep(for: .milliseconds(5))
+                        }
+                    }
                 } catch {
                     // Leave nothing running: the connector would otherwise resume on the next start.
                     _ = try? await client.send("POST", "/api/connectors/\(id)/stop", nil)

@@ -121,7 +121,7 @@ public final class IngestBuffer: Sendable {
                 return (messages.count, [])
             }
             // Marked before the spool copy is written, so a replay does not send them again.
-            let announced = state.databaseAvailable || spool == nil ? [] : Self.markAnnounced(messages)
+            var announced = state.databaseAvailable || spool == nil ? [] : Self.markAnnounced(messages)
             let early = state.earlyWrites > 0 && !state.earlySuspended
             let unreadBefore = spool?.unread ?? 0
             let refused = place(messages, in: &state)
@@ -131,9 +131,9 @@ public final class IngestBuffer: Sendable {
                     // Behind a backlog in the spool: announcing these would overtake it.
                     state.earlySuspended = true
                 } else {
-                    // Sent under the lock, so nothing announced later (a sweep) can overtake them.
-                    let early = Self.markAnnounced(messages.dropLast(refused))
-                    if !early.isEmpty { announce(early) }
+                    // Sent after the lock, in order all the same: a connector's appends follow one
+                    // another, and what came before them went out when the early writes began.
+                    announced += Self.markAnnounced(messages.dropLast(refused))
                 }
             }
             return (refused, announced)
