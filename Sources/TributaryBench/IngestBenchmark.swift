@@ -133,6 +133,7 @@ public struct IngestBenchmark: Sendable {
                 config.realtimeUnpersistedAfter.map { "REALTIME_UNPERSISTED_AFTER_MS=\($0.inMilliseconds)" } ?? "REALTIME_UNPERSISTED_AFTER_MS unset"
             )
         )
+        log("integrity of the latency run: \(latency.stored) rows stored, \(latency.distinct) distinct source ids (expected \(total))")
         log(Self.slowSpells(sentMs: latency.sentMs, latenciesMs: latency.latenciesMs))
         log(probe.summary(since: latency.sentMs.min() ?? 0))
         log("peak memory (VmHWM): \(Self.peakMemoryMB()) MB")
