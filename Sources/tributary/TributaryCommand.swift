@@ -68,6 +68,8 @@ struct SettingsOptions: ParsableArguments {
     @Option(help: "Host names answered without API tokens besides localhost and --host, comma-separated (TRIBUTARY_ALLOWED_HOSTS).")
     var allowedHosts: String?
     @Option(help: "Most realtime clients at once (MAX_REALTIME_CLIENTS, default 256).") var maxRealtimeClients: String?
+    @Option(help: "ms a write runs before its updates go to realtime clients unpersisted (REALTIME_UNPERSISTED_AFTER_MS, default: wait).")
+    var realtimeUnpersistedAfterMs: String?
     @Option(help: "Most HTTP connections open at once (MAX_HTTP_CONNECTIONS, default 1024).") var maxHttpConnections: String?
     @Option(help: "Close an idle HTTP connection after this many ms (HTTP_IDLE_TIMEOUT_MS, default 60000).") var httpIdleTimeoutMs: String?
     @Option(help: "A request head must arrive within this many ms (HTTP_HEADER_TIMEOUT_MS, default 10000).") var httpHeaderTimeoutMs: String?
@@ -102,6 +104,7 @@ struct SettingsOptions: ParsableArguments {
             ("CONNECTOR_STOP_DRAIN_MS", connectorStopDrainMs), ("REST_TIMEOUT_MS", restTimeoutMs),
             ("REST_MAX_RESPONSE_BYTES", restMaxResponseBytes), ("TRIBUTARY_ALLOW_PRIVATE_TARGETS", allowPrivateTargets),
             ("TRIBUTARY_ALLOWED_ORIGINS", allowedOrigins), ("TRIBUTARY_ALLOWED_HOSTS", allowedHosts), ("MAX_REALTIME_CLIENTS", maxRealtimeClients),
+            ("REALTIME_UNPERSISTED_AFTER_MS", realtimeUnpersistedAfterMs),
             ("MAX_CONNECTORS", maxConnectors), ("MAX_DEAD_LETTERS", maxDeadLetters),
             ("MAX_HTTP_CONNECTIONS", maxHttpConnections), ("HTTP_IDLE_TIMEOUT_MS", httpIdleTimeoutMs),
             ("HTTP_HEADER_TIMEOUT_MS", httpHeaderTimeoutMs), ("SPOOL_MODE", spoolMode), ("SPOOL_FSYNC", spoolFsync),
