@@ -65,6 +65,8 @@ import Testing
         (["SPOOL_FSYNC": "never"], "SPOOL_FSYNC must be batch, interval_ms"),
         (["SPOOL_FSYNC": "0"], "SPOOL_FSYNC must be batch, interval_ms"),
         (["SPOOL_MAX_BYTES": "1000"], "SPOOL_MAX_BYTES must be an integer"),
+        (["REALTIME_UNPERSISTED_AFTER_MS": "0"], "REALTIME_UNPERSISTED_AFTER_MS must be an integer from 1"),
+        (["REALTIME_UNPERSISTED_AFTER_MS": "soon"], "REALTIME_UNPERSISTED_AFTER_MS must be an integer from 1"),
     ])
     func invalidSettingsFailWithAClearMessage(_ environment: [String: String], _ message: String) {
         #expect {
@@ -72,6 +74,11 @@ import Testing
         } throws: { error in
             (error as? ConfigError)?.message.contains(message) == true
         }
+    }
+
+    @Test func realtimeUpdatesWaitForTheirCommitUnlessToldOtherwise() throws {
+        #expect(try AppConfig.load(environment: [:]).realtimeUnpersistedAfter == nil)
+        #expect(try AppConfig.load(environment: ["REALTIME_UNPERSISTED_AFTER_MS": "10"]).realtimeUnpersistedAfter == .milliseconds(10))
     }
 
     @Test func spoolSettings() throws {
