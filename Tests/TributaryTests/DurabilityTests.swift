@@ -270,6 +270,7 @@ import Testing
                 let unstored = behind.dropFirst()
                 #expect(unstored.map { $0["source_id"]?.stringValue } == (0..<8).map { "okx:trades:BTC-USDT:\($0)" }, "in the order received")
                 #expect(unstored.allSatisfy { $0["persisted"] == .bool(false) && $0["id"] == .null })
+                #expect(buffer.announcedEarlyTotal == 8)
 
                 try await lock.value
                 try await Self.waitFor { try await store.messageCounts(connectorID: "conn_bisect").rows == 9 }

@@ -128,6 +128,11 @@ public final class MetricsExporter: Sendable {
                 ("tributary_realtime_dropped_updates_total", "Realtime updates dropped for slow clients", broadcaster.droppedCount),
                 ("tributary_ingest_dropped_total", "Messages refused by the full ingest buffer", buffer.droppedCount),
                 (
+                    "tributary_realtime_unpersisted_updates_total",
+                    "Messages sent to realtime clients before their commit because a write ran past REALTIME_UNPERSISTED_AFTER_MS",
+                    buffer.announcedEarlyTotal
+                ),
+                (
                     "tributary_slow_writes_total",
                     "Batch writes that ran past SPOOL_SLOW_WRITE_MS (their messages and those behind got a spool copy)",
                     buffer.slowWritesTotal

@@ -67,6 +67,8 @@ public final class IngestBuffer: Sendable {
         /// A message went to the spool unannounced while writes were early (a backlog): nothing
         /// more is announced on append until the early writes end, or it would overtake that one.
         var earlySuspended = false
+        /// Messages sent ahead of their commit because a write ran long, since the start.
+        var announcedEarlyTotal = 0
         var nextTake: UInt64 = 0
         /// Messages taken by the writer and not broadcast yet, by take (`announcesEarly` only).
         var unbroadcast: [UInt64: [PendingMessage]] = [:]
@@ -133,7 +135,9 @@ public final class IngestBuffer: Sendable {
                 } else {
                     // Sent after the lock, in order all the same: a connector's appends follow one
                     // another, and what came before them went out when the early writes began.
-                    announced += Self.markAnnounced(messages.dropLast(refused))
+                    let early = Self.markAnnounced(messages.dropLast(refused))
+                    state.announcedEarlyTotal += early.count
+                    announced += early
                 }
             }
             return (refused, announced)
@@ -298,9 +302,13 @@ public final class IngestBuffer: Sendable {
             for take in state.unbroadcast.keys.sorted() { waiting += state.unbroadcast[take] ?? [] }
             waiting += state.memory.map(\.message)
             let announced = Self.markAnnounced(waiting)
+            state.announcedEarlyTotal += announced.count
             if !announced.isEmpty { announce(announced) }
         }
     }
+
+    /// Messages sent to realtime clients ahead of their commit because a write ran long.
+    public var announcedEarlyTotal: Int { state.withLock { $0.announcedEarlyTotal } }
 
     /// The write that began announcing early is over.
     func endAnnouncingEarly() {
