@@ -51,8 +51,15 @@ public struct RateBenchmark: Sendable {
         let started = ContinuousClock.now
         let id = try await BenchHTTPClient(port: server.port).createAndStart(body)
         let end = ContinuousClock.now + .seconds(seconds + 20)
-        while client.received.withLock({ $0.ids.count }) < total, ContinuousClock.now < end {
+        // Counted by exchange time, not id: an update sent ahead of its commit has none.
+        while client.received.withLock({ $0.sentMs.count }) < total, ContinuousClock.now < end {
             try await Task.sleep(for: .milliseconds(20))
+        }
+        if config.realtimeUnpersistedAfter != nil {
+            // Then the last commit, which may follow its update (`REALTIME_UNPERSISTED_AFTER_MS`).
+            while try await BenchHTTPClient(port: server.port).storedMessages(id) < total, ContinuousClock.now < end {
+                try await Task.sleep(for: .milliseconds(5))
+            }
         }
         let elapsed = (ContinuousClock.now - started).inSeconds
         let cpu = ClusterBenchmark.CPUTime.of(pid: server.child.pid) - cpuBefore

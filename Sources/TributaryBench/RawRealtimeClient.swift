@@ -136,7 +136,7 @@ final class RawRealtimeClient: Sendable {
                     }
                 }
             }
-            guard !ids.isEmpty || connected else { return }
+            guard !ids.isEmpty || !sent.isEmpty || connected else { return }
             let nowMs = Date().timeIntervalSince1970 * 1000
             client.received.withLock { received in
                 received.connected = received.connected || connected
