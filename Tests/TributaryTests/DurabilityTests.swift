@@ -235,7 +235,7 @@ import Testing
                     store: store,
                     broadcaster: broadcaster,
                     metrics: PipelineMetrics(),
-                    unpersistedAfter: .milliseconds(200),
+                    unpersistedAfter: .milliseconds(500),
                     logger: Logger(label: "test")
                 )
                 let running = Task { try await writer.run() }
@@ -274,6 +274,9 @@ import Testing
 
                 try await lock.value
                 try await Self.waitFor { try await store.messageCounts(connectorID: "conn_bisect").rows == 9 }
+                // The rows are visible a moment before the writer hears its commit and ends the spell.
+                try await Self.waitFor { !buffer.announcingEarly }
+                #expect(!buffer.announcingEarly)
                 buffer.append(contentsOf: [HardeningTests.pending(101)])
                 let after = try await updates(atLeast: 10)
                 #expect(after.count == 10, "the eight were not sent again once stored")

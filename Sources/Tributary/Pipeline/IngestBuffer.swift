@@ -310,6 +310,9 @@ public final class IngestBuffer: Sendable {
     /// Messages sent to realtime clients ahead of their commit because a write ran long.
     public var announcedEarlyTotal: Int { state.withLock { $0.announcedEarlyTotal } }
 
+    /// A write that ran long has not ended yet: new messages go out as they are appended.
+    var announcingEarly: Bool { state.withLock { $0.earlyWrites > 0 } }
+
     /// The write that began announcing early is over.
     func endAnnouncingEarly() {
         state.withLock { state in
