@@ -125,7 +125,7 @@ public final class IngestBuffer: Sendable {
             // Marked before the spool copy is written, so a replay does not send them again.
             var announced = state.databaseAvailable || spool == nil ? [] : Self.markAnnounced(messages)
             let early = state.earlyWrites > 0 && !state.earlySuspended
-            let unreadBefore = spool?.unread ?? 0
+            let unreadBefore = early ? spool?.unread ?? 0 : 0
             let refused = place(messages, in: &state)
             state.dropped += refused
             if early {
