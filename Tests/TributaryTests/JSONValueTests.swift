@@ -110,10 +110,25 @@ import Testing
             fields: ["best_bid": "43250.0", "price": "43250.10", "raw": "shadowed"],
             raw: ["instId": "BTC-USDT", "last": "43250.1"]
         )
-        #expect(message.serializedJSON == message.json.serialized)
+        #expect(try JSONValue.parse(message.serializedJSON) == message.json)
         #expect(try JSONValue.parse(message.serializedJSON)["raw"] == ["instId": "BTC-USDT", "last": "43250.1"])
+        // Keys in jsonb order, nested too: PostgreSQL stores them so and need not sort them again.
+        #expect(
+            message.serializedJSON
+                == #"{"raw":{"last":"43250.1","instId":"BTC-USDT"},"side":null,"price":"43250.10","symbol":"BTC-USDT","channel":"tickers","#
+                + #""best_bid":"43250.0","exchange":"okx","quantity":null,"instrument":"BTC-USDT","message_type":"ticker","#
+                + #""exchange_timestamp_ms":1597026383085}"#
+        )
         let plain = MarketMessage(exchange: .binance, channel: "trade", messageType: .trade, raw: .null)
-        #expect(plain.serializedJSON == plain.json.serialized)
+        #expect(try JSONValue.parse(plain.serializedJSON) == plain.json)
+    }
+
+    @Test func keysAreWrittenInJSONBOrder() throws {
+        // Shorter first, then by UTF-8 bytes (so "Z" < "a", and "é" after every ASCII letter).
+        let value = try JSONValue.parse(#"{"bb":1,"a":[{"yx":0,"é":2,"z":1}],"ab":{"c":3,"B":2},"Zz":null}"#)
+        var output: [UInt8] = []
+        value.writeInKeyOrder(to: &output)
+        #expect(String(decoding: output, as: UTF8.self) == #"{"a":[{"z":1,"yx":0,"é":2}],"Zz":null,"ab":{"B":2,"c":3},"bb":1}"#)
     }
 
     @Test func stringsKeepTheirText() throws {

@@ -165,7 +165,8 @@ import Testing
             #expect(copy.message.price == original.message.price)
             #expect(copy.message.exchangeTimestampMs == original.message.exchangeTimestampMs)
             #expect(copy.message.fields == original.message.fields)
-            #expect(StoredMessage(id: 2, pending: copy).update == StoredMessage(id: 2, pending: original).update)
+            // The same update (its extra fields in `data`'s key order, not the normalizer's).
+            #expect(try JSONValue.parse(StoredMessage(id: 2, pending: copy).update) == JSONValue.parse(StoredMessage(id: 2, pending: original).update))
         }
     }
 

@@ -254,7 +254,7 @@ extension ConnectorConfig {
                 message.instrument = index == 2 ? nil : "I-\(texts[index])"
                 message.side = index == 3 ? nil : texts[index]
                 message.exchangeTimestampMs = times[index]
-                message.raw = ["text": .string(texts[index]), "n": .number("\(index)")]
+                message.raw = ["text": .string(texts[index]), "n": .number("\(index)"), "é": ["Zz": 1, "a": 2], "zz": .null]
             }
             message.quantity = index == 4 ? nil : "1.5"
             return PendingMessage(
@@ -331,6 +331,11 @@ extension ConnectorConfig {
                     #expect(try await rows(connector).map(strip) == reference.map(strip), "\(connector)")
                 }
                 #expect(reference.contains { $0?.contains("back\\slash") == true } && reference.contains { $0?.contains("tab\there") == true })
+                // `data` goes in with its keys in jsonb's own order, which PostgreSQL keeps: read
+                // back, it is the text written (so PostgreSQL sorted nothing).
+                let data = try await RawDatabase.strings(config, "SELECT data::text FROM websocket_messages WHERE connector_id = 'conn_copy' ORDER BY source_id")
+                let written = Self.awkward("conn_copy").sorted { $0.sourceID < $1.sourceID }.map(\.data)
+                #expect(try data.map { try JSONValue.parse($0 ?? "").serialized } == written)
                 // The candle minutes and batch rows of each path are there too.
                 let batches = try await RawDatabase.strings(config, "SELECT count(*)::text FROM websocket_batches WHERE batch_id LIKE 'b_conn_%'")
                 #expect(batches == ["3"])

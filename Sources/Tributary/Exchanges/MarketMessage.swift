@@ -68,11 +68,12 @@ public struct MarketMessage: Sendable, Equatable {
         return .object(object)
     }
 
-    /// `json.serialized`, written without building the tree: the `data` of every stored message.
+    /// `json` as text with its keys in `jsonb` order (see `JSONValue.keyPrecedes`), every object
+    /// inside it too: the `data` of every stored message, as PostgreSQL would return it.
     public var serializedJSON: String {
         var extra = fields
         extra["raw"] = raw
-        var writer = JSONObjectWriter(overrides: extra)
+        var writer = JSONKeyOrderWriter(overrides: extra)
         writeMembers(to: &writer)
         return writer.finish()
     }
