@@ -333,7 +333,10 @@ extension ConnectorConfig {
                 #expect(reference.contains { $0?.contains("back\\slash") == true } && reference.contains { $0?.contains("tab\there") == true })
                 // `data` goes in with its keys in jsonb's own order, which PostgreSQL keeps: read
                 // back, it is the text written (so PostgreSQL sorted nothing).
-                let data = try await RawDatabase.strings(config, "SELECT data::text FROM websocket_messages WHERE connector_id = 'conn_copy' ORDER BY source_id")
+                let data = try await RawDatabase.strings(
+                    config,
+                    "SELECT data::text FROM websocket_messages WHERE connector_id = 'conn_copy' ORDER BY source_id"
+                )
                 let written = Self.awkward("conn_copy").sorted { $0.sourceID < $1.sourceID }.map(\.data)
                 #expect(try data.map { try JSONValue.parse($0 ?? "").serialized } == written)
                 // The candle minutes and batch rows of each path are there too.
