@@ -50,19 +50,23 @@ extension JSONValue {
     }
 
     /// Writes an object of `members` (distinct keys) in `jsonb` key order, nested objects too.
+    /// The order is sorted as positions on the stack: no copy of the members.
     static func writeInKeyOrder(_ members: [(key: String, value: JSONValue)], to output: inout [UInt8]) {
-        var members = members
-        if !zip(members, members.dropFirst()).allSatisfy({ keyPrecedes($0.key, $1.key) }) {
-            members.sort { keyPrecedes($0.key, $1.key) }
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: members.count) { buffer in
+            var order = buffer
+            for position in order.indices { order.initializeElement(at: position, to: position) }
+            if !members.indices.dropFirst().allSatisfy({ keyPrecedes(members[$0 - 1].key, members[$0].key) }) {
+                order.sort { keyPrecedes(members[$0].key, members[$1].key) }
+            }
+            output.append(UInt8(ascii: "{"))
+            for (count, position) in order.enumerated() {
+                if count > 0 { output.append(UInt8(ascii: ",")) }
+                JSONValue.writeString(members[position].key, to: &output)
+                output.append(UInt8(ascii: ":"))
+                members[position].value.writeInKeyOrder(to: &output)
+            }
+            output.append(UInt8(ascii: "}"))
         }
-        output.append(UInt8(ascii: "{"))
-        for (position, member) in members.enumerated() {
-            if position > 0 { output.append(UInt8(ascii: ",")) }
-            JSONValue.writeString(member.key, to: &output)
-            output.append(UInt8(ascii: ":"))
-            member.value.writeInKeyOrder(to: &output)
-        }
-        output.append(UInt8(ascii: "}"))
     }
 
     /// PostgreSQL's `jsonb` key order: the shorter key first, keys of one length by their UTF-8
