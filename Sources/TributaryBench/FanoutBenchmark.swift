@@ -33,6 +33,9 @@ public struct FanoutBenchmark: Sendable {
         var quiet = Logger(label: "tributary.bench")
         quiet.logLevel = .warning
         let logger = quiet
+        // Deliveries are checked by id, which an update sent ahead of its commit does not have.
+        var config = self.config
+        config.realtimeUnpersistedAfter = nil
         let processes = try await BenchProcesses(
             config: config,
             simulate: ["--rate", "\(rate)", "--instruments", Self.instruments.joined(separator: ",")],
