@@ -281,8 +281,13 @@ public struct ClusterBenchmark: Sendable {
     enum CPUTime {
         static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
 
-        static func of(pid: pid_t) -> Double {
-            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        static func of(pid: pid_t) -> Double { of(stat: "/proc/\(pid)/stat") }
+
+        /// The calling thread's (its own clock, not the process's).
+        static func ofThisThread() -> Double { of(stat: "/proc/thread-self/stat") }
+
+        static func of(stat path: String) -> Double {
+            guard let stat = try? String(contentsOfFile: path, encoding: .utf8),
                 let close = stat.lastIndex(of: ")")
             else { return 0 }
             // Fields after the command name: state is field 3, utime 14, stime 15.

@@ -11,8 +11,9 @@ import Glibc
 /// `tributary bench ingest --rate R`: what Tributary costs at a steady rate, the way it runs in
 /// production. A `tributary serve` process, a `tributary simulate` process paced at `rate` that
 /// sends exactly `rate × seconds` trades, and one realtime client in this process. Prints the
-/// server's CPU (from `/proc`: cores, and µs per message), exchange → client latency, and the
-/// missing and duplicate rows.
+/// server's CPU (from `/proc`: cores, and µs per message), exchange → client latency, the
+/// missing and duplicate rows, and on SQLite the storage floor of the same transactions
+/// (`SQLiteFloor`).
 public struct RateBenchmark: Sendable {
     public var config: AppConfig
     public var rate = 1000.0
@@ -110,5 +111,26 @@ public struct RateBenchmark: Sendable {
         log(
             "rows: \(counts.rows) stored of \(total) sent, \(total - counts.distinctSources) missing, \(counts.rows - counts.distinctSources) duplicates"
         )
+        if case .sqlite(let path) = reading.database {
+            // What SQLite itself spends on the same transactions (see `SQLiteFloor`).
+            do {
+                let floor = try await SQLiteFloor.measure(source: path, scratch: config.dataDirectory + "/floor", over: seconds)
+                log(
+                    String(
+                        format:
+                            "storage floor (the same %d transactions of %d rows and their batch rows, plain prepared INSERTs on one thread over %.1f s, same schema and pragmas, no candle rollup): %.2f s = %.3f cores, %.0f µs a transaction; the server used %.1f× that",
+                        floor.transactions,
+                        floor.rows,
+                        floor.elapsed,
+                        floor.cpuSeconds,
+                        floor.cpuSeconds / floor.elapsed,
+                        floor.cpuSeconds / Double(max(1, floor.transactions)) * 1_000_000,
+                        (cpu / elapsed) / max(floor.cpuSeconds / floor.elapsed, 1e-9)
+                    )
+                )
+            } catch {
+                log("storage floor: not measured (\(error))")
+            }
+        }
     }
 }
