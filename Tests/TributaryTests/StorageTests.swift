@@ -565,6 +565,39 @@ extension ConnectorConfig {
         }
     }
 
+    /// `bench ingest --rate`'s storage floor replays what the store wrote: the rows each batch
+    /// really inserted (a re-delivered one is in no batch's ids), in as many transactions as
+    /// there were batches, paced over the time given, into a file with the same schema.
+    @Test func theStorageFloorReplaysTheStoredTransactions() async throws {
+        try await TestBackend.sqlite.withConfig { config in
+            guard case .sqlite(let path) = config.database else { return }
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                for (round, range) in [0..<3, 3..<4, 2..<7].enumerated() {
+                    _ = try await store.insertMessages(
+                        range.map(Self.pending),
+                        batch: BatchRecord(batchID: "b_floor\(round)", connectorID: "conn_sizes", metrics: [:])
+                    )
+                }
+            }
+            let floor = try await SQLiteFloor.measure(source: path, scratch: config.dataDirectory + "/floor", over: 0.3)
+            #expect(floor.transactions == 3)
+            #expect(floor.rows == 7)
+            #expect(floor.elapsed >= 0.2, "three transactions spread over 0.3 s")
+            var replayed = config
+            replayed.database = .sqlite(path: config.dataDirectory + "/floor/floor.sqlite")
+            let rows =
+                "SELECT \(SQLiteFloor.messageColumns.map { "coalesce(\($0), '-')" }.joined(separator: " || '|' || ")) FROM websocket_messages ORDER BY id"
+            let original = try await RawDatabase.strings(config, rows)
+            #expect(original.count == 7)
+            #expect(try await RawDatabase.strings(replayed, rows) == original)
+            let batches = "SELECT batch_id || '|' || message_count || '|' || messages FROM websocket_batches ORDER BY id"
+            #expect(try await RawDatabase.strings(replayed, batches) == RawDatabase.strings(config, batches))
+            let schema = "SELECT type || ' ' || name FROM sqlite_master ORDER BY name"
+            #expect(try await RawDatabase.strings(replayed, schema) == RawDatabase.strings(config, schema))
+        }
+    }
+
     /// Cancelling the caller (as a deadline does) interrupts the running statement and rolls
     /// back its transaction; the connection goes on working.
     @Test func aCancelledJobIsInterruptedAndRolledBack() async throws {
