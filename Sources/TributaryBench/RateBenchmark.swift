@@ -12,8 +12,8 @@ import Glibc
 /// production. A `tributary serve` process, a `tributary simulate` process paced at `rate` that
 /// sends exactly `rate × seconds` trades, and one realtime client in this process. Prints the
 /// server's CPU (from `/proc`: cores, and µs per message), exchange → client latency, the
-/// missing and duplicate rows, and on SQLite the storage floor of the same transactions
-/// (`SQLiteFloor`).
+/// missing and duplicate rows; then the floors: what reading the same stream costs by itself
+/// (`ReadFloor`) and, on SQLite, what SQLite spends on the same transactions (`SQLiteFloor`).
 public struct RateBenchmark: Sendable {
     public var config: AppConfig
     public var rate = 1000.0
@@ -111,26 +111,56 @@ public struct RateBenchmark: Sendable {
         log(
             "rows: \(counts.rows) stored of \(total) sent, \(total - counts.distinctSources) missing, \(counts.rows - counts.distinctSources) duplicates"
         )
+        // The floors: what reading the stream, and on SQLite storing its rows, cost by themselves.
+        client.stop()
+        probe.stop()
+        var floors: [Double] = []
         if case .sqlite(let path) = reading.database {
-            // What SQLite itself spends on the same transactions (see `SQLiteFloor`).
             do {
                 let floor = try await SQLiteFloor.measure(source: path, scratch: config.dataDirectory + "/floor", over: seconds)
+                floors.append(floor.cpuSeconds / floor.elapsed)
                 log(
                     String(
                         format:
-                            "storage floor (the same %d transactions of %d rows and their batch rows, plain prepared INSERTs on one thread over %.1f s, same schema and pragmas, no candle rollup): %.2f s = %.3f cores, %.0f µs a transaction; the server used %.1f× that",
+                            "storage floor (the same %d transactions of %d rows and their batch rows, plain prepared INSERTs on one thread over %.1f s, same schema and pragmas, no candle rollup): %.2f s = %.3f cores, %.0f µs a transaction",
                         floor.transactions,
                         floor.rows,
                         floor.elapsed,
                         floor.cpuSeconds,
                         floor.cpuSeconds / floor.elapsed,
-                        floor.cpuSeconds / Double(max(1, floor.transactions)) * 1_000_000,
-                        (cpu / elapsed) / max(floor.cpuSeconds / floor.elapsed, 1e-9)
+                        floor.cpuSeconds / Double(max(1, floor.transactions)) * 1_000_000
                     )
                 )
             } catch {
                 log("storage floor: not measured (\(error))")
             }
+        }
+        do {
+            let floor = try await ReadFloor.measure(
+                rate: rate,
+                seconds: seconds,
+                instruments: instruments,
+                directory: config.dataDirectory,
+                logger: logger
+            )
+            floors.append(floor.cpuSeconds / floor.elapsed)
+            log(
+                String(
+                    format:
+                        "reading floor (the same stream from a second fake exchange, %d frames read by the connectors' WebSocket client in this process and only counted): %.2f s over %.1f s = %.3f cores, %.0f µs a frame",
+                    floor.frames,
+                    floor.cpuSeconds,
+                    floor.elapsed,
+                    floor.cpuSeconds / floor.elapsed,
+                    floor.cpuSeconds / Double(max(1, floor.frames)) * 1_000_000
+                )
+            )
+        } catch {
+            log("reading floor: not measured (\(error))")
+        }
+        let sum = floors.reduce(0, +)
+        if sum > 0 {
+            log(String(format: "the server used %.3f cores: %.1f× the floors together (%.3f cores)", cpu / elapsed, cpu / elapsed / sum, sum))
         }
     }
 }
