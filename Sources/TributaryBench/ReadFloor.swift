@@ -30,13 +30,33 @@ enum ReadFloor {
             log: directory + "/read-floor-exchange.log"
         )
         defer { exchange.stop(signal: SIGKILL) }
+        return try await read(port: port, total: total, instruments: instruments, within: .seconds(seconds + 30), logger: logger)
+    }
+
+    /// Subscribes to `instruments` at the fake exchange on `port` and counts `total` trade frames;
+    /// fails if that takes longer than `within` (the read is cancelled then).
+    static func read(port: Int, total: Int, instruments: [String], within: Duration, logger: Logger) async throws -> Measurement {
+        try await withThrowingTaskGroup(of: Measurement?.self) { group in
+            group.addTask { try await readAll(port: port, total: total, instruments: instruments, logger: logger) }
+            group.addTask {
+                try await Task.sleep(for: within)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let measurement = first else {
+                throw BenchmarkError("the reading floor did not read \(total) trades within \(within)")
+            }
+            return measurement
+        }
+    }
+
+    private static func readAll(port: Int, total: Int, instruments: [String], logger: Logger) async throws -> Measurement {
         let subscription = JSONValue.object([
             "op": "subscribe", "args": .array(instruments.map { .object(["channel": "trades", "instId": .string($0)]) }),
         ]).serialized
         // CPU and time at the first trade and after the last (read twice, not per frame).
         let result = Mutex<Measurement?>(nil)
         let configuration = WebSocketClientConfiguration(maxFrameSize: 1 << 24, validateUTF8: false)
-        let deadline = ContinuousClock.now + .seconds(seconds + 30)
         while true {
             do {
                 _ = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws/v5/public", configuration: configuration, logger: logger) {
@@ -47,7 +67,7 @@ enum ReadFloor {
                     var iterator = inbound.makeAsyncIterator()
                     var frames = 0
                     var start: (cpu: Double, time: ContinuousClock.Instant)?
-                    while ContinuousClock.now < deadline, let message = try await iterator.nextMessage(maxSize: 1 << 24) {
+                    while let message = try await iterator.nextMessage(maxSize: 1 << 24) {
                         // Trades only: the subscription acks are not part of the stream.
                         guard case .text(let text) = message, text.contains(#""data""#) else { continue }
                         frames += 1
@@ -62,11 +82,11 @@ enum ReadFloor {
                 break
             } catch {
                 // The exchange may not listen yet.
-                guard ContinuousClock.now < deadline, result.withLock({ $0 == nil }) else { throw error }
+                guard result.withLock({ $0 == nil }) else { throw error }
                 try await Task.sleep(for: .milliseconds(100))
             }
         }
-        guard let measurement = result.withLock({ $0 }) else { throw BenchmarkError("the reading floor's exchange sent no trade") }
+        guard let measurement = result.withLock({ $0 }) else { throw BenchmarkError("the reading floor's exchange sent fewer than two trades") }
         return measurement
     }
 }

@@ -629,3 +629,23 @@ extension ConnectorConfig {
         }
     }
 }
+
+/// `bench ingest --rate`'s reading floor reads the fake exchange's stream with the connectors'
+/// WebSocket client and measures from its first trade to its last.
+@Suite(.timeLimit(.minutes(1))) struct ReadFloorTests {
+    @Test func theReadingFloorCountsEveryTradeFrameOverTheStream() async throws {
+        var options = SimulatorOptions()
+        options.rate = 200
+        options.total = 200
+        options.tradesPerFrame = 1
+        options.instruments = ["BTC-USDT", "ETH-USDT"]
+        let exchange = FakeExchange(options: options)
+        let floor = try await exchange.withRunning { port in
+            try await ReadFloor.read(port: port, total: 200, instruments: exchange.options.instruments, within: .seconds(20), logger: Logger(label: "test"))
+        }
+        // Counted from the first trade: 199 more, about a second at 200 a second.
+        #expect(floor.frames == 199)
+        #expect(floor.elapsed > 0.8 && floor.elapsed < 5, "\(floor.elapsed) s")
+        #expect(floor.cpuSeconds >= 0)
+    }
+}
