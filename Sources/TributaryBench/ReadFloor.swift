@@ -76,7 +76,9 @@ enum ReadFloor {
                     }
                     if let start, frames > 1 {
                         let cpu = ClusterBenchmark.CPUTime.of(pid: getpid()) - start.cpu
-                        result.withLock { $0 = Measurement(frames: frames - 1, cpuSeconds: cpu, elapsed: (ContinuousClock.now - start.time).inSeconds) }
+                        result.withLock {
+                            $0 = Measurement(frames: frames - 1, cpuSeconds: cpu, elapsed: (ContinuousClock.now - start.time).inSeconds)
+                        }
                     }
                 }
                 break

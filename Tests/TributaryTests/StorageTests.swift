@@ -641,7 +641,13 @@ extension ConnectorConfig {
         options.instruments = ["BTC-USDT", "ETH-USDT"]
         let exchange = FakeExchange(options: options)
         let floor = try await exchange.withRunning { port in
-            try await ReadFloor.read(port: port, total: 200, instruments: exchange.options.instruments, within: .seconds(20), logger: Logger(label: "test"))
+            try await ReadFloor.read(
+                port: port,
+                total: 200,
+                instruments: exchange.options.instruments,
+                within: .seconds(20),
+                logger: Logger(label: "test")
+            )
         }
         // Counted from the first trade: 199 more, about a second at 200 a second.
         #expect(floor.frames == 199)
