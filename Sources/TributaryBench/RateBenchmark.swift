@@ -117,7 +117,7 @@ public struct RateBenchmark: Sendable {
         var floors: [Double] = []
         if case .sqlite(let path) = reading.database {
             do {
-                let floor = try await SQLiteFloor.measure(source: path, scratch: config.dataDirectory + "/floor", over: seconds)
+                let floor = try await SQLiteFloor.measure(source: path, connectorID: id, scratch: config.dataDirectory + "/floor", over: seconds)
                 floors.append(floor.cpuSeconds / floor.elapsed)
                 log(
                     String(

@@ -38,42 +38,70 @@ struct SQLiteFloor {
     ]
     static let batchColumns = ["batch_id", "connector_id", "message_count", "messages", "metrics", "timestamp"]
 
-    /// Replays what the server at `source` stored into a new file under `scratch`, over `seconds`.
-    static func measure(source: String, scratch: String, over seconds: Double) async throws -> Measurement {
-        let (schema, batches) = try read(source)
+    /// The most message rows replayed: past them the floor replays the first batches only, at
+    /// the run's pace (so it takes that much less time), and holds them in memory meanwhile.
+    static let maximumRows = 200_000
+
+    /// Replays what the server at `source` stored for `connectorID` into a new file under
+    /// `scratch`, at the pace of `seconds` for all of it.
+    static func measure(
+        source: String,
+        connectorID: String,
+        scratch: String,
+        over seconds: Double,
+        maximumRows: Int = maximumRows
+    ) async throws -> Measurement {
+        let (schema, batches, all) = try read(source, connectorID: connectorID, maximumRows: maximumRows)
         guard !batches.isEmpty else { throw Failure(description: "the server stored no batch") }
+        let interval = seconds / Double(all)
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         let path = scratch + "/floor.sqlite"
         for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
         return try await withCheckedThrowingContinuation { continuation in
             // A thread of its own, so its CPU clock holds the floor's work and nothing else.
             Thread.detachNewThread {
-                continuation.resume(with: Result { try replay(batches, schema: schema, into: path, over: seconds) })
+                continuation.resume(with: Result { try replay(batches, schema: schema, into: path, every: interval) })
             }
         }
     }
 
-    /// The schema's statements (tables first) and the batches, oldest first.
-    static func read(_ source: String) throws -> (schema: [String], batches: [Batch]) {
+    /// The schema's statements (tables first), the connector's batches, oldest first, up to
+    /// `maximumRows` rows, and how many batches it has in all.
+    static func read(_ source: String, connectorID: String, maximumRows: Int) throws -> (schema: [String], batches: [Batch], all: Int) {
         let db = try Database(path: source, flags: SQLITE_OPEN_READONLY)
         let schema = try db.rows(
             "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY type = 'index', rowid"
         ).compactMap { $0.first ?? nil }
+        // `messages` is the JSON array of the batch's row ids.
+        let batchRows = try db.rows(
+            "SELECT \(batchColumns.joined(separator: ", ")) FROM websocket_batches WHERE connector_id = ? ORDER BY id",
+            [connectorID]
+        ).map { row in (row: row, ids: (row[3] ?? "").split { !$0.isNumber }.compactMap { Int64($0) }) }
+        var kept = 0
+        var rows = 0
+        while kept < batchRows.count, rows + batchRows[kept].ids.count <= maximumRows {
+            rows += batchRows[kept].ids.count
+            kept += 1
+        }
+        let ids = batchRows.prefix(kept).flatMap(\.ids)
         var messages: [Int64: [String?]] = [:]
-        for row in try db.rows("SELECT id, \(messageColumns.joined(separator: ", ")) FROM websocket_messages") {
-            guard let id = row.first.flatMap({ $0.flatMap { Int64($0) } }) else { continue }
-            messages[id] = Array(row.dropFirst())
+        messages.reserveCapacity(ids.count)
+        if let low = ids.min(), let high = ids.max() {
+            for row in try db.rows(
+                "SELECT id, \(messageColumns.joined(separator: ", ")) FROM websocket_messages WHERE id BETWEEN ? AND ? AND connector_id = ?",
+                ["\(low)", "\(high)", connectorID]
+            ) {
+                guard let id = row.first.flatMap({ $0.flatMap { Int64($0) } }) else { continue }
+                messages[id] = Array(row.dropFirst())
+            }
         }
-        var batches: [Batch] = []
-        for row in try db.rows("SELECT \(batchColumns.joined(separator: ", ")) FROM websocket_batches ORDER BY id") {
-            // `messages` is the JSON array of the batch's row ids.
-            let ids = (row[3] ?? "").split { !$0.isNumber }.compactMap { Int64($0) }
-            batches.append(Batch(rows: ids.compactMap { messages[$0] }, batch: row))
-        }
-        return (schema, batches)
+        let batches = batchRows.prefix(kept).map { Batch(rows: $0.ids.compactMap { messages[$0] }, batch: $0.row) }
+        return (schema, batches, batchRows.count)
     }
 
-    static func replay(_ batches: [Batch], schema: [String], into path: String, over seconds: Double) throws -> Measurement {
+    /// Writes `batches` into a new database at `path`, one transaction each, starting one every
+    /// `interval` seconds.
+    static func replay(_ batches: [Batch], schema: [String], into path: String, every interval: Double) throws -> Measurement {
         let db = try Database(path: path, flags: SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
         for statement in SQLiteStore.pragmas + schema { try db.execute(statement) }
         let placeholders = { (count: Int) in Array(repeating: "?", count: count).joined(separator: ", ") }
@@ -85,7 +113,6 @@ struct SQLiteFloor {
         )
         let begin = try db.prepare("BEGIN IMMEDIATE")
         let commit = try db.prepare("COMMIT")
-        let interval = seconds / Double(batches.count)
         let cpuBefore = ClusterBenchmark.CPUTime.ofThisThread()
         let started = ContinuousClock.now
         var rows = 0
@@ -140,6 +167,11 @@ struct SQLiteFloor {
 
         func step(_ statement: OpaquePointer, _ values: [String?]) throws {
             defer { sqlite_nio_sqlite3_reset(statement) }
+            bind(values, to: statement)
+            guard sqlite_nio_sqlite3_step(statement) == SQLITE_DONE else { throw error("a statement") }
+        }
+
+        func bind(_ values: [String?], to statement: OpaquePointer) {
             for (offset, value) in values.enumerated() {
                 let index = Int32(offset + 1)
                 guard var value else {
@@ -150,12 +182,12 @@ struct SQLiteFloor {
                     sqlite_nio_sqlite3_bind_text64(statement, index, $0.baseAddress, UInt64($0.count), Self.transient, UInt8(SQLITE_UTF8))
                 }
             }
-            guard sqlite_nio_sqlite3_step(statement) == SQLITE_DONE else { throw error("a statement") }
         }
 
-        func rows(_ sql: String) throws -> [[String?]] {
+        func rows(_ sql: String, _ values: [String?] = []) throws -> [[String?]] {
             let statement = try prepare(sql)
             defer { sqlite_nio_sqlite3_reset(statement) }
+            bind(values, to: statement)
             let columns = sqlite_nio_sqlite3_column_count(statement)
             var rows: [[String?]] = []
             while true {

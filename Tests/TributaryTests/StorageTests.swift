@@ -565,9 +565,11 @@ extension ConnectorConfig {
         }
     }
 
-    /// `bench ingest --rate`'s storage floor replays what the store wrote: the rows each batch
-    /// really inserted (a re-delivered one is in no batch's ids), in as many transactions as
-    /// there were batches, paced over the time given, into a file with the same schema.
+    /// `bench ingest --rate`'s storage floor replays what the store wrote for the run's
+    /// connector: the rows each batch really inserted (a re-delivered one is in no batch's ids),
+    /// in as many transactions as there were batches, paced over the time given, into a file
+    /// with the same schema; another connector's batches are left out, and past its row limit
+    /// only the first batches are replayed, at the same pace.
     @Test func theStorageFloorReplaysTheStoredTransactions() async throws {
         try await TestBackend.sqlite.withConfig { config in
             guard case .sqlite(let path) = config.database else { return }
@@ -579,22 +581,46 @@ extension ConnectorConfig {
                         batch: BatchRecord(batchID: "b_floor\(round)", connectorID: "conn_sizes", metrics: [:])
                     )
                 }
+                let other = (100..<102).map { index in
+                    let message = Self.pending(index).message
+                    return PendingMessage(
+                        connectorID: "conn_other",
+                        sessionID: "ws_2",
+                        sourceID: "other:\(index)",
+                        message: message,
+                        receivedAt: Date()
+                    )
+                }
+                _ = try await store.insertMessages(other, batch: BatchRecord(batchID: "b_other", connectorID: "conn_other", metrics: [:]))
             }
-            let floor = try await SQLiteFloor.measure(source: path, scratch: config.dataDirectory + "/floor", over: 0.3)
+            let floor = try await SQLiteFloor.measure(source: path, connectorID: "conn_sizes", scratch: config.dataDirectory + "/floor", over: 0.3)
             #expect(floor.transactions == 3)
             #expect(floor.rows == 7)
             #expect(floor.elapsed >= 0.2, "three transactions spread over 0.3 s")
             var replayed = config
             replayed.database = .sqlite(path: config.dataDirectory + "/floor/floor.sqlite")
             let rows =
-                "SELECT \(SQLiteFloor.messageColumns.map { "coalesce(\($0), '-')" }.joined(separator: " || '|' || ")) FROM websocket_messages ORDER BY id"
+                "SELECT \(SQLiteFloor.messageColumns.map { "coalesce(\($0), '-')" }.joined(separator: " || '|' || ")) FROM websocket_messages WHERE connector_id = 'conn_sizes' ORDER BY id"
             let original = try await RawDatabase.strings(config, rows)
             #expect(original.count == 7)
             #expect(try await RawDatabase.strings(replayed, rows) == original)
-            let batches = "SELECT batch_id || '|' || message_count || '|' || messages FROM websocket_batches ORDER BY id"
+            #expect(try await RawDatabase.strings(replayed, "SELECT CAST(COUNT(*) AS TEXT) FROM websocket_messages") == ["7"])
+            let batches =
+                "SELECT batch_id || '|' || message_count || '|' || messages FROM websocket_batches WHERE connector_id = 'conn_sizes' ORDER BY id"
             #expect(try await RawDatabase.strings(replayed, batches) == RawDatabase.strings(config, batches))
             let schema = "SELECT type || ' ' || name FROM sqlite_master ORDER BY name"
             #expect(try await RawDatabase.strings(replayed, schema) == RawDatabase.strings(config, schema))
+
+            // At most 4 rows: the first two batches (3 and 1 rows), started 0.1 s apart.
+            let capped = try await SQLiteFloor.measure(
+                source: path,
+                connectorID: "conn_sizes",
+                scratch: config.dataDirectory + "/floor",
+                over: 0.3,
+                maximumRows: 4
+            )
+            #expect(capped.transactions == 2 && capped.rows == 4)
+            #expect(capped.elapsed >= 0.1 && capped.elapsed < 0.2, "\(capped.elapsed) s")
         }
     }
 

@@ -17,7 +17,6 @@ public final class SQLiteStore: ConnectorStore {
     let timeout: Duration
     let logger: Logger
 
-    /// Opens (creating if needed) the database file at `path`.
     /// Durable (WAL, synchronous FULL). A 16 MB page cache instead of SQLite's 2 MB keeps a
     /// batch's dirty index pages from spilling to the WAL mid-transaction (`pagerStress` in a
     /// profile of `bench ingest`): 35,087 / 36,610 / 43,065 msg/s against 31,570 / 30,149 /
@@ -28,6 +27,7 @@ public final class SQLiteStore: ConnectorStore {
         "PRAGMA cache_size = -16384",
     ]
 
+    /// Opens (creating if needed) the database file at `path`.
     public static func open(path: String, timeout: Duration, logger: Logger) async throws -> SQLiteStore {
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty {
