@@ -114,51 +114,47 @@ public struct RateBenchmark: Sendable {
         // The floors: what reading the stream, and on SQLite storing its rows, cost by themselves.
         client.stop()
         probe.stop()
-        var floors: [Double] = []
+        var floors: [(name: String, measure: () async throws -> FloorMeasurement)] = []
         if case .sqlite(let path) = reading.database {
-            do {
-                let floor = try await SQLiteFloor.measure(source: path, connectorID: id, scratch: config.dataDirectory + "/floor", over: seconds)
-                floors.append(floor.cpuSeconds / floor.elapsed)
-                log(
-                    String(
-                        format:
-                            "storage floor (the same %d transactions of %d rows and their batch rows, plain prepared INSERTs on one thread over %.1f s, same schema and pragmas, no candle rollup): %.2f s = %.3f cores, %.0f µs a transaction",
-                        floor.transactions,
-                        floor.rows,
-                        floor.elapsed,
-                        floor.cpuSeconds,
-                        floor.cpuSeconds / floor.elapsed,
-                        floor.cpuSeconds / Double(max(1, floor.transactions)) * 1_000_000
-                    )
+            floors.append(
+                (
+                    "storage floor",
+                    {
+                        try await SQLiteFloor.measure(
+                            source: path,
+                            connectorID: id,
+                            scratch: config.dataDirectory + "/floor",
+                            over: seconds,
+                            logger: logger
+                        )
+                    }
                 )
+            )
+        }
+        floors.append(
+            (
+                "reading floor",
+                {
+                    try await ReadFloor.measure(
+                        rate: rate,
+                        seconds: seconds,
+                        instruments: instruments,
+                        directory: config.dataDirectory,
+                        logger: logger
+                    )
+                }
+            )
+        )
+        var sum = 0.0
+        for floor in floors {
+            do {
+                let measured = try await floor.measure()
+                sum += measured.cores
+                log(measured.summary)
             } catch {
-                log("storage floor: not measured (\(error))")
+                log("\(floor.name): not measured (\(error))")
             }
         }
-        do {
-            let floor = try await ReadFloor.measure(
-                rate: rate,
-                seconds: seconds,
-                instruments: instruments,
-                directory: config.dataDirectory,
-                logger: logger
-            )
-            floors.append(floor.cpuSeconds / floor.elapsed)
-            log(
-                String(
-                    format:
-                        "reading floor (the same stream from a second fake exchange, %d frames read by the connectors' WebSocket client in this process and only counted): %.2f s over %.1f s = %.3f cores, %.0f µs a frame",
-                    floor.frames,
-                    floor.cpuSeconds,
-                    floor.elapsed,
-                    floor.cpuSeconds / floor.elapsed,
-                    floor.cpuSeconds / Double(max(1, floor.frames)) * 1_000_000
-                )
-            )
-        } catch {
-            log("reading floor: not measured (\(error))")
-        }
-        let sum = floors.reduce(0, +)
         if sum > 0 {
             log(String(format: "the server used %.3f cores: %.1f× the floors together (%.3f cores)", cpu / elapsed, cpu / elapsed / sum, sum))
         }

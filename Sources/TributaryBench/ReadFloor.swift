@@ -11,13 +11,7 @@ import Tributary
 /// the frames, nothing else; the process's CPU from the first frame to the last (the bench's
 /// realtime client and stall probe are stopped by then, the server is another process).
 enum ReadFloor {
-    struct Measurement {
-        var frames: Int
-        var cpuSeconds: Double
-        var elapsed: Double
-    }
-
-    static func measure(rate: Double, seconds: Double, instruments: [String], directory: String, logger: Logger) async throws -> Measurement {
+    static func measure(rate: Double, seconds: Double, instruments: [String], directory: String, logger: Logger) async throws -> FloorMeasurement {
         let total = Int(rate * seconds)
         let port = ClusterBenchmark.Instance.freePort()
         let exchange = try ClusterBenchmark.Child(
@@ -35,8 +29,8 @@ enum ReadFloor {
 
     /// Subscribes to `instruments` at the fake exchange on `port` and counts `total` trade frames;
     /// fails if that takes longer than `within` (the read is cancelled then).
-    static func read(port: Int, total: Int, instruments: [String], within: Duration, logger: Logger) async throws -> Measurement {
-        try await withThrowingTaskGroup(of: Measurement?.self) { group in
+    static func read(port: Int, total: Int, instruments: [String], within: Duration, logger: Logger) async throws -> FloorMeasurement {
+        try await withThrowingTaskGroup(of: FloorMeasurement?.self) { group in
             group.addTask { try await readAll(port: port, total: total, instruments: instruments, logger: logger) }
             group.addTask {
                 try await Task.sleep(for: within)
@@ -50,12 +44,12 @@ enum ReadFloor {
         }
     }
 
-    private static func readAll(port: Int, total: Int, instruments: [String], logger: Logger) async throws -> Measurement {
+    private static func readAll(port: Int, total: Int, instruments: [String], logger: Logger) async throws -> FloorMeasurement {
         let subscription = JSONValue.object([
             "op": "subscribe", "args": .array(instruments.map { .object(["channel": "trades", "instId": .string($0)]) }),
         ]).serialized
         // CPU and time at the first trade and after the last (read twice, not per frame).
-        let result = Mutex<Measurement?>(nil)
+        let result = Mutex<FloorMeasurement?>(nil)
         let configuration = WebSocketClientConfiguration(maxFrameSize: 1 << 24, validateUTF8: false)
         while true {
             do {
@@ -77,7 +71,15 @@ enum ReadFloor {
                     if let start, frames > 1 {
                         let cpu = ClusterBenchmark.CPUTime.of(pid: getpid()) - start.cpu
                         result.withLock {
-                            $0 = Measurement(frames: frames - 1, cpuSeconds: cpu, elapsed: (ContinuousClock.now - start.time).inSeconds)
+                            $0 = FloorMeasurement(
+                                name: "reading floor",
+                                description:
+                                    "the same stream from a second fake exchange, \(frames - 1) frames read by the connectors' WebSocket client in this process and only counted",
+                                count: frames - 1,
+                                unit: "a frame",
+                                cpuSeconds: cpu,
+                                elapsed: (ContinuousClock.now - start.time).inSeconds
+                            )
                         }
                     }
                 }

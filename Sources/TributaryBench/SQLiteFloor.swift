@@ -1,35 +1,26 @@
 import Foundation
+import Logging
+import SQLiteNIO
 import Tributary
-import VaporCSQLite
 
 /// The storage floor of `bench ingest --rate` on SQLite: what SQLite itself spends on the rows
 /// the server stored, in the transactions it stored them in, at the pace it stored them. The
 /// yardstick for "process CPU at a steady rate", as the replay `COPY` is for full speed.
 ///
-/// A fresh file in a scratch directory gets the server's schema (copied from its
-/// `sqlite_master`) and pragmas (`SQLiteStore.pragmas`: WAL, `synchronous = FULL`). Each batch
-/// the server wrote (`websocket_batches`, with the ids of its rows) is replayed as one
-/// transaction of plain prepared `INSERT`s of the same message rows and the same batch row, by
-/// one thread that sleeps between transactions, spread evenly over the run's length; that
-/// thread's CPU time (user and system) is the floor. The candle rollup is left out: it is
-/// Tributary's own addition, for queries, so the floor is what any collector keeping these rows
-/// with this schema and durability spends, whatever it is written in.
+/// A fresh file in a scratch directory, opened as the server opens its own (`SQLiteStore.open`:
+/// WAL, `synchronous = FULL`, the same page cache), gets the server's schema (copied from its
+/// `sqlite_master`). Each batch the server wrote for the run's connector (`websocket_batches`,
+/// with the ids of its rows) is replayed as one transaction of plain prepared `INSERT`s of the
+/// same message rows and the same batch row, as one job on the store's thread (`SQLiteDirect`)
+/// that sleeps between transactions, spread evenly over the run's length; that thread's CPU time
+/// (user and system) is the floor. The candle rollup is left out: it is Tributary's own addition,
+/// for queries, so the floor is what any collector keeping these rows with this schema and
+/// durability spends, whatever it is written in.
 struct SQLiteFloor {
-    struct Measurement {
-        var transactions: Int
-        var rows: Int
-        var cpuSeconds: Double
-        var elapsed: Double
-    }
-
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
-    }
-
     /// A batch: its message rows (every column but `id`) and its batch row (every column but `id`).
     struct Batch: Sendable {
-        var rows: [[String?]]
-        var batch: [String?]
+        var rows: [[SQLiteData]]
+        var batch: [SQLiteData]
     }
 
     static let messageColumns = [
@@ -49,34 +40,55 @@ struct SQLiteFloor {
         connectorID: String,
         scratch: String,
         over seconds: Double,
-        maximumRows: Int = maximumRows
-    ) async throws -> Measurement {
-        let (schema, batches, all) = try read(source, connectorID: connectorID, maximumRows: maximumRows)
-        guard !batches.isEmpty else { throw Failure(description: "the server stored no batch") }
-        let interval = seconds / Double(all)
-        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        maximumRows: Int = maximumRows,
+        logger: Logger
+    ) async throws -> FloorMeasurement {
+        let (schema, batches, all) = try await onStore(at: source, logger: logger) { db in
+            try read(db, connectorID: connectorID, maximumRows: maximumRows)
+        }
+        guard !batches.isEmpty else { throw BenchmarkError("the server stored no batch") }
         let path = scratch + "/floor.sqlite"
         for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
-        return try await withCheckedThrowingContinuation { continuation in
-            // A thread of its own, so its CPU clock holds the floor's work and nothing else.
-            Thread.detachNewThread {
-                continuation.resume(with: Result { try replay(batches, schema: schema, into: path, every: interval) })
-            }
+        let interval = seconds / Double(all)
+        let (cpu, elapsed) = try await onStore(at: path, logger: logger) { db in
+            try replay(batches, schema: schema, on: db, every: interval)
+        }
+        return FloorMeasurement(
+            name: "storage floor",
+            description:
+                "the same \(batches.count) transactions of \(batches.reduce(0) { $0 + $1.rows.count }) rows and their batch rows, plain prepared INSERTs on one thread, same schema and pragmas, no candle rollup",
+            count: batches.count,
+            unit: "a transaction",
+            cpuSeconds: cpu,
+            elapsed: elapsed
+        )
+    }
+
+    /// Runs `body` as one job on the thread of a SQLite store opened at `path` (see `SQLiteDirect`).
+    static func onStore<Value: Sendable>(
+        at path: String,
+        logger: Logger,
+        _ body: @escaping @Sendable (SQLiteDirect) throws -> Value
+    ) async throws -> Value {
+        var config = AppConfig()
+        config.database = .sqlite(path: path)
+        return try await withStore(config, logger: logger) { store in
+            guard let sqlite = store as? SQLiteStore else { throw BenchmarkError("not a SQLite store") }
+            return try await sqlite.direct.run(body)
         }
     }
 
     /// The schema's statements (tables first), the connector's batches, oldest first, up to
     /// `maximumRows` rows, and how many batches it has in all.
-    static func read(_ source: String, connectorID: String, maximumRows: Int) throws -> (schema: [String], batches: [Batch], all: Int) {
-        let db = try Database(path: source, flags: SQLITE_OPEN_READONLY)
-        let schema = try db.rows(
+    static func read(_ db: SQLiteDirect, connectorID: String, maximumRows: Int) throws -> (schema: [String], batches: [Batch], all: Int) {
+        let schema = try db.query(
             "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY type = 'index', rowid"
-        ).compactMap { $0.first ?? nil }
+        ).compactMap { $0.first?.string }
         // `messages` is the JSON array of the batch's row ids.
-        let batchRows = try db.rows(
+        let batchRows = try db.query(
             "SELECT \(batchColumns.joined(separator: ", ")) FROM websocket_batches WHERE connector_id = ? ORDER BY id",
-            [connectorID]
-        ).map { row in (row: row, ids: (row[3] ?? "").split { !$0.isNumber }.compactMap { Int64($0) }) }
+            [.text(connectorID)]
+        ).map { row in (row: row, ids: (row[3].string ?? "").split { !$0.isNumber }.compactMap { Int($0) }) }
         var kept = 0
         var rows = 0
         while kept < batchRows.count, rows + batchRows[kept].ids.count <= maximumRows {
@@ -84,14 +96,14 @@ struct SQLiteFloor {
             kept += 1
         }
         let ids = batchRows.prefix(kept).flatMap(\.ids)
-        var messages: [Int64: [String?]] = [:]
+        var messages: [Int: [SQLiteData]] = [:]
         messages.reserveCapacity(ids.count)
         if let low = ids.min(), let high = ids.max() {
-            for row in try db.rows(
+            for row in try db.query(
                 "SELECT id, \(messageColumns.joined(separator: ", ")) FROM websocket_messages WHERE id BETWEEN ? AND ? AND connector_id = ?",
-                ["\(low)", "\(high)", connectorID]
+                [.integer(low), .integer(high), .text(connectorID)]
             ) {
-                guard let id = row.first.flatMap({ $0.flatMap { Int64($0) } }) else { continue }
+                guard let id = row.first?.integer else { continue }
                 messages[id] = Array(row.dropFirst())
             }
         }
@@ -99,114 +111,48 @@ struct SQLiteFloor {
         return (schema, batches, batchRows.count)
     }
 
-    /// Writes `batches` into a new database at `path`, one transaction each, starting one every
-    /// `interval` seconds.
-    static func replay(_ batches: [Batch], schema: [String], into path: String, every interval: Double) throws -> Measurement {
-        let db = try Database(path: path, flags: SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
-        for statement in SQLiteStore.pragmas + schema { try db.execute(statement) }
+    /// Creates `schema` and writes `batches`, one transaction each, starting one every `interval`
+    /// seconds; returns this thread's CPU seconds and the time it took.
+    static func replay(_ batches: [Batch], schema: [String], on db: SQLiteDirect, every interval: Double) throws -> (Double, Double) {
+        for statement in schema { try db.query(statement) }
         let placeholders = { (count: Int) in Array(repeating: "?", count: count).joined(separator: ", ") }
-        let insertMessage = try db.prepare(
+        let insertMessage =
             "INSERT INTO websocket_messages (\(messageColumns.joined(separator: ", "))) VALUES (\(placeholders(messageColumns.count)))"
-        )
-        let insertBatch = try db.prepare(
-            "INSERT INTO websocket_batches (\(batchColumns.joined(separator: ", "))) VALUES (\(placeholders(batchColumns.count)))"
-        )
-        let begin = try db.prepare("BEGIN IMMEDIATE")
-        let commit = try db.prepare("COMMIT")
+        let insertBatch = "INSERT INTO websocket_batches (\(batchColumns.joined(separator: ", "))) VALUES (\(placeholders(batchColumns.count)))"
         let cpuBefore = ClusterBenchmark.CPUTime.ofThisThread()
         let started = ContinuousClock.now
-        var rows = 0
         for (index, batch) in batches.enumerated() {
-            let due = started + .seconds(interval * Double(index))
-            let wait = due - ContinuousClock.now
+            let wait = started + .seconds(interval * Double(index)) - ContinuousClock.now
             if wait > .zero { Thread.sleep(forTimeInterval: wait.inSeconds) }
-            try db.step(begin, [])
-            for row in batch.rows { try db.step(insertMessage, row) }
-            try db.step(insertBatch, batch.batch)
-            try db.step(commit, [])
-            rows += batch.rows.count
+            try db.transaction("floor") {
+                for row in batch.rows { try db.query(insertMessage, row) }
+                try db.query(insertBatch, batch.batch)
+            }
         }
-        return Measurement(
-            transactions: batches.count,
-            rows: rows,
-            cpuSeconds: ClusterBenchmark.CPUTime.ofThisThread() - cpuBefore,
-            elapsed: (ContinuousClock.now - started).inSeconds
-        )
+        return (ClusterBenchmark.CPUTime.ofThisThread() - cpuBefore, (ContinuousClock.now - started).inSeconds)
     }
+}
 
-    /// SQLite's C API (the SQLite SQLiteNIO bundles), only what the floor needs; every value text.
-    final class Database {
-        let db: OpaquePointer
-        var statements: [OpaquePointer] = []
+/// What one floor of `bench ingest --rate` cost: `count` units (transactions, frames) in
+/// `cpuSeconds` of CPU over `elapsed` seconds.
+struct FloorMeasurement {
+    var name: String
+    var description: String
+    var count: Int
+    var unit: String
+    var cpuSeconds: Double
+    var elapsed: Double
 
-        init(path: String, flags: Int32) throws {
-            var db: OpaquePointer?
-            let code = sqlite_nio_sqlite3_open_v2(path, &db, flags, nil)
-            guard code == SQLITE_OK, let db else {
-                sqlite_nio_sqlite3_close(db)
-                throw Failure(description: "cannot open \(path): SQLite code \(code)")
-            }
-            self.db = db
-        }
+    var cores: Double { cpuSeconds / max(elapsed, 1e-9) }
 
-        deinit {
-            for statement in statements { sqlite_nio_sqlite3_finalize(statement) }
-            sqlite_nio_sqlite3_close(db)
-        }
-
-        func prepare(_ sql: String) throws -> OpaquePointer {
-            var statement: OpaquePointer?
-            guard sqlite_nio_sqlite3_prepare_v2(db, sql, -1, &statement, nil) == SQLITE_OK, let statement else { throw error(sql) }
-            statements.append(statement)
-            return statement
-        }
-
-        func execute(_ sql: String) throws {
-            guard sqlite_nio_sqlite3_exec(db, sql, nil, nil, nil) == SQLITE_OK else { throw error(sql) }
-        }
-
-        func step(_ statement: OpaquePointer, _ values: [String?]) throws {
-            defer { sqlite_nio_sqlite3_reset(statement) }
-            bind(values, to: statement)
-            guard sqlite_nio_sqlite3_step(statement) == SQLITE_DONE else { throw error("a statement") }
-        }
-
-        func bind(_ values: [String?], to statement: OpaquePointer) {
-            for (offset, value) in values.enumerated() {
-                let index = Int32(offset + 1)
-                guard var value else {
-                    sqlite_nio_sqlite3_bind_null(statement, index)
-                    continue
-                }
-                _ = value.withUTF8 {
-                    sqlite_nio_sqlite3_bind_text64(statement, index, $0.baseAddress, UInt64($0.count), Self.transient, UInt8(SQLITE_UTF8))
-                }
-            }
-        }
-
-        func rows(_ sql: String, _ values: [String?] = []) throws -> [[String?]] {
-            let statement = try prepare(sql)
-            defer { sqlite_nio_sqlite3_reset(statement) }
-            bind(values, to: statement)
-            let columns = sqlite_nio_sqlite3_column_count(statement)
-            var rows: [[String?]] = []
-            while true {
-                let code = sqlite_nio_sqlite3_step(statement)
-                if code == SQLITE_DONE { return rows }
-                guard code == SQLITE_ROW else { throw error(sql) }
-                rows.append(
-                    (0..<columns).map { column in
-                        sqlite_nio_sqlite3_column_text(statement, column).map { String(cString: $0) }
-                    }
-                )
-            }
-        }
-
-        func error(_ what: String) -> Failure {
-            Failure(description: "\(what): \(sqlite_nio_sqlite3_errmsg(db).map { String(cString: $0) } ?? "unknown SQLite error")")
-        }
-
-        /// `SQLITE_TRANSIENT`: SQLite copies the bound bytes before the call returns.
-        static let transient = unsafeBitCast(OpaquePointer(bitPattern: -1), to: sqlite3_destructor_type.self)
+    var summary: String {
+        let figures = String(
+            format: "%.2f s over %.1f s = %.3f cores, %.0f µs",
+            cpuSeconds,
+            elapsed,
+            cores,
+            cpuSeconds / Double(max(1, count)) * 1_000_000
+        )
+        return "\(name) (\(description)): \(figures) \(unit)"
     }
 }

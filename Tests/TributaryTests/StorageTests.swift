@@ -593,9 +593,14 @@ extension ConnectorConfig {
                 }
                 _ = try await store.insertMessages(other, batch: BatchRecord(batchID: "b_other", connectorID: "conn_other", metrics: [:]))
             }
-            let floor = try await SQLiteFloor.measure(source: path, connectorID: "conn_sizes", scratch: config.dataDirectory + "/floor", over: 0.3)
-            #expect(floor.transactions == 3)
-            #expect(floor.rows == 7)
+            let floor = try await SQLiteFloor.measure(
+                source: path,
+                connectorID: "conn_sizes",
+                scratch: config.dataDirectory + "/floor",
+                over: 0.3,
+                logger: Logger(label: "test")
+            )
+            #expect(floor.count == 3)
             #expect(floor.elapsed >= 0.2, "three transactions spread over 0.3 s")
             var replayed = config
             replayed.database = .sqlite(path: config.dataDirectory + "/floor/floor.sqlite")
@@ -617,9 +622,11 @@ extension ConnectorConfig {
                 connectorID: "conn_sizes",
                 scratch: config.dataDirectory + "/floor",
                 over: 0.3,
-                maximumRows: 4
+                maximumRows: 4,
+                logger: Logger(label: "test")
             )
-            #expect(capped.transactions == 2 && capped.rows == 4)
+            #expect(capped.count == 2)
+            #expect(try await RawDatabase.strings(replayed, "SELECT CAST(COUNT(*) AS TEXT) FROM websocket_messages") == ["4"])
             #expect(capped.elapsed >= 0.1 && capped.elapsed < 0.2, "\(capped.elapsed) s")
         }
     }
@@ -676,7 +683,7 @@ extension ConnectorConfig {
             )
         }
         // Counted from the first trade: 199 more, about a second at 200 a second.
-        #expect(floor.frames == 199)
+        #expect(floor.count == 199)
         #expect(floor.elapsed > 0.8 && floor.elapsed < 5, "\(floor.elapsed) s")
         #expect(floor.cpuSeconds >= 0)
     }

@@ -20,7 +20,7 @@ import VaporCSQLite
 /// `VaporCSQLite` is the SQLite that SQLiteNIO bundles (a target of the sqlite-nio package, so
 /// its functions carry the `sqlite_nio_` prefix); it is not a product, but its module is visible
 /// to every module that depends on SQLiteNIO.
-final class SQLiteDirect: @unchecked Sendable {
+package final class SQLiteDirect: @unchecked Sendable {
     // `statements` is touched only inside jobs, which the store's lock serializes.
     private let db: OpaquePointer
     private var statements: [String: OpaquePointer] = [:]
@@ -51,7 +51,7 @@ final class SQLiteDirect: @unchecked Sendable {
 
     /// Runs `body` on a thread of the pool. Cancelling the calling task stops it: the running
     /// statement is interrupted (`sqlite3_interrupt`), and no further statement starts.
-    func run<Value: Sendable>(_ body: @escaping @Sendable (SQLiteDirect) throws -> Value) async throws -> Value {
+    package func run<Value: Sendable>(_ body: @escaping @Sendable (SQLiteDirect) throws -> Value) async throws -> Value {
         let cancellation = Cancellation()
         return try await withTaskCancellationHandler {
             try await pool.runIfActive {
@@ -71,7 +71,7 @@ final class SQLiteDirect: @unchecked Sendable {
     /// Runs `body` in an immediate transaction, rolled back if it throws. A transaction an earlier
     /// call left open (its `COMMIT` and `ROLLBACK` both failed) is rolled back first, as
     /// `SQLiteStore.transaction` does at its `BEGIN`.
-    func transaction<Value>(_ what: String, _ body: () throws -> Value) throws -> Value {
+    package func transaction<Value>(_ what: String, _ body: () throws -> Value) throws -> Value {
         if sqlite_nio_sqlite3_get_autocommit(db) == 0 {
             logger.warning("rolled back a transaction an earlier call left open", metadata: ["operation": "\(what)"])
             try execute("ROLLBACK")
@@ -97,7 +97,7 @@ final class SQLiteDirect: @unchecked Sendable {
 
     /// Runs one statement with `binds` and returns its rows.
     @discardableResult
-    func query(_ sql: String, _ binds: [SQLiteData] = []) throws -> [[SQLiteData]] {
+    package func query(_ sql: String, _ binds: [SQLiteData] = []) throws -> [[SQLiteData]] {
         try execute(sql, binds)
     }
 

@@ -11,21 +11,11 @@ import VaporCSQLite
 /// Batch writes reach it through SQLite's C API (`SQLiteDirect`), everything else through SQLiteNIO.
 public final class SQLiteStore: ConnectorStore {
     let connection: SQLiteConnection
-    let direct: SQLiteDirect
+    package let direct: SQLiteDirect
     let lock = AsyncLock()
     let inFlight = Atomic<Int>(0)
     let timeout: Duration
     let logger: Logger
-
-    /// Durable (WAL, synchronous FULL). A 16 MB page cache instead of SQLite's 2 MB keeps a
-    /// batch's dirty index pages from spilling to the WAL mid-transaction (`pagerStress` in a
-    /// profile of `bench ingest`): 35,087 / 36,610 / 43,065 msg/s against 31,570 / 30,149 /
-    /// 36,588 with the default, in alternated runs. (`bench ingest --rate` sets the same on its
-    /// storage floor.)
-    public static let pragmas = [
-        "PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA foreign_keys = ON", "PRAGMA busy_timeout = 10000",
-        "PRAGMA cache_size = -16384",
-    ]
 
     /// Opens (creating if needed) the database file at `path`.
     public static func open(path: String, timeout: Duration, logger: Logger) async throws -> SQLiteStore {
@@ -39,6 +29,14 @@ public final class SQLiteStore: ConnectorStore {
             throw StoreError.unavailable("this version of SQLiteNIO does not show its connection handle (SQLiteDirect)")
         }
         let store = SQLiteStore(connection: connection, direct: direct, timeout: timeout, logger: logger)
+        // Durable (WAL, synchronous FULL). A 16 MB page cache instead of SQLite's 2 MB keeps a
+        // batch's dirty index pages from spilling to the WAL mid-transaction (`pagerStress` in a
+        // profile of `bench ingest`): 35,087 / 36,610 / 43,065 msg/s against 31,570 / 30,149 /
+        // 36,588 with the default, in alternated runs.
+        let pragmas = [
+            "PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA foreign_keys = ON", "PRAGMA busy_timeout = 10000",
+            "PRAGMA cache_size = -16384",
+        ]
         for pragma in pragmas {
             _ = try await connection.query(pragma)
         }
