@@ -6,6 +6,7 @@
 // reads the same stream with the connectors' WebSocket client.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,7 +109,9 @@ int main(int argc, char **argv) {
     double cpu_start = 0, time_start = 0;
     while (frames < total) {
         struct epoll_event event;
-        if (epoll_wait(poller, &event, 1, 10000) <= 0) {
+        int ready = epoll_wait(poller, &event, 1, 10000);
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready <= 0) {
             fprintf(stderr, "nothing for 10 s after %ld frames\n", frames);
             return 1;
         }
