@@ -3,6 +3,7 @@ import HTTPTypes
 import HummingbirdWSClient
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOWebSocket
 import ServiceLifecycle
 import Synchronization
@@ -131,7 +132,14 @@ struct WebSocketConnector: Sendable {
         let normalizer = Normalizer(exchange: definition.exchange, fieldMapping: definition.fieldMapping)
         let subscriptions = Self.subscriptionFrames(definition.subscriptionMessage)
         let context = self.context
-        return try await Self.open(Self.url(definition), configuration: configuration, settings: settings, logger: logger) { inbound, outbound, _ in
+        let buffer = context.buffer
+        return try await Self.open(
+            Self.url(definition),
+            configuration: configuration,
+            settings: settings,
+            pacing: { buffer.readsMayWaitUntil },
+            logger: logger
+        ) { inbound, outbound, _ in
             onConnected()
             context.state.connected.store(true, ordering: .releasing)
             defer { context.state.connected.store(false, ordering: .releasing) }
@@ -194,25 +202,24 @@ struct WebSocketConnector: Sendable {
     }
 
     /// Connects to `url` once the outbound policy allows it: to an address literal directly, to a
-    /// host name through the egress gate, which connects to the address it checked.
+    /// host name through the egress gate, which connects to the address it checked. With
+    /// `pacing`, reads wait for the pipeline's next write (see `ReadPacer`).
     static func open(
         _ url: String,
         configuration: WebSocketClientConfiguration,
         settings: ConnectorRuntimeSettings,
+        pacing: (@Sendable () -> UInt64)? = nil,
         logger: Logger,
-        handler: @escaping WebSocketDataHandler<WebSocketClient.Context>
+        handler: @escaping ExchangeWebSocketChannel.Handler
     ) async throws -> WebSocketCloseFrame? {
         try await settings.outbound.check(url: url)
-        if let egress = settings.egress, let host = URL(string: url)?.host(), EgressGate.isName(host) {
-            let proxy = WebSocketProxySettings(
-                host: "127.0.0.1",
-                port: egress.port,
-                type: .http(connectHeaders: [.proxyAuthorization: egress.authorization]),
-                timeout: .seconds(10)
-            )
-            return try await WebSocketClient.connect(url: url, configuration: configuration, proxySettings: proxy, logger: logger, handler: handler)
+        guard let target = ExchangeWebSocketChannel.Target(url) else { throw WebSocketClientError.invalidURL }
+        var proxy: (port: Int, headers: HTTPHeaders)?
+        if let egress = settings.egress, EgressGate.isName(target.host) {
+            proxy = (egress.port, ["Proxy-Authorization": egress.authorization])
         }
-        return try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger, handler: handler)
+        let channel = try ExchangeWebSocketChannel(target: target, configuration: configuration, proxy: proxy, pacing: pacing, handler: handler)
+        return try await channel.run(logger: logger)
     }
 
     /// What `POST /api/connectors/{id}/test` does for a WebSocket connector: connect, subscribe and

@@ -90,6 +90,8 @@ public final class IngestBuffer: Sendable {
     private let state = Mutex(State())
     /// Wakes the writer waiting in `take` (a kept signal, so none is lost between look and wait).
     private let wakeup = SignalledQueue<Bool>(capacity: 1, overflow: .dropOldest)
+    /// See `readsMayWaitUntil`.
+    private let nextWriteNotBefore = Atomic<UInt64>(0)
 
     /// A memory-only buffer (no spool).
     public convenience init(capacity: Int) {
@@ -188,6 +190,16 @@ public final class IngestBuffer: Sendable {
     /// Messages waiting: in memory, and in the spool not yet taken.
     public var depth: Int { state.withLock { $0.memory.count } + (spool?.unread ?? 0) }
     public var droppedCount: Int { state.withLock { $0.dropped } }
+
+    /// Until when (uptime nanoseconds, `DispatchTime`'s clock) no write will start, because the
+    /// writer lingers after its last take (0: no such time). A connector may hold its socket reads
+    /// until shortly before then: what it reads by then still makes the next write.
+    public var readsMayWaitUntil: UInt64 { nextWriteNotBefore.load(ordering: .relaxed) }
+
+    /// The writer's promise that no write starts before `uptimeNanoseconds` (see `readsMayWaitUntil`).
+    func noWriteBefore(uptimeNanoseconds: UInt64) {
+        nextWriteNotBefore.store(uptimeNanoseconds, ordering: .relaxed)
+    }
 
     /// False while the spool is at its size limit: connectors pause reading until it is true again.
     public var hasRoom: Bool { !(spool?.isFull ?? false) }
