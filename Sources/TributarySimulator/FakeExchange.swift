@@ -135,7 +135,10 @@ public final class FakeExchange: Sendable {
         var index = 0
         var due = ContinuousClock.now
         var rhythm = TradeRhythm(seed: options.seed ^ fnv1a(venue.rawValue), bursts: options.bursts)
-        let perFrame = options.rate == 0 ? max(1, options.tradesPerFrame) : 1
+        let pattern =
+            options.rate == 0 && !options.tradesPerFramePattern.isEmpty
+            ? options.tradesPerFramePattern : [options.rate == 0 ? options.tradesPerFrame : 1]
+        var frames = 0
         while true {
             if options.rate > 0 {
                 if due > .now { try await Task.sleep(until: due, clock: .continuous) }
@@ -144,6 +147,8 @@ public final class FakeExchange: Sendable {
                 await Task.yield()
             }
             var batch: [(instrument: String, trade: SimulatedTrade)] = []
+            let perFrame = max(1, pattern[frames % pattern.count])
+            frames += 1
             for _ in 0..<perFrame {
                 let instrument = instruments[index % instruments.count]
                 index += 1

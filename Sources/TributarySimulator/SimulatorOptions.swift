@@ -21,6 +21,9 @@ public struct SimulatorOptions: Sendable {
     public var pingInterval: Duration = .seconds(20)
     /// Trades per frame for OKX (its `data` array) when sending as fast as possible.
     public var tradesPerFrame = 1
+    /// Trades per frame in turn, one entry a frame, cycling (OKX, as fast as possible); when not
+    /// empty it takes the place of `tradesPerFrame`. Mixes small and large frames.
+    public var tradesPerFramePattern: [Int] = []
     /// Seeds the market (prices, sizes, sides, and the rhythm with `bursts`): the same seed gives
     /// the same trades.
     public var seed: UInt64 = 1

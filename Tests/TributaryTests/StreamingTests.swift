@@ -214,6 +214,52 @@ import Testing
         }
     }
 
+    /// Small frames go to the pipeline on the event loop, large and fragmented ones through the
+    /// connector's task (`ExchangeFrameReader`); mixed, every trade is stored in the order sent.
+    @Test func mixedFrameSizesAreStoredInTheOrderSent() async throws {
+        var options = SimulatorOptions()
+        options.rate = 0
+        // 1,000 and 800 OKX trades make frames of about 100 and 80 KiB, over the 64 KiB kept inline.
+        options.tradesPerFramePattern = [1, 1, 1_000, 1, 2, 1, 800, 3, 1]
+        options.total = 12_000
+        try await Self.withStartedConnector(.sqlite, options: options) { _, config, client, id in
+            #expect(try await eventually { try await Self.count(config, id) == 12_000 })
+            let rows = try await Self.storedTrades(config, connector: id)
+            for instrument in ["BTC-USDT", "ETH-USDT"] {
+                let ids = rows.filter { $0.hasSuffix("|" + instrument) }.compactMap { row in
+                    row.split(separator: "|").first?.split(separator: ":").last.flatMap { Int($0) }
+                }
+                #expect(ids == Array(1...6_000), "\(instrument): every trade, in the order sent")
+            }
+            let data = try await client.json(.get, "/api/connectors/\(id)").body["data"]
+            #expect(data?["performance_metrics"]?["messages_failed"] == .number(0))
+        }
+    }
+
+    /// While the writer lingers, the connector reads what arrived in one go shortly before the
+    /// next write instead of each frame as it comes (`ExchangeFrameReader`): with a 200 ms linger
+    /// each read is held 50 ms (the longest hold), so the receive times of a 50-a-second stream
+    /// bunch up in twos and threes.
+    @Test func readsWaitForTheWritersNextTake() async throws {
+        var options = SimulatorOptions()
+        options.rate = 50
+        options.total = 100
+        let linger: @Sendable (inout AppConfig) -> Void = { $0.batchLinger = .milliseconds(200) }
+        try await Self.withStartedConnector(.sqlite, options: options, configure: linger) { _, config, _, id in
+            #expect(try await eventually { try await Self.count(config, id) == 100 })
+            let received = try await RawDatabase.strings(
+                config,
+                "SELECT CAST(CAST((julianday(timestamp) - 2440587.5) * 86400000000.0 AS INTEGER) AS TEXT) FROM websocket_messages WHERE connector_id = '\(id)' ORDER BY id"
+            ).compactMap { $0.flatMap { Int64($0) } }
+            #expect(received.count == 100)
+            // Frames come 20 ms apart; those read together are received within a few milliseconds
+            // of each other (a debug build normalizes a frame in up to about one).
+            let reads = 1 + zip(received, received.dropFirst()).filter { $1 - $0 > 5_000 }.count
+            #expect(reads <= 60, "\(reads) separate reads for 100 frames")
+            #expect(reads >= 5, "2 s of frames at a 200 ms linger are read in several goes, not held to the end")
+        }
+    }
+
     @Test(arguments: TestBackend.enabled)
     func malformedFramesAreCountedAndSkipped(_ backend: TestBackend) async throws {
         var options = SimulatorOptions()

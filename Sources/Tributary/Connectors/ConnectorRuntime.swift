@@ -217,13 +217,22 @@ extension ConnectorContext {
     /// `tick` each time (the keepalive must not take the pause for a dead connection).
     func pauseWhileSpoolFull(tick: () -> Void = {}) async {
         guard !buffer.hasRoom else { return }
-        state.setError("paused: the spool is full (SPOOL_MAX_BYTES); reading resumes as the database catches up")
-        logger.warning("spool full: the connector stopped reading until the database catches up", metadata: ["error_type": "backpressure"])
+        spoolFull()
         let started = ContinuousClock.now
         while !buffer.hasRoom, !Task.isCancelled {
             tick()
             try? await Task.sleep(for: .milliseconds(50))
         }
+        spoolHasRoom(pausedSince: started)
+    }
+
+    /// Says why reading stopped: in the connector's `last_error` and the log.
+    func spoolFull() {
+        state.setError("paused: the spool is full (SPOOL_MAX_BYTES); reading resumes as the database catches up")
+        logger.warning("spool full: the connector stopped reading until the database catches up", metadata: ["error_type": "backpressure"])
+    }
+
+    func spoolHasRoom(pausedSince started: ContinuousClock.Instant) {
         logger.notice("spool has room again: reading resumes", metadata: ["paused_ms": "\((ContinuousClock.now - started).inMilliseconds)"])
     }
 }

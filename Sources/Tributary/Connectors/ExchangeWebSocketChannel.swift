@@ -11,9 +11,10 @@ import WSClient
 @_spi(WSInternal) import WSCore
 
 /// How a connector's WebSocket connection is set up: `WebSocketClient`'s handshake, TLS and
-/// proxy steps (swift-websocket's `WebSocketClientChannel`), plus a `ReadPacer` in front of the
-/// frames when a pacing source is given. The frames, pings, close handshake and size limits are
-/// swift-websocket's `WebSocketHandler`, as with `WebSocketClient`.
+/// proxy steps (swift-websocket's `WebSocketClientChannel`), plus an `ExchangeFrameReader` in front
+/// of the frames when frames go to the pipeline. What that reader hands on (control frames, large
+/// or fragmented messages) goes to swift-websocket's `WebSocketHandler` (pings, the close
+/// handshake, size limits) and the connection's handler, as with `WebSocketClient`.
 struct ExchangeWebSocketChannel: ClientConnectionChannel {
     enum UpgradeResult: Sendable {
         case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>)
@@ -33,8 +34,8 @@ struct ExchangeWebSocketChannel: ClientConnectionChannel {
     /// The egress gate to connect through (a CONNECT request with these headers), if any.
     let proxy: (port: Int, headers: HTTPHeaders)?
     let sslContext: NIOSSLContext?
-    /// Until when reads may wait (see `ReadPacer`); nil: every read at once.
-    let pacing: (@Sendable () -> UInt64)?
+    /// Where data frames go on the event loop (see `ExchangeFrameReader`); nil: all to `handler`.
+    let frames: FrameIngest?
     let handler: Handler
 
     /// Where the connection goes: host, port, the request's path and query, and whether TLS is used.
@@ -69,13 +70,13 @@ struct ExchangeWebSocketChannel: ClientConnectionChannel {
         target: Target,
         configuration: WebSocketClientConfiguration,
         proxy: (port: Int, headers: HTTPHeaders)?,
-        pacing: (@Sendable () -> UInt64)?,
+        frames: FrameIngest?,
         handler: @escaping Handler
     ) throws {
         self.target = target
         self.configuration = configuration
         self.proxy = proxy
-        self.pacing = pacing
+        self.frames = frames
         self.handler = handler
         sslContext = target.tls ? try NIOSSLContext(configuration: .makeClientConfiguration()) : nil
     }
@@ -124,14 +125,14 @@ struct ExchangeWebSocketChannel: ClientConnectionChannel {
         }
     }
 
-    /// Adds TLS (if any) and the HTTP upgrade to WebSocket; the pacer goes in once upgraded.
+    /// Adds TLS (if any) and the HTTP upgrade to WebSocket; the frame reader goes in once upgraded.
     private func upgrade(channel: any Channel, logger: Logger) throws -> Value {
-        let pacing = self.pacing
+        let frames = self.frames
         let upgrader = NIOTypedWebSocketClientUpgrader<UpgradeResult>(
             maxFrameSize: configuration.maxFrameSize,
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
-                    if let pacing { try channel.pipeline.syncOperations.addHandler(ReadPacer(holdUntil: pacing)) }
+                    if let frames { try channel.pipeline.syncOperations.addHandler(ExchangeFrameReader(ingest: frames)) }
                     return .websocket(try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: channel))
                 }
             }
@@ -173,7 +174,7 @@ struct ExchangeWebSocketChannel: ClientConnectionChannel {
                 context: Context(logger: logger),
                 handler: handler
             )
-        } catch where String(describing: type(of: error)) == "InternalError" {
+        } catch  where String(describing: type(of: error)) == "InternalError" {
             // swift-websocket's own close for a frame it refused (its type is not public): the
             // same error `WebSocketClient` reports for it.
             throw WebSocketClientError.serverProtocolError

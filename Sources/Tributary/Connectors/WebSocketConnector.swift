@@ -132,32 +132,36 @@ struct WebSocketConnector: Sendable {
         let normalizer = Normalizer(exchange: definition.exchange, fieldMapping: definition.fieldMapping)
         let subscriptions = Self.subscriptionFrames(definition.subscriptionMessage)
         let context = self.context
-        let buffer = context.buffer
-        return try await Self.open(
-            Self.url(definition),
-            configuration: configuration,
-            settings: settings,
-            pacing: { buffer.readsMayWaitUntil },
-            logger: logger
-        ) { inbound, outbound, _ in
+        let lastReceived = LastSeen()
+        let frames = FrameIngest(
+            context: context,
+            normalizer: normalizer,
+            session: IngestSession(sessionID: sessionID, countsTradeGaps: true),
+            lastReceived: lastReceived
+        )
+        // After the connection has closed: no frame is read after this.
+        defer { frames.publishTradeIDs() }
+        return try await Self.open(Self.url(definition), configuration: configuration, settings: settings, frames: frames, logger: logger) {
+            inbound,
+            outbound,
+            _ in
             onConnected()
             context.state.connected.store(true, ordering: .releasing)
             defer { context.state.connected.store(false, ordering: .releasing) }
             for frame in subscriptions { try await outbound.write(.text(frame)) }
             context.state.set(.running)
             logger.info("connected and subscribed", metadata: ["subscriptions": "\(subscriptions.count)"])
-            let lastReceived = LastSeen()
             try await withThrowingTaskGroup(of: ConnectionTask.self) { group in
                 group.addTask {
-                    var session = IngestSession(sessionID: sessionID, countsTradeGaps: true)
-                    defer { session.publishTradeIDs(to: context.state.counters) }
+                    // What the event loop hands on (see `ExchangeFrameReader`): large or fragmented
+                    // messages and the ones behind them, in order.
                     var iterator = inbound.makeAsyncIterator()
                     while let message = try await iterator.nextMessage(maxSize: 1 << 24) {
-                        lastReceived.nanos.store(Self.nowNanos(), ordering: .relaxed)
                         switch message {
-                        case .text(var text): text.withUTF8 { context.ingest($0, normalizer: normalizer, session: &session) }
-                        case .binary(let buffer): context.ingest(buffer.readableBytesView, normalizer: normalizer, session: &session)
+                        case .text(var text): text.withUTF8 { frames.ingest($0) }
+                        case .binary(let buffer): frames.ingest(buffer.readableBytesView)
                         }
+                        frames.handedOff.subtract(1, ordering: .releasing)
                         if !context.buffer.hasRoom {
                             await context.pauseWhileSpoolFull { lastReceived.nanos.store(Self.nowNanos(), ordering: .relaxed) }
                         }
@@ -203,12 +207,12 @@ struct WebSocketConnector: Sendable {
 
     /// Connects to `url` once the outbound policy allows it: to an address literal directly, to a
     /// host name through the egress gate, which connects to the address it checked. With
-    /// `pacing`, reads wait for the pipeline's next write (see `ReadPacer`).
+    /// `frames`, data frames go to the pipeline on the event loop (see `ExchangeFrameReader`).
     static func open(
         _ url: String,
         configuration: WebSocketClientConfiguration,
         settings: ConnectorRuntimeSettings,
-        pacing: (@Sendable () -> UInt64)? = nil,
+        frames: FrameIngest? = nil,
         logger: Logger,
         handler: @escaping ExchangeWebSocketChannel.Handler
     ) async throws -> WebSocketCloseFrame? {
@@ -218,7 +222,7 @@ struct WebSocketConnector: Sendable {
         if let egress = settings.egress, EgressGate.isName(target.host) {
             proxy = (egress.port, ["Proxy-Authorization": egress.authorization])
         }
-        let channel = try ExchangeWebSocketChannel(target: target, configuration: configuration, proxy: proxy, pacing: pacing, handler: handler)
+        let channel = try ExchangeWebSocketChannel(target: target, configuration: configuration, proxy: proxy, frames: frames, handler: handler)
         return try await channel.run(logger: logger)
     }
 

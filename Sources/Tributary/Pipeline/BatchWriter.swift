@@ -133,7 +133,9 @@ public final class BatchWriter: Service {
                     // The next small batch lingers until then: connectors can read what comes
                     // meanwhile in one go, just before it.
                     if linger > .zero, !Task.isShuttingDownGracefully {
-                        buffer.noWriteBefore(uptimeNanoseconds: DispatchTime.now().uptimeNanoseconds &+ UInt64(clamping: linger.inMilliseconds) &* 1_000_000)
+                        buffer.noWriteBefore(
+                            uptimeNanoseconds: DispatchTime.now().uptimeNanoseconds &+ UInt64(clamping: linger.inMilliseconds) &* 1_000_000
+                        )
                     }
                     let current = ticket
                     ticket += 1

@@ -1,0 +1,150 @@
+import NIOCore
+import NIOWebSocket
+import Synchronization
+
+/// What a connection's frames go through, on the event loop (`ExchangeFrameReader`) or in the
+/// connector's task: the normalizer, the connection's `IngestSession` and the pipeline.
+final class FrameIngest: Sendable {
+    let context: ConnectorContext
+    let normalizer: Normalizer
+    let lastReceived: LastSeen
+    private let session: Mutex<IngestSession>
+    /// Data messages handed to the connector's task and not yet ingested there. While any are,
+    /// the event loop hands on the ones behind them too, so each connection's frames keep their order.
+    let handedOff = Atomic<Int>(0)
+
+    init(context: ConnectorContext, normalizer: Normalizer, session: IngestSession, lastReceived: LastSeen) {
+        self.context = context
+        self.normalizer = normalizer
+        self.session = Mutex(session)
+        self.lastReceived = lastReceived
+    }
+
+    func ingest(_ frame: some Collection<UInt8>) {
+        lastReceived.nanos.store(WebSocketConnector.nowNanos(), ordering: .relaxed)
+        session.withLock { context.ingest(frame, normalizer: normalizer, session: &$0) }
+    }
+
+    /// Hands the connection's last trade ids to the connector (see `IngestSession.publishTradeIDs`).
+    func publishTradeIDs() {
+        session.withLock { $0.publishTradeIDs(to: context.state.counters) }
+    }
+}
+
+/// How a connector reads its WebSocket: complete text and binary frames up to `inlineLimit` are
+/// normalized and buffered right here on the event loop, with no hop to a task per frame.
+/// Larger frames, fragmented messages, frames with reserved bits and control frames go on to the
+/// connector's task and swift-websocket's handler (pings, the close handshake, size limits).
+///
+/// Reads are paced as well. While messages stream in, the batch writer lingers
+/// (`BATCH_LINGER_MS`) and starts a write at most once per linger, so a frame read earlier only
+/// waits in the buffer: reads wait until `margin` before the writer's next start
+/// (`IngestBuffer.readsMayWaitUntil`), never longer than `longestHold`, and the frames that came
+/// meanwhile are read in one go, one wake-up for several frames. A lone frame after a quiet
+/// spell is read at once (the writer then holds nothing). While the spool is full
+/// (`SPOOL_MAX_BYTES`) nothing more is read until it has room, checked every `pauseCheck`.
+final class ExchangeFrameReader: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias InboundOut = WebSocketFrame
+    typealias OutboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    /// Frames larger than this are normalized in the connector's task, off the event loop.
+    static let inlineLimit = 64 * 1024
+    /// How long before the writer's next start a held read is asked for.
+    static let margin = TimeAmount.milliseconds(1)
+    /// The longest a read is held for the writer.
+    static let longestHold = TimeAmount.milliseconds(50)
+    /// How often a connection paused by a full spool looks for room.
+    static let pauseCheck = TimeAmount.milliseconds(50)
+
+    let ingest: FrameIngest
+    private var timer: Scheduled<Void>?
+    /// A read was asked for while held or paused.
+    private var readWanted = false
+    private var pausedAt: ContinuousClock.Instant?
+    private var inFragmentedMessage = false
+
+    init(ingest: FrameIngest) {
+        self.ingest = ingest
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .text, .binary:
+            if frame.fin, !inFragmentedMessage, frame.reservedBits.isEmpty, frame.length <= Self.inlineLimit,
+                ingest.handedOff.load(ordering: .acquiring) == 0
+            {
+                ingest.ingest(frame.unmaskedData.readableBytesView)
+                if !ingest.context.buffer.hasRoom { pause(context: context) }
+                return
+            }
+            if frame.fin { ingest.handedOff.add(1, ordering: .releasing) } else { inFragmentedMessage = true }
+        case .continuation where frame.fin && inFragmentedMessage:
+            inFragmentedMessage = false
+            ingest.handedOff.add(1, ordering: .releasing)
+        default:
+            break
+        }
+        context.fireChannelRead(data)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        guard timer == nil, pausedAt == nil else {
+            readWanted = true
+            return
+        }
+        let now = NIODeadline.now()
+        let until = ingest.context.buffer.readsMayWaitUntil
+        let earliest = now.uptimeNanoseconds &+ UInt64(Self.margin.nanoseconds)
+        guard until > earliest else {
+            context.read()
+            return
+        }
+        let hold = TimeAmount.nanoseconds(Int64(min(until - earliest, UInt64(Self.longestHold.nanoseconds))))
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: hold) {
+            let (reader, context) = bound.value
+            reader.timer = nil
+            reader.readWanted = false
+            context.read()
+        }
+    }
+
+    /// Stops reading until the spool has room (see `ConnectorContext.spoolFull`).
+    private func pause(context: ChannelHandlerContext) {
+        guard pausedAt == nil else { return }
+        pausedAt = .now
+        timer?.cancel()
+        timer = nil
+        readWanted = true
+        ingest.context.spoolFull()
+        checkForRoom(context: context)
+    }
+
+    private func checkForRoom(context: ChannelHandlerContext) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: Self.pauseCheck) {
+            let (reader, context) = bound.value
+            reader.timer = nil
+            // A pause is no sign of a dead connection.
+            reader.ingest.lastReceived.nanos.store(WebSocketConnector.nowNanos(), ordering: .relaxed)
+            guard reader.ingest.context.buffer.hasRoom, let pausedAt = reader.pausedAt else {
+                reader.checkForRoom(context: context)
+                return
+            }
+            reader.pausedAt = nil
+            reader.ingest.context.spoolHasRoom(pausedSince: pausedAt)
+            if reader.readWanted {
+                reader.readWanted = false
+                reader.read(context: context)
+            }
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+    }
+}
