@@ -4,9 +4,9 @@ import Logging
 import Synchronization
 import Tributary
 
-/// The reading floor of `bench ingest --rate`: what merely reading the same stream costs with the
-/// WebSocket client the connectors use (`HummingbirdWSClient`, as `WebSocketConnector` opens it),
-/// whatever is done with the frames. A second fake exchange paced at the same rate, one trade a
+/// The reading floor of `bench ingest --rate`: what merely reading the same stream costs with
+/// `HummingbirdWSClient`, the WebSocket client the connectors used until they read frames on the
+/// event loop (`ExchangeFrameReader`, which costs less), whatever is done with the frames. A second fake exchange paced at the same rate, one trade a
 /// frame over the same instruments, and a client in the bench process that subscribes and counts
 /// the frames, nothing else; the process's CPU from the first frame to the last (the bench's
 /// realtime client and stall probe are stopped by then, the server is another process).
@@ -74,7 +74,7 @@ enum ReadFloor {
                             $0 = FloorMeasurement(
                                 name: "reading floor",
                                 description:
-                                    "the same stream from a second fake exchange, \(frames - 1) frames read by the connectors' WebSocket client in this process and only counted",
+                                    "the same stream from a second fake exchange, \(frames - 1) frames read by HummingbirdWSClient in this process and only counted",
                                 count: frames - 1,
                                 unit: "a frame",
                                 cpuSeconds: cpu,
