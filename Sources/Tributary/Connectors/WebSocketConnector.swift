@@ -216,8 +216,9 @@ struct WebSocketConnector: Sendable {
         logger: Logger,
         handler: @escaping ExchangeWebSocketChannel.Handler
     ) async throws -> WebSocketCloseFrame? {
-        try await settings.outbound.check(url: url)
-        guard let target = ExchangeWebSocketChannel.Target(url) else { throw WebSocketClientError.invalidURL }
+        // The host checked is the host connected to: one parse of the URL for both.
+        guard let target = ExchangeWebSocketChannel.Target(url) else { throw OutboundRefused(detail: "not a ws:// or wss:// URL with a host") }
+        try await settings.outbound.check(host: target.host)
         var proxy: (port: Int, headers: HTTPHeaders)?
         if let egress = settings.egress, EgressGate.isName(target.host) {
             proxy = (egress.port, ["Proxy-Authorization": egress.authorization])
