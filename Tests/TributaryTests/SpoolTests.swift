@@ -257,6 +257,37 @@ import Testing
         #expect(spool.snapshot.records == 0)
     }
 
+    /// Connectors append on their event loops, so a rotation must not wait for the disk there: the
+    /// closed segments and the new segments' directory entry are put on disk by the next `sync()`
+    /// (on a thread pool), and nothing before it.
+    @Test func aRotationLeavesItsFsyncsToTheNextSync() async throws {
+        final class Calls: Sendable { let count = Mutex(0) }
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let calls = Calls()
+        let spool = try Spool(
+            directory: directory, maxBytes: 1 << 30, segmentBytes: 4096, fsync: .batch, logger: Logger(label: "test"),
+            syncFile: { fd in
+                calls.count.withLock { $0 += 1 }
+                Spool.fsyncFile(fd)
+            }
+        )
+        let atOpen = calls.count.withLock { $0 }
+        #expect(atOpen == 1, "opening syncs the directory entry of the first segment")
+        var segments: Set<Int> = []
+        for batch in 0..<3 {
+            segments.insert(try spool.append((0..<10).map { Self.message(batch * 10 + $0) }, heldInMemory: false))
+        }
+        #expect(segments.count == 3, "two rotations")
+        #expect(calls.count.withLock { $0 } == atOpen, "no fsync on the appending thread")
+        await spool.sync()
+        #expect(calls.count.withLock { $0 } == atOpen + 4, "two closed segments, the directory once, the segment being written")
+        await spool.sync()
+        #expect(calls.count.withLock { $0 } == atOpen + 4, "nothing new to sync")
+        let reopened = try Self.spool(directory, segmentBytes: 4096)
+        #expect(reopened.read(limit: 100).count == 30)
+    }
+
     /// One append larger than the limit (a failed batch's copy) fills the spool in the segment
     /// being written; once its records are released the spool has room again (connectors
     /// paused on a full spool would otherwise wait for good: nothing appends, so nothing rotates

@@ -38,8 +38,10 @@ public enum SpoolFsync: Sendable, Equatable, CustomStringConvertible {
 /// Kafka's log segments, SQLite's WAL checksums, Vector's disk buffers, which must never
 /// crash-loop on their own files).
 ///
-/// Writers (connectors, through `IngestBuffer`) and the one reader (the batch writer) each hold
-/// their own lock; `sync()` runs fsync on a thread pool, away from both.
+/// Writers (connectors, through `IngestBuffer`, some on an event loop) and the one reader (the
+/// batch writer) each hold their own lock. No fsync runs under either lock or on a writer's
+/// thread: `sync()` runs them on a thread pool, also for a segment closed at a rotation and for
+/// the directory entry of the segment that followed it.
 public final class Spool: Sendable {
     static let magic: [UInt8] = Array("TRSPOOL1".utf8)
     static let recordHeader = 8
@@ -51,6 +53,8 @@ public final class Spool: Sendable {
     let segmentBytes: Int
     let fsyncPolicy: SpoolFsync
     let logger: Logger
+    /// `fsync(2)`; a test passes one that records its calls.
+    let syncFile: @Sendable (Int32) -> Void
     private let writer: Mutex<WriterState>
     private let reader: Mutex<ReaderState>
     /// Wakes the fsync loop when something was written.
@@ -66,6 +70,10 @@ public final class Spool: Sendable {
 
     struct WriterState {
         var fd: Int32 = -1
+        /// Segments closed by a rotation, still open until `sync()` has put them on disk.
+        var closedUnsynced: [Int32] = []
+        /// A segment was created since the last `sync()`: its directory entry needs an fsync.
+        var directoryUnsynced = false
         var index = 0
         var offset = 0
         var segments: [Int: Segment] = [:]
@@ -90,8 +98,16 @@ public final class Spool: Sendable {
     }
 
     /// Opens (creating it if needed) the spool in `directory` and recovers what an earlier run left.
-    public init(directory: String, maxBytes: Int, segmentBytes: Int = 64 << 20, fsync: SpoolFsync, logger: Logger) throws {
+    public init(
+        directory: String,
+        maxBytes: Int,
+        segmentBytes: Int = 64 << 20,
+        fsync: SpoolFsync,
+        logger: Logger,
+        syncFile: (@Sendable (Int32) -> Void)? = nil
+    ) throws {
         self.directory = directory
+        self.syncFile = syncFile ?? Spool.fsyncFile
         self.maxBytes = maxBytes
         // At most an eighth of the limit: the segment being written is only deleted once full and
         // released, so it must never be what keeps the spool at its limit.
@@ -104,6 +120,7 @@ public final class Spool: Sendable {
         state.replayBelow = (state.segments.keys.max() ?? 0) + 1
         state.index = state.replayBelow
         try Self.openSegment(directory: directory, state: &state)
+        Self.syncDirectory(directory, self.syncFile)
         let first = state.segments.keys.min() ?? state.index
         writer = Mutex(state)
         reader = Mutex(ReaderState(index: first, offset: Self.magic.count))
@@ -119,7 +136,10 @@ public final class Spool: Sendable {
     }
 
     deinit {
-        writer.withLock { if $0.fd >= 0 { close($0.fd) } }
+        writer.withLock { state in
+            if state.fd >= 0 { close(state.fd) }
+            for fd in state.closedUnsynced { close(fd) }
+        }
         reader.withLock { if $0.fd >= 0 { close($0.fd) } }
     }
 
@@ -181,18 +201,23 @@ public final class Spool: Sendable {
         return index
     }
 
-    /// Closes the full segment (after an fsync, unless fsync is off) and starts the next one.
-    /// A closed segment whose records were all released already goes at once (nothing else
-    /// would release it).
+    /// Closes the full segment and starts the next one. Unless fsync is off, the closed segment
+    /// stays open until the next `sync()` has put it on disk, together with the new segment's
+    /// directory entry: the writer may be an event loop, which must not wait for a disk. A closed
+    /// segment whose records were all released already goes at once (nothing else would release it).
     private func rotate(_ state: inout WriterState) throws {
-        if fsyncPolicy != .off { _ = fsync(state.fd) }
-        close(state.fd)
-        state.fd = -1
-        state.synced = state.written
         let closed = state.index
+        let deletable = state.segments[closed].map { $0.held == 0 } ?? false
+        if fsyncPolicy == .off || deletable {
+            close(state.fd)
+        } else {
+            state.closedUnsynced.append(state.fd)
+        }
+        state.fd = -1
         state.index += 1
         try Self.openSegment(directory: directory, state: &state)
-        if let segment = state.segments[closed], segment.held == 0 {
+        state.directoryUnsynced = fsyncPolicy != .off
+        if deletable, let segment = state.segments[closed] {
             state.totalBytes -= segment.bytes
             state.segments[closed] = nil
             unlink(Self.path(directory, closed))
@@ -213,10 +238,15 @@ public final class Spool: Sendable {
         state.offset = magic.count
         state.totalBytes += magic.count
         state.segments[state.index] = Segment(bytes: magic.count)
-        // The new file's directory entry must survive a crash too.
+    }
+
+    @Sendable static func fsyncFile(_ fd: Int32) { _ = fsync(fd) }
+
+    /// A new file's directory entry must survive a crash too.
+    private static func syncDirectory(_ directory: String, _ syncFile: (Int32) -> Void) {
         let directoryFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if directoryFD >= 0 {
-            _ = fsync(directoryFD)
+            syncFile(directoryFD)
             close(directoryFD)
         }
     }
@@ -235,16 +265,35 @@ public final class Spool: Sendable {
         }
     }
 
-    /// Puts everything written so far on disk (one fsync for all of it, on a thread pool).
+    /// Puts everything written so far on disk, on a thread pool: the segment being written (one
+    /// fsync for all of it), segments closed since the last call, and the directory entry of a
+    /// segment created since then.
     func sync() async {
-        let (fd, written) = writer.withLock { state -> (Int32, Int) in
-            guard state.written > state.synced, state.fd >= 0 else { return (-1, 0) }
-            return (dup(state.fd), state.written)
+        struct Work: Sendable {
+            var current: Int32 = -1
+            var closed: [Int32] = []
+            var directory = false
+            var written = 0
         }
-        guard fd >= 0 else { return }
-        _ = try? await NIOThreadPool.singleton.runIfActive { fsync(fd) }
-        close(fd)
-        writer.withLock { $0.synced = max($0.synced, written) }
+        let work = writer.withLock { state -> Work in
+            var work = Work(closed: state.closedUnsynced, directory: state.directoryUnsynced, written: state.written)
+            state.closedUnsynced = []
+            state.directoryUnsynced = false
+            if state.written > state.synced, state.fd >= 0 { work.current = dup(state.fd) }
+            return work
+        }
+        guard work.current >= 0 || !work.closed.isEmpty || work.directory else { return }
+        let (directory, syncFile) = (self.directory, self.syncFile)
+        let syncAll: @Sendable () -> Void = {
+            for fd in work.closed { syncFile(fd) }
+            if work.directory { Self.syncDirectory(directory, syncFile) }
+            if work.current >= 0 { syncFile(work.current) }
+        }
+        // The shared pool never stops; were it to, the caller's thread does it.
+        if (try? await NIOThreadPool.singleton.runIfActive(syncAll)) == nil { syncAll() }
+        for fd in work.closed { close(fd) }
+        if work.current >= 0 { close(work.current) }
+        writer.withLock { $0.synced = max($0.synced, work.written) }
     }
 
     /// The fsync loop of the `batch` and `interval` policies; ends with a last fsync when cancelled.
@@ -470,6 +519,8 @@ public final class Spool: Sendable {
         let removed = writer.withLock { state -> [Int]? in
             guard state.segments.values.allSatisfy({ $0.held == 0 }) else { return nil }
             if state.fd >= 0 { close(state.fd) }
+            for fd in state.closedUnsynced { close(fd) }
+            state.closedUnsynced = []
             state.fd = -1
             let indexes = Array(state.segments.keys)
             state.segments = [:]
