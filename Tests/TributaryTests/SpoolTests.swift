@@ -266,7 +266,11 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let calls = Calls()
         let spool = try Spool(
-            directory: directory, maxBytes: 1 << 30, segmentBytes: 4096, fsync: .batch, logger: Logger(label: "test"),
+            directory: directory,
+            maxBytes: 1 << 30,
+            segmentBytes: 4096,
+            fsync: .batch,
+            logger: Logger(label: "test"),
             syncFile: { fd in
                 calls.count.withLock { $0 += 1 }
                 Spool.fsyncFile(fd)
