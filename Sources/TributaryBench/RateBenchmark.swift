@@ -40,7 +40,8 @@ public struct RateBenchmark: Sendable {
         try await client.connect(port: server.port, instrument: nil)
         try await client.waitConnected()
         let body = JSONValue.object([
-            "name": "bench-rate", "connector_type": "websocket", "exchange": "okx",
+            // A name of its own each run: a database an earlier run used still has its connector.
+            "name": .string("bench-rate-\(UUID().uuidString.prefix(8).lowercased())"), "connector_type": "websocket", "exchange": "okx",
             "api_url": .string("ws://127.0.0.1:\(exchangePort)/ws/v5/public"),
             "subscription_message": .object([
                 "op": "subscribe", "args": .array(instruments.map { .object(["channel": "trades", "instId": .string($0)]) }),
@@ -139,6 +140,7 @@ public struct RateBenchmark: Sendable {
                         rate: rate,
                         seconds: seconds,
                         instruments: instruments,
+                        linger: config.batchLinger,
                         directory: config.dataDirectory,
                         logger: logger
                     )

@@ -664,7 +664,7 @@ extension ConnectorConfig {
 }
 
 /// `bench ingest --rate`'s reading floor reads the fake exchange's stream with the connectors'
-/// WebSocket client and measures from its first trade to its last.
+/// reader and measures from its first trade to its last.
 @Suite(.timeLimit(.minutes(1))) struct ReadFloorTests {
     @Test func theReadingFloorCountsEveryTradeFrameOverTheStream() async throws {
         var options = SimulatorOptions()
@@ -678,6 +678,7 @@ extension ConnectorConfig {
                 port: port,
                 total: 200,
                 instruments: exchange.options.instruments,
+                linger: .milliseconds(5),
                 within: .seconds(20),
                 logger: Logger(label: "test")
             )

@@ -2,9 +2,29 @@ import NIOCore
 import NIOWebSocket
 import Synchronization
 
+/// Where `ExchangeFrameReader` puts the data frames it reads on the event loop, and what paces its
+/// reads: the pipeline for a connector (`FrameIngest`); a counter for `bench ingest`'s reading floor.
+package protocol FrameSink: AnyObject, Sendable {
+    /// Takes one complete data frame; false when there is no room for more (reading pauses).
+    func take(_ frame: ByteBufferView) -> Bool
+    /// A data message goes to the connection's task instead (too large, fragmented, reserved bits).
+    func handingOff()
+    /// Data messages handed to the connection's task and not yet taken there: while there are
+    /// any, the frames behind them follow them, so a connection's messages keep their order.
+    var messagesHandedOff: Int { get }
+    /// Reads may wait until then (`NIODeadline` uptime nanoseconds; see `ExchangeFrameReader`).
+    var readsMayWaitUntil: UInt64 { get }
+    /// Reading paused for want of room.
+    func paused()
+    /// Whether there is room again; asked every `ExchangeFrameReader.pauseCheck` while paused.
+    func hasRoom() -> Bool
+    /// Reading goes on after a pause that began at `pausedSince`.
+    func resumed(pausedSince: ContinuousClock.Instant)
+}
+
 /// What a connection's frames go through, on the event loop (`ExchangeFrameReader`) or in the
 /// connector's task: the normalizer, the connection's `IngestSession` and the pipeline.
-final class FrameIngest: Sendable {
+final class FrameIngest: FrameSink {
     let context: ConnectorContext
     let normalizer: Normalizer
     let lastReceived: LastSeen
@@ -29,6 +49,24 @@ final class FrameIngest: Sendable {
     func publishTradeIDs() {
         session.withLock { $0.publishTradeIDs(to: context.state.counters) }
     }
+
+    func take(_ frame: ByteBufferView) -> Bool {
+        ingest(frame)
+        return context.buffer.hasRoom
+    }
+
+    func handingOff() { handedOff.add(1, ordering: .releasing) }
+    var messagesHandedOff: Int { handedOff.load(ordering: .acquiring) }
+    var readsMayWaitUntil: UInt64 { context.buffer.readsMayWaitUntil }
+    func paused() { context.spoolFull() }
+
+    func hasRoom() -> Bool {
+        // A pause is no sign of a dead connection.
+        lastReceived.nanos.store(WebSocketConnector.nowNanos(), ordering: .relaxed)
+        return context.buffer.hasRoom
+    }
+
+    func resumed(pausedSince: ContinuousClock.Instant) { context.spoolHasRoom(pausedSince: pausedSince) }
 }
 
 /// How a connector reads its WebSocket: complete text and binary frames up to `inlineLimit` are
@@ -58,15 +96,15 @@ final class ExchangeFrameReader: ChannelDuplexHandler, RemovableChannelHandler {
     /// How often a connection paused by a full spool looks for room.
     static let pauseCheck = TimeAmount.milliseconds(50)
 
-    let ingest: FrameIngest
+    let sink: any FrameSink
     private var timer: Scheduled<Void>?
     /// A read was asked for while held or paused.
     private var readWanted = false
     private var pausedAt: ContinuousClock.Instant?
     private var inFragmentedMessage = false
 
-    init(ingest: FrameIngest) {
-        self.ingest = ingest
+    init(sink: any FrameSink) {
+        self.sink = sink
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -74,16 +112,15 @@ final class ExchangeFrameReader: ChannelDuplexHandler, RemovableChannelHandler {
         switch frame.opcode {
         case .text, .binary:
             if frame.fin, !inFragmentedMessage, frame.reservedBits.isEmpty, frame.length <= Self.inlineLimit,
-                ingest.handedOff.load(ordering: .acquiring) == 0
+                sink.messagesHandedOff == 0
             {
-                ingest.ingest(frame.unmaskedData.readableBytesView)
-                if !ingest.context.buffer.hasRoom { pause(context: context) }
+                if !sink.take(frame.unmaskedData.readableBytesView) { pause(context: context) }
                 return
             }
-            if frame.fin { ingest.handedOff.add(1, ordering: .releasing) } else { inFragmentedMessage = true }
+            if frame.fin { sink.handingOff() } else { inFragmentedMessage = true }
         case .continuation where frame.fin && inFragmentedMessage:
             inFragmentedMessage = false
-            ingest.handedOff.add(1, ordering: .releasing)
+            sink.handingOff()
         default:
             break
         }
@@ -96,7 +133,7 @@ final class ExchangeFrameReader: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         let now = NIODeadline.now()
-        let until = ingest.context.buffer.readsMayWaitUntil
+        let until = sink.readsMayWaitUntil
         let earliest = now.uptimeNanoseconds &+ UInt64(Self.margin.nanoseconds)
         guard until > earliest else {
             context.read()
@@ -119,7 +156,7 @@ final class ExchangeFrameReader: ChannelDuplexHandler, RemovableChannelHandler {
         timer?.cancel()
         timer = nil
         readWanted = true
-        ingest.context.spoolFull()
+        sink.paused()
         checkForRoom(context: context)
     }
 
@@ -128,14 +165,12 @@ final class ExchangeFrameReader: ChannelDuplexHandler, RemovableChannelHandler {
         timer = context.eventLoop.scheduleTask(in: Self.pauseCheck) {
             let (reader, context) = bound.value
             reader.timer = nil
-            // A pause is no sign of a dead connection.
-            reader.ingest.lastReceived.nanos.store(WebSocketConnector.nowNanos(), ordering: .relaxed)
-            guard reader.ingest.context.buffer.hasRoom, let pausedAt = reader.pausedAt else {
+            guard reader.sink.hasRoom(), let pausedAt = reader.pausedAt else {
                 reader.checkForRoom(context: context)
                 return
             }
             reader.pausedAt = nil
-            reader.ingest.context.spoolHasRoom(pausedSince: pausedAt)
+            reader.sink.resumed(pausedSince: pausedAt)
             if reader.readWanted {
                 reader.readWanted = false
                 reader.read(context: context)

@@ -15,19 +15,19 @@ import WSClient
 /// of the frames when frames go to the pipeline. What that reader hands on (control frames, large
 /// or fragmented messages) goes to swift-websocket's `WebSocketHandler` (pings, the close
 /// handshake, size limits) and the connection's handler, as with `WebSocketClient`.
-struct ExchangeWebSocketChannel: ClientConnectionChannel {
-    enum UpgradeResult: Sendable {
+package struct ExchangeWebSocketChannel: ClientConnectionChannel {
+    package enum UpgradeResult: Sendable {
         case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>)
         case notUpgraded
     }
 
     /// What the connection's handler is given besides the streams.
-    struct Context: WebSocketContext {
-        let logger: Logger
+    package struct Context: WebSocketContext {
+        package let logger: Logger
     }
 
-    typealias Value = EventLoopFuture<UpgradeResult>
-    typealias Handler = WebSocketDataHandler<Context>
+    package typealias Value = EventLoopFuture<UpgradeResult>
+    package typealias Handler = WebSocketDataHandler<Context>
 
     let target: Target
     let configuration: WebSocketClientConfiguration
@@ -35,11 +35,11 @@ struct ExchangeWebSocketChannel: ClientConnectionChannel {
     let proxy: (port: Int, headers: HTTPHeaders)?
     let sslContext: NIOSSLContext?
     /// Where data frames go on the event loop (see `ExchangeFrameReader`); nil: all to `handler`.
-    let frames: FrameIngest?
+    let frames: (any FrameSink)?
     let handler: Handler
 
     /// Where the connection goes: host, port, the request's path and query, and whether TLS is used.
-    struct Target: Sendable, Equatable {
+    package struct Target: Sendable, Equatable {
         let host: String
         let port: Int
         let requestURI: String
@@ -47,7 +47,7 @@ struct ExchangeWebSocketChannel: ClientConnectionChannel {
         let hostHeader: String
         let origin: String
 
-        init?(_ url: String) {
+        package init?(_ url: String) {
             guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(),
                 let host = components.host, !host.isEmpty
             else { return nil }
@@ -66,11 +66,11 @@ struct ExchangeWebSocketChannel: ClientConnectionChannel {
         }
     }
 
-    init(
+    package init(
         target: Target,
         configuration: WebSocketClientConfiguration,
         proxy: (port: Int, headers: HTTPHeaders)?,
-        frames: FrameIngest?,
+        frames: (any FrameSink)?,
         handler: @escaping Handler
     ) throws {
         self.target = target
@@ -82,12 +82,12 @@ struct ExchangeWebSocketChannel: ClientConnectionChannel {
     }
 
     /// Connects (to the egress gate when there is one), then upgrades, and runs the handler.
-    func run(logger: Logger) async throws -> WebSocketCloseFrame? {
+    package func run(logger: Logger) async throws -> WebSocketCloseFrame? {
         let address = proxy.map { ClientConnection<Self>.Address.hostname("127.0.0.1", port: $0.port) } ?? .hostname(target.host, port: target.port)
         return try await ClientConnection(self, address: address, logger: logger).run()
     }
 
-    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+    package func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         guard let proxy else {
             return channel.eventLoop.makeCompletedFuture { try upgrade(channel: channel, logger: logger) }
         }
@@ -132,7 +132,7 @@ struct ExchangeWebSocketChannel: ClientConnectionChannel {
             maxFrameSize: configuration.maxFrameSize,
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
-                    if let frames { try channel.pipeline.syncOperations.addHandler(ExchangeFrameReader(ingest: frames)) }
+                    if let frames { try channel.pipeline.syncOperations.addHandler(ExchangeFrameReader(sink: frames)) }
                     return .websocket(try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: channel))
                 }
             }
@@ -157,7 +157,7 @@ struct ExchangeWebSocketChannel: ClientConnectionChannel {
         return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(configuration: pipeline)
     }
 
-    func handle(value: Value, logger: Logger) async throws -> WebSocketCloseFrame? {
+    package func handle(value: Value, logger: Logger) async throws -> WebSocketCloseFrame? {
         guard case .websocket(let channel) = try await value.get() else { throw WebSocketClientError.webSocketUpgradeFailed }
         do {
             return try await WebSocketHandler.handle(
