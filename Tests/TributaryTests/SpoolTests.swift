@@ -292,6 +292,34 @@ import Testing
         #expect(reopened.read(limit: 100).count == 30)
     }
 
+    /// With no `sync()` for many rotations (the fsync loop stalled on a slow disk), the closed
+    /// segments left open are bounded: past `maxClosedUnsynced` a rotation syncs the oldest itself.
+    @Test func closedSegmentsWaitingForTheSyncAreBounded() throws {
+        final class Calls: Sendable { let count = Mutex(0) }
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let calls = Calls()
+        let spool = try Spool(
+            directory: directory,
+            maxBytes: 1 << 30,
+            segmentBytes: 4096,
+            fsync: .batch,
+            logger: Logger(label: "test"),
+            syncFile: { fd in
+                calls.count.withLock { $0 += 1 }
+                Spool.fsyncFile(fd)
+            }
+        )
+        let atOpen = calls.count.withLock { $0 }
+        var segments: Set<Int> = []
+        let rotations = Spool.maxClosedUnsynced + 4
+        for batch in 0...rotations {
+            segments.insert(try spool.append((0..<10).map { Self.message(batch * 10 + $0) }, heldInMemory: false))
+        }
+        #expect(segments.count == rotations + 1)
+        #expect(calls.count.withLock { $0 } == atOpen + 4, "the four oldest closed segments, by the rotations")
+    }
+
     /// One append larger than the limit (a failed batch's copy) fills the spool in the segment
     /// being written; once its records are released the spool has room again (connectors
     /// paused on a full spool would otherwise wait for good: nothing appends, so nothing rotates

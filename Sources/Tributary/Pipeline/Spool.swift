@@ -47,6 +47,9 @@ public final class Spool: Sendable {
     static let recordHeader = 8
     /// A record longer than this is damage, not data (a message is at most a few MiB).
     static let maxRecordBytes = 64 << 20
+    /// Closed segments left open for the fsync loop: past these (a loop stalled on a slow disk
+    /// through many rotations) a rotation puts the oldest on disk itself.
+    static let maxClosedUnsynced = 16
 
     public let directory: String
     public let maxBytes: Int
@@ -211,6 +214,11 @@ public final class Spool: Sendable {
         if fsyncPolicy == .off || deletable {
             close(state.fd)
         } else {
+            if state.closedUnsynced.count >= Self.maxClosedUnsynced {
+                let oldest = state.closedUnsynced.removeFirst()
+                syncFile(oldest)
+                close(oldest)
+            }
             state.closedUnsynced.append(state.fd)
         }
         state.fd = -1
