@@ -75,7 +75,7 @@ enum ReadFloor {
                     outbound,
                     _ in
                     try await outbound.write(.text(subscription))
-                    try await withThrowingTaskGroup(of: Void.self) { group in
+                    await withThrowingTaskGroup(of: Void.self) { group in
                         group.addTask {
                             // Messages the reader hands on (none at one trade a frame), in order.
                             var iterator = inbound.makeAsyncIterator()
