@@ -46,6 +46,26 @@ import Testing
         try Spool(directory: directory, maxBytes: maxBytes, segmentBytes: segmentBytes, fsync: .batch, logger: Logger(label: "test"))
     }
 
+    /// Opens spools whose fsyncs it counts (they still reach the disk).
+    final class FsyncCounter: Sendable {
+        private let calls = Mutex(0)
+        var count: Int { calls.withLock { $0 } }
+
+        func spool(_ directory: String, segmentBytes: Int) throws -> Spool {
+            try Spool(
+                directory: directory,
+                maxBytes: 1 << 30,
+                segmentBytes: segmentBytes,
+                fsync: .batch,
+                logger: Logger(label: "test"),
+                syncFile: { [self] fd in
+                    calls.withLock { $0 += 1 }
+                    Spool.fsyncFile(fd)
+                }
+            )
+        }
+    }
+
     static func segments(_ directory: String) -> [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".seg") }.sorted()
     }
@@ -261,33 +281,22 @@ import Testing
     /// closed segments and the new segments' directory entry are put on disk by the next `sync()`
     /// (on a thread pool), and nothing before it.
     @Test func aRotationLeavesItsFsyncsToTheNextSync() async throws {
-        final class Calls: Sendable { let count = Mutex(0) }
         let directory = Self.directory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let calls = Calls()
-        let spool = try Spool(
-            directory: directory,
-            maxBytes: 1 << 30,
-            segmentBytes: 4096,
-            fsync: .batch,
-            logger: Logger(label: "test"),
-            syncFile: { fd in
-                calls.count.withLock { $0 += 1 }
-                Spool.fsyncFile(fd)
-            }
-        )
-        let atOpen = calls.count.withLock { $0 }
+        let fsyncs = FsyncCounter()
+        let spool = try fsyncs.spool(directory, segmentBytes: 4096)
+        let atOpen = fsyncs.count
         #expect(atOpen == 1, "opening syncs the directory entry of the first segment")
         var segments: Set<Int> = []
         for batch in 0..<3 {
             segments.insert(try spool.append((0..<10).map { Self.message(batch * 10 + $0) }, heldInMemory: false))
         }
         #expect(segments.count == 3, "two rotations")
-        #expect(calls.count.withLock { $0 } == atOpen, "no fsync on the appending thread")
+        #expect(fsyncs.count == atOpen, "no fsync on the appending thread")
         await spool.sync()
-        #expect(calls.count.withLock { $0 } == atOpen + 4, "two closed segments, the directory once, the segment being written")
+        #expect(fsyncs.count == atOpen + 4, "two closed segments, the directory once, the segment being written")
         await spool.sync()
-        #expect(calls.count.withLock { $0 } == atOpen + 4, "nothing new to sync")
+        #expect(fsyncs.count == atOpen + 4, "nothing new to sync")
         let reopened = try Self.spool(directory, segmentBytes: 4096)
         #expect(reopened.read(limit: 100).count == 30)
     }
@@ -295,29 +304,18 @@ import Testing
     /// With no `sync()` for many rotations (the fsync loop stalled on a slow disk), the closed
     /// segments left open are bounded: past `maxClosedUnsynced` a rotation syncs the oldest itself.
     @Test func closedSegmentsWaitingForTheSyncAreBounded() throws {
-        final class Calls: Sendable { let count = Mutex(0) }
         let directory = Self.directory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let calls = Calls()
-        let spool = try Spool(
-            directory: directory,
-            maxBytes: 1 << 30,
-            segmentBytes: 4096,
-            fsync: .batch,
-            logger: Logger(label: "test"),
-            syncFile: { fd in
-                calls.count.withLock { $0 += 1 }
-                Spool.fsyncFile(fd)
-            }
-        )
-        let atOpen = calls.count.withLock { $0 }
+        let fsyncs = FsyncCounter()
+        let spool = try fsyncs.spool(directory, segmentBytes: 4096)
+        let atOpen = fsyncs.count
         var segments: Set<Int> = []
         let rotations = Spool.maxClosedUnsynced + 4
         for batch in 0...rotations {
             segments.insert(try spool.append((0..<10).map { Self.message(batch * 10 + $0) }, heldInMemory: false))
         }
         #expect(segments.count == rotations + 1)
-        #expect(calls.count.withLock { $0 } == atOpen + 4, "the four oldest closed segments, by the rotations")
+        #expect(fsyncs.count == atOpen + 4, "the four oldest closed segments, by the rotations")
     }
 
     /// One append larger than the limit (a failed batch's copy) fills the spool in the segment

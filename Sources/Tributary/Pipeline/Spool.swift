@@ -284,10 +284,14 @@ public final class Spool: Sendable {
             var written = 0
         }
         let work = writer.withLock { state -> Work in
-            var work = Work(closed: state.closedUnsynced, directory: state.directoryUnsynced, written: state.written)
+            var work = Work(closed: state.closedUnsynced, directory: state.directoryUnsynced)
             state.closedUnsynced = []
             state.directoryUnsynced = false
-            if state.written > state.synced, state.fd >= 0 { work.current = dup(state.fd) }
+            if state.written > state.synced, state.fd >= 0 {
+                // Counted as synced only if this fsync covers it (a `dup` can fail: no fd left).
+                work.current = dup(state.fd)
+                if work.current >= 0 { work.written = state.written }
+            }
             return work
         }
         guard work.current >= 0 || !work.closed.isEmpty || work.directory else { return }
@@ -301,7 +305,7 @@ public final class Spool: Sendable {
         if (try? await NIOThreadPool.singleton.runIfActive(syncAll)) == nil { syncAll() }
         for fd in work.closed { close(fd) }
         if work.current >= 0 { close(work.current) }
-        writer.withLock { $0.synced = max($0.synced, work.written) }
+        if work.current >= 0 { writer.withLock { $0.synced = max($0.synced, work.written) } }
     }
 
     /// The fsync loop of the `batch` and `interval` policies; ends with a last fsync when cancelled.
