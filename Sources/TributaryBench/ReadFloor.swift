@@ -90,8 +90,10 @@ enum ReadFloor {
                 }
                 _ = try await channel.run(logger: logger)
             } catch {
+                // Counted in full: an error closing the connection afterwards (a cancelled
+                // handler, say) changes nothing.
+                if let measurement = sink.measurement { return measurement }
                 // The exchange may not listen yet.
-                guard sink.measurement == nil else { throw error }
                 try await Task.sleep(for: .milliseconds(100))
                 continue
             }

@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdWebSocket
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 
 /// The composition root: builds storage, secrets, the ingest pipeline, connectors and the router from one config.
@@ -136,6 +137,7 @@ public struct Pipeline: Sendable {
             unpersistedAfter: config.realtimeUnpersistedAfter,
             deadLetters: deadLetters,
             migrator: migrator,
+            executor: store.eventLoop.map(EventLoopExecutor.init),
             logger: logger
         )
         compactor = CandleCompactor(store: store, logger: logger)

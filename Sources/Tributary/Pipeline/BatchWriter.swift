@@ -43,6 +43,8 @@ public final class BatchWriter: Service {
     let deadLetters: DeadLetterQueue?
     /// Writes wait until it has brought the schema up to date; nil when the caller migrated.
     let migrator: DatabaseMigrator?
+    /// Where the writer and its writes run (nil: Swift's pool); see `EventLoopExecutor`.
+    let executor: (any TaskExecutor)?
 
     public init(
         buffer: IngestBuffer,
@@ -57,8 +59,10 @@ public final class BatchWriter: Service {
         unpersistedAfter: Duration? = nil,
         deadLetters: DeadLetterQueue? = nil,
         migrator: DatabaseMigrator? = nil,
+        executor: (any TaskExecutor)? = nil,
         logger: Logger
     ) {
+        self.executor = executor
         self.deadLetters = deadLetters
         self.migrator = migrator
         self.buffer = buffer
@@ -82,6 +86,10 @@ public final class BatchWriter: Service {
     static let lingerBelow = 256
 
     public func run() async throws {
+        await EventLoopExecutor.prefer(executor) { await writeUntilClosed() }
+    }
+
+    private func writeUntilClosed() async {
         let slots = max(1, store.concurrentBatchWrites)
         await withGracefulShutdownHandler {
             if let migrator, !migrator.isDone {
@@ -126,7 +134,11 @@ public final class BatchWriter: Service {
                     var batch = await buffer.take(upTo: limit)
                     if batch.isEmpty { break }
                     if let lastTake, batch.count < Self.lingerBelow, ContinuousClock.now - lastTake < linger, !Task.isShuttingDownGracefully {
-                        try? await Task.sleep(until: lastTake + linger)
+                        if let loop = executor as? EventLoopExecutor {
+                            await loop.sleep(until: lastTake + linger)
+                        } else {
+                            try? await Task.sleep(until: lastTake + linger)
+                        }
                         if let more = buffer.takeFromMemory(upTo: limit - batch.count) { batch.append(more) }
                     }
                     lastTake = .now
@@ -140,8 +152,11 @@ public final class BatchWriter: Service {
                     let current = ticket
                     ticket += 1
                     inFlight += 1
+                    // A large batch (a high rate) is encoded on Swift's pool, where two can be at
+                    // once, not on the writer's loop, which also carries the database's traffic.
+                    let executor = executor != nil && batch.count >= Self.lingerBelow ? globalConcurrentExecutor : executor
                     writes.addTask {
-                        await self.write(batch, ticket: current)
+                        await EventLoopExecutor.prefer(executor) { await self.write(batch, ticket: current) }
                         return .wrote
                     }
                 }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import ServiceLifecycle
 
 /// The schema: migrations and whether the database is ready.
@@ -40,6 +41,8 @@ public protocol MessageSink: Sendable {
     func storedIDs(ofBatch batchID: String, messages: [PendingMessage]) async throws -> [Int64?]?
     /// How many `insertMessages` calls may usefully run at once (1 for a single-connection store).
     var concurrentBatchWrites: Int { get }
+    /// The event loop the store's calls complete on, if it has one: the batch writer runs there.
+    var eventLoop: (any EventLoop)? { get }
     /// Writes one REST poll result (`api_connector_data`) and returns its id.
     func insertAPIData(_ row: APIDataRow) async throws -> Int64
     /// Writes dead letters (records that will never be stored), in bulk.
@@ -48,6 +51,10 @@ public protocol MessageSink: Sendable {
     func pruneDeadLetters(keeping: Int) async throws
     /// Deletes at most `limit` rows of `table` stored before `cutoff`; returns how many.
     func deleteRows(of table: RetainedTable, before cutoff: Date, limit: Int) async throws -> Int
+}
+
+extension MessageSink {
+    public var eventLoop: (any EventLoop)? { nil }
 }
 
 /// The tables `RETENTION_DAYS` applies to (by their `timestamp` column). `candles_1m` is kept.

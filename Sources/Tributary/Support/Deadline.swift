@@ -27,7 +27,7 @@ func withDeadline<Value: Sendable>(
                     race.tasks.withLock { $0.work }?.cancel()
                 }
             }
-            let work = Task {
+            let work = Task(executorPreference: EventLoopExecutor.preferred) {
                 let result: Result<Value, any Error>
                 do { result = .success(try await operation()) } catch { result = .failure(error) }
                 if race.finish(result) { DeadlineWatch.shared.remove(deadline) }

@@ -10,6 +10,10 @@ import Synchronization
 /// is bounded by `DB_POOL_TIMEOUT` so a dead database yields 503 rather than a minute-long hang.
 public final class PostgresStore: ConnectorStore {
     public let client: PostgresClient
+    /// Every connection of the pool is on this loop, and the batch writer runs there too
+    /// (`MessageSink.eventLoop`): a write's steps then follow one another on one thread.
+    let loop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next()
+    public var eventLoop: (any EventLoop)? { loop }
     let inFlight = Atomic<Int>(0)
     /// With several instances: this instance's id. Writes are then fenced by lease and each
     /// committed batch is announced on the cluster channel (see `insertMessages`).
@@ -50,7 +54,7 @@ public final class PostgresStore: ConnectorStore {
         configuration.options.minimumConnections = 0
         configuration.options.maximumConnections = poolMaximum
         configuration.options.connectTimeout = timeout
-        self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.client = PostgresClient(configuration: configuration, eventLoopGroup: loop, backgroundLogger: logger)
         self.timeout = timeout
         self.logger = logger
     }
@@ -281,7 +285,8 @@ public final class PostgresStore: ConnectorStore {
 
     /// Runs the connection pool until shutdown.
     public func run() async throws {
-        await client.run()
+        // The pool's own tasks (leases, releases, their timers) run on the connections' loop too.
+        await EventLoopExecutor.prefer(EventLoopExecutor(loop)) { await client.run() }
     }
 
     static func fetch(_ id: String, on connection: PostgresConnection, logger: Logger) async throws -> ConnectorRecord? {

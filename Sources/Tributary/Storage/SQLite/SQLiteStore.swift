@@ -16,6 +16,8 @@ public final class SQLiteStore: ConnectorStore {
     let inFlight = Atomic<Int>(0)
     let timeout: Duration
     let logger: Logger
+    /// The loop the connection completes its calls on (see `MessageSink.eventLoop`).
+    public var eventLoop: (any EventLoop)? { connection.eventLoop }
 
     /// Opens (creating if needed) the database file at `path`.
     public static func open(path: String, timeout: Duration, logger: Logger) async throws -> SQLiteStore {
