@@ -3,7 +3,6 @@ import Hummingbird
 import HummingbirdWebSocket
 import Logging
 import NIOCore
-import NIOPosix
 import ServiceLifecycle
 
 /// The composition root: builds storage, secrets, the ingest pipeline, connectors and the router from one config.

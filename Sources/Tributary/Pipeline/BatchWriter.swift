@@ -154,9 +154,9 @@ public final class BatchWriter: Service {
                     inFlight += 1
                     // A large batch (a high rate) is encoded on Swift's pool, where two can be at
                     // once, not on the writer's loop, which also carries the database's traffic.
-                    let executor = executor != nil && batch.count >= Self.lingerBelow ? globalConcurrentExecutor : executor
+                    let writeExecutor = executor != nil && batch.count >= Self.lingerBelow ? globalConcurrentExecutor : executor
                     writes.addTask {
-                        await EventLoopExecutor.prefer(executor) { await self.write(batch, ticket: current) }
+                        await EventLoopExecutor.prefer(writeExecutor) { await self.write(batch, ticket: current) }
                         return .wrote
                     }
                 }
