@@ -70,9 +70,10 @@ import Testing
                 #expect(calls.map(\.count) == [1, 2])
                 #expect(calls.allSatisfy { $0.onLoop }, "every write ran on the store's loop")
                 if calls.count == 2 {
-                    // The first take came just before its write began, so the second waited about `linger`.
+                    // The first take came shortly before its write began, so the second waited
+                    // about `linger` (at least half of it on a loaded machine; about 2 ms without it).
                     let waited = calls[1].at - calls[0].at
-                    #expect(waited >= linger - .milliseconds(10), "the second batch began \(waited) after the first")
+                    #expect(waited >= linger / 2, "the second batch began \(waited) after the first")
                 }
             }
         }
