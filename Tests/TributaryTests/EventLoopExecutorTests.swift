@@ -56,7 +56,6 @@ import Testing
                     broadcaster: Broadcaster(),
                     metrics: PipelineMetrics(),
                     linger: linger,
-                    executor: EventLoopExecutor(loop),
                     logger: Logger(label: "test")
                 )
                 let feeder = Task {

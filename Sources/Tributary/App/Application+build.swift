@@ -136,7 +136,6 @@ public struct Pipeline: Sendable {
             unpersistedAfter: config.realtimeUnpersistedAfter,
             deadLetters: deadLetters,
             migrator: migrator,
-            executor: store.eventLoop.map(EventLoopExecutor.init),
             logger: logger
         )
         compactor = CandleCompactor(store: store, logger: logger)

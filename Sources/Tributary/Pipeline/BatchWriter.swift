@@ -43,8 +43,9 @@ public final class BatchWriter: Service {
     let deadLetters: DeadLetterQueue?
     /// Writes wait until it has brought the schema up to date; nil when the caller migrated.
     let migrator: DatabaseMigrator?
-    /// Where the writer and its writes run (nil: Swift's pool); see `EventLoopExecutor`.
-    let executor: (any TaskExecutor)?
+    /// Where the writer and its writes run: the store's event loop (`MessageSink.eventLoop`;
+    /// nil: Swift's pool). See `EventLoopExecutor`.
+    let executor: EventLoopExecutor?
 
     public init(
         buffer: IngestBuffer,
@@ -59,10 +60,9 @@ public final class BatchWriter: Service {
         unpersistedAfter: Duration? = nil,
         deadLetters: DeadLetterQueue? = nil,
         migrator: DatabaseMigrator? = nil,
-        executor: (any TaskExecutor)? = nil,
         logger: Logger
     ) {
-        self.executor = executor
+        self.executor = store.eventLoop.map(EventLoopExecutor.init)
         self.deadLetters = deadLetters
         self.migrator = migrator
         self.buffer = buffer
@@ -134,8 +134,8 @@ public final class BatchWriter: Service {
                     var batch = await buffer.take(upTo: limit)
                     if batch.isEmpty { break }
                     if let lastTake, batch.count < Self.lingerBelow, ContinuousClock.now - lastTake < linger, !Task.isShuttingDownGracefully {
-                        if let loop = executor as? EventLoopExecutor {
-                            await loop.sleep(until: lastTake + linger)
+                        if let executor {
+                            await executor.sleep(until: lastTake + linger)
                         } else {
                             try? await Task.sleep(until: lastTake + linger)
                         }
@@ -154,7 +154,8 @@ public final class BatchWriter: Service {
                     inFlight += 1
                     // A large batch (a high rate) is encoded on Swift's pool, where two can be at
                     // once, not on the writer's loop, which also carries the database's traffic.
-                    let writeExecutor = executor != nil && batch.count >= Self.lingerBelow ? globalConcurrentExecutor : executor
+                    let writeExecutor: (any TaskExecutor)? =
+                        executor != nil && batch.count >= Self.lingerBelow ? globalConcurrentExecutor : executor
                     writes.addTask {
                         await EventLoopExecutor.prefer(writeExecutor) { await self.write(batch, ticket: current) }
                         return .wrote
