@@ -408,4 +408,21 @@ import Testing
             }
         }
     }
+
+    /// Each batch an instance commits comes back to its own listener; those are skipped before
+    /// they are parsed, and nothing else is.
+    @Test func anInstanceTellsItsOwnCommitsFromEveryOtherAnnouncement() throws {
+        let me = "host-1/\"quoted\""
+        let own = ClusterMessage.OwnCommits(instanceID: me)
+        #expect(own.match(ClusterMessage.committed(batchID: "b1", ids: [1, 2, 3], from: me)))
+        #expect(own.match(ClusterMessage.committed(batchID: "b2", ids: Array(1...2_000), from: me)))
+        #expect(ClusterMessage(parsing: ClusterMessage.committed(batchID: "b2", ids: Array(1...2_000), from: me)) == .batch("b2", from: me))
+        // Another instance's batches, this instance's control and lease announcements.
+        #expect(!own.match(ClusterMessage.committed(batchID: "b3", ids: [4], from: "host-2")))
+        #expect(!own.match(ClusterMessage.committed(batchID: "b4", ids: [4], from: "host-1")))
+        #expect(!own.match(ClusterMessage.control("c1", from: me)))
+        #expect(!own.match(ClusterMessage.leases(from: me)))
+        // An id that holds this instance's marker inside a value is not its sender.
+        #expect(!own.match(ClusterMessage.committed(batchID: #""i":"host-1/\"quoted\"""#, ids: [5], from: "host-2")))
+    }
 }

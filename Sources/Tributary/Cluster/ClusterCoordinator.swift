@@ -324,9 +324,15 @@ public actor ClusterCoordinator: Service, ConnectorPlacement {
                 // The gap is read once LISTEN is back, so nothing committed in between is missed
                 // (what is both read and heard is relayed once: by batch id).
                 let closing = reconnecting
+                let own = ClusterMessage.OwnCommits(instanceID: instance.instanceID)
                 try await store.listen(
                     listening: { if closing { await self.closeGap() } },
-                    { payload in await self.received(payload) }
+                    { payload in
+                        // This instance's own batches, heard back once each: skipped here,
+                        // unparsed and without a hop to the coordinator.
+                        if own.match(payload) { return }
+                        await self.received(payload)
+                    }
                 )
             } catch {
                 if Task.isCancelled { return }
@@ -443,6 +449,26 @@ enum ClusterMessage: Equatable {
         ]).serialized
         if rows.utf8.count < maxPayload { return rows }
         return JSONValue.object(["k": "batch", "b": .string(batchID), "i": .string(from)]).serialized
+    }
+
+    /// Tells this instance's own `rows` and `batch` announcements (which `received` ignores) by
+    /// their bytes: one comes back for every batch the instance commits.
+    struct OwnCommits: Sendable {
+        /// `"i":"<instance id>"`, as the serializer writes it. A `"` inside a string is escaped,
+        /// so these bytes occur only as the sender field, never inside another value.
+        let sender: [UInt8]
+        static let kinds = [Array(#""k":"rows""#.utf8), Array(#""k":"batch""#.utf8)]
+
+        init(instanceID: String) {
+            sender = Array(#""i":"#.utf8) + Array(JSONValue.string(instanceID).serialized.utf8)
+        }
+
+        func match(_ payload: String) -> Bool {
+            var payload = payload
+            return payload.withUTF8 { bytes in
+                bytes.firstRange(of: sender) != nil && Self.kinds.contains { bytes.firstRange(of: $0) != nil }
+            }
+        }
     }
 
     init?(parsing payload: String) {
