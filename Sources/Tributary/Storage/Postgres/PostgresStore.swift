@@ -52,6 +52,11 @@ public final class PostgresStore: ConnectorStore {
         // and its connections are gone — a fault run crashed the server that way. Connections
         // open on demand instead (the first requests after a start pay one connect each).
         configuration.options.minimumConnections = 0
+        // No keep-alive query: every connection is a demand connection, closed after 60 s idle, so
+        // keep-alive (at 30 s) could only ping one idle between 30 and 60 s. What it cost was a
+        // timer per connection given back to the pool (a task group of two tasks and a sleep on
+        // Dispatch's timer thread, cancelled by the next lease): one more every batch.
+        configuration.options.keepAliveBehavior = nil
         configuration.options.maximumConnections = poolMaximum
         configuration.options.connectTimeout = timeout
         self.client = PostgresClient(configuration: configuration, eventLoopGroup: loop, backgroundLogger: logger)
