@@ -167,7 +167,7 @@ extension PostgresStore: ClusterStore {
     /// The notifications are read on the pool's event loop (`EventLoopExecutor`), where their
     /// connection delivers them: one comes for every batch any instance commits, this one's too.
     public func listen(listening: @escaping @Sendable () async -> Void, _ handle: @escaping @Sendable (String) async -> Void) async throws {
-        try await EventLoopExecutor.prefer(EventLoopExecutor(loop)) {
+        try await EventLoopExecutor.prefer(executor) {
             try await client.withConnection { connection in
                 try await connection.listen(on: Self.clusterChannel) { notifications in
                     await listening()

@@ -10,9 +10,11 @@ import Synchronization
 /// is bounded by `DB_POOL_TIMEOUT` so a dead database yields 503 rather than a minute-long hang.
 public final class PostgresStore: ConnectorStore {
     public let client: PostgresClient
-    /// Every connection of the pool is on this loop, and the batch writer runs there too
-    /// (`MessageSink.eventLoop`): a write's steps then follow one another on one thread.
-    let loop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next()
+    /// Every connection of the pool is on this executor's loop; the pool's own tasks and the
+    /// cluster listener run there, and so does the batch writer (`MessageSink.eventLoop`): a
+    /// write's steps then follow one another on one thread.
+    let executor = EventLoopExecutor(MultiThreadedEventLoopGroup.singleton.next())
+    var loop: any EventLoop { executor.eventLoop }
     public var eventLoop: (any EventLoop)? { loop }
     let inFlight = Atomic<Int>(0)
     /// With several instances: this instance's id. Writes are then fenced by lease and each
@@ -59,7 +61,7 @@ public final class PostgresStore: ConnectorStore {
         configuration.options.keepAliveBehavior = nil
         configuration.options.maximumConnections = poolMaximum
         configuration.options.connectTimeout = timeout
-        self.client = PostgresClient(configuration: configuration, eventLoopGroup: loop, backgroundLogger: logger)
+        self.client = PostgresClient(configuration: configuration, eventLoopGroup: executor.eventLoop, backgroundLogger: logger)
         self.timeout = timeout
         self.logger = logger
     }
@@ -291,7 +293,7 @@ public final class PostgresStore: ConnectorStore {
     /// Runs the connection pool until shutdown.
     public func run() async throws {
         // The pool's own tasks (leases, releases, their timers) run on the connections' loop too.
-        await EventLoopExecutor.prefer(EventLoopExecutor(loop)) { await client.run() }
+        await EventLoopExecutor.prefer(executor) { await client.run() }
     }
 
     static func fetch(_ id: String, on connection: PostgresConnection, logger: Logger) async throws -> ConnectorRecord? {
