@@ -46,7 +46,7 @@ extension FakeExchange {
         return .object(record)
     }
 
-    func serveOKX(_ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter) async throws {
+    func serveOKX(_ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter, pacedOn pacer: EventLoopExecutor?) async throws {
         state.withLock { $0.connections += 1 }
         let connection = Connection()
         let connID = String(UUID().uuidString.prefix(8)).lowercased()
@@ -94,7 +94,7 @@ extension FakeExchange {
             group.addTask {
                 while connection.subscribed.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(5)) }
                 let instruments = connection.subscribed.withLock { $0 }
-                let dropped = try await self.pace(.okx, instruments: instruments) { batch in
+                let dropped = try await self.pace(.okx, instruments: instruments, on: pacer) { batch in
                     if connection.closing.load(ordering: .acquiring) { throw ClientClosed() }
                     var records: [JSONValue] = []
                     var separateFrames: [String] = []
@@ -156,8 +156,13 @@ extension FakeExchange {
         return options.instruments.first { String($0.filter { $0 != "-" }) == symbol }
     }
 
-    func serveBinance(_ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter, streams: [String], combined: Bool = false) async throws
-    {
+    func serveBinance(
+        _ inbound: WebSocketInboundStream,
+        _ outbound: WebSocketOutboundWriter,
+        streams: [String],
+        combined: Bool = false,
+        pacedOn pacer: EventLoopExecutor?
+    ) async throws {
         state.withLock { $0.connections += 1 }
         let connection = Connection()
         connection.subscribed.withLock { $0 = streams.compactMap(self.instrument(forStream:)) }
@@ -178,7 +183,7 @@ extension FakeExchange {
             group.addTask {
                 while connection.subscribed.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(5)) }
                 let instruments = connection.subscribed.withLock { $0 }
-                let dropped = try await self.pace(.binance, instruments: instruments) { batch in
+                let dropped = try await self.pace(.binance, instruments: instruments, on: pacer) { batch in
                     for (instrument, trade) in batch {
                         let symbol = String(instrument.filter { $0 != "-" })
                         let now = String(Self.nowMs())

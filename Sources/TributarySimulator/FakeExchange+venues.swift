@@ -9,7 +9,12 @@ import Tributary
 /// errors and ping replies (EXCHANGES.md §2.3–2.4, Kraken's v2 documentation). Drops with
 /// `dropEvery` as the others do; the hostile and malformed faults are OKX's and Binance's only.
 extension FakeExchange {
-    func serveSubscribing(_ venue: FakeVenue, _ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter) async throws {
+    func serveSubscribing(
+        _ venue: FakeVenue,
+        _ inbound: WebSocketInboundStream,
+        _ outbound: WebSocketOutboundWriter,
+        pacedOn pacer: EventLoopExecutor?
+    ) async throws {
         state.withLock { $0.connections += 1 }
         let connection = Connection()
         let connID = UUID().uuidString.lowercased()
@@ -28,7 +33,7 @@ extension FakeExchange {
                 while connection.subscribed.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(5)) }
                 let instruments = connection.subscribed.withLock { $0 }
                 var sequence = 0
-                let dropped = try await self.pace(venue, instruments: instruments) { batch in
+                let dropped = try await self.pace(venue, instruments: instruments, on: pacer) { batch in
                     if connection.closing.load(ordering: .acquiring) { throw ClientClosed() }
                     for (instrument, trade) in batch {
                         sequence += 1

@@ -45,18 +45,26 @@ public final class FakeExchange: Sendable {
 
     /// The server application; run it (it is a service) and read its port from `onServerRunning`.
     public func application(host: String = "127.0.0.1", port: Int, onRunning: @escaping @Sendable (Int) async -> Void) -> some ApplicationProtocol {
-        let router = Router(context: BasicWebSocketRequestContext.self)
-        router.ws("/ws/v5/public") { inbound, outbound, _ in try await self.serveOKX(inbound, outbound) }
+        let router = Router(context: FakeExchangeContext.self)
+        router.ws("/ws/v5/public") { inbound, outbound, context in
+            try await self.connection(context) { try await self.serveOKX(inbound, outbound, pacedOn: $0) }
+        }
         router.ws("/ws/:stream") { inbound, outbound, context in
             let stream = context.requestContext.parameters.get("stream") ?? ""
-            try await self.serveBinance(inbound, outbound, streams: [stream])
+            try await self.connection(context) { try await self.serveBinance(inbound, outbound, streams: [stream], pacedOn: $0) }
         }
-        router.ws("/v5/public/spot") { inbound, outbound, _ in try await self.serveSubscribing(.bybit, inbound, outbound) }
-        router.ws("/coinbase") { inbound, outbound, _ in try await self.serveSubscribing(.coinbase, inbound, outbound) }
-        router.ws("/v2") { inbound, outbound, _ in try await self.serveSubscribing(.kraken, inbound, outbound) }
+        router.ws("/v5/public/spot") { inbound, outbound, context in
+            try await self.connection(context) { try await self.serveSubscribing(.bybit, inbound, outbound, pacedOn: $0) }
+        }
+        router.ws("/coinbase") { inbound, outbound, context in
+            try await self.connection(context) { try await self.serveSubscribing(.coinbase, inbound, outbound, pacedOn: $0) }
+        }
+        router.ws("/v2") { inbound, outbound, context in
+            try await self.connection(context) { try await self.serveSubscribing(.kraken, inbound, outbound, pacedOn: $0) }
+        }
         router.ws("/stream") { inbound, outbound, context in
             let streams = (context.request.uri.queryParameters.get("streams") ?? "").split(separator: "/").map(String.init)
-            try await self.serveBinance(inbound, outbound, streams: streams, combined: true)
+            try await self.connection(context) { try await self.serveBinance(inbound, outbound, streams: streams, combined: true, pacedOn: $0) }
         }
         // What was sent, for fault runs that check the stored trades against it.
         let http = Router()
@@ -108,6 +116,20 @@ public final class FakeExchange: Sendable {
         }
     }
 
+    /// Serves one connection. At a set rate its tasks run on its channel's event loop, so a
+    /// trade is paced by that loop's timer and written where its socket is, with no other thread
+    /// woken for it (`Task.sleep` wakes Dispatch's timer thread and a pool thread for each). As
+    /// fast as possible (`rate` 0) they stay on Swift's pool, where generating the next trades
+    /// does not wait on the loop's socket writes.
+    func connection(
+        _ context: WebSocketRouterContext<FakeExchangeContext>,
+        _ serve: (_ pacer: EventLoopExecutor?) async throws -> Void
+    ) async throws {
+        guard options.rate > 0 else { return try await serve(nil) }
+        let executor = EventLoopExecutor(context.requestContext.eventLoop)
+        try await EventLoopExecutor.prefer(executor) { try await serve(executor) }
+    }
+
     /// Reserves the next trade of `instrument` on `venue`, or `nil` when the total has been sent.
     func nextTrade(_ venue: FakeVenue, _ instrument: String) -> SimulatedTrade? {
         state.withLock { state in
@@ -125,6 +147,7 @@ public final class FakeExchange: Sendable {
     func pace(
         _ venue: FakeVenue,
         instruments: [String],
+        on pacer: EventLoopExecutor?,
         send: ([(instrument: String, trade: SimulatedTrade)]) async throws -> Void
     ) async throws -> Bool {
         guard !instruments.isEmpty else {
@@ -141,7 +164,14 @@ public final class FakeExchange: Sendable {
         var frames = 0
         while true {
             if options.rate > 0 {
-                if due > .now { try await Task.sleep(until: due, clock: .continuous) }
+                if due > .now {
+                    if let pacer {
+                        await pacer.sleep(until: due)
+                        try Task.checkCancellation()
+                    } else {
+                        try await Task.sleep(until: due, clock: .continuous)
+                    }
+                }
                 due += rhythm.interval(at: due, rate: options.rate)
             } else if onConnection % 256 == 0 {
                 await Task.yield()
@@ -169,6 +199,20 @@ public final class FakeExchange: Sendable {
             onConnection += batch.count
             if options.dropEvery > 0, onConnection >= options.dropEvery { return true }
         }
+    }
+}
+
+/// A fake exchange connection's request context: it keeps its channel's event loop, where the
+/// connection's trades are paced (`FakeExchange.connection`).
+struct FakeExchangeContext: RequestContext, WebSocketRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let webSocket: WebSocketHandlerReference<Self>
+    let eventLoop: any EventLoop
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        webSocket = .init()
+        eventLoop = source.channel.eventLoop
     }
 }
 

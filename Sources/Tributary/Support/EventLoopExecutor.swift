@@ -5,12 +5,12 @@ import Synchronization
 /// (`withTaskExecutorPreference`): a task that waits mostly on channels of that loop (the batch
 /// writer on its database connections) then resumes on the thread that completed its wait,
 /// instead of waking one of Swift's cooperative threads for each step.
-final class EventLoopExecutor: TaskExecutor {
-    let eventLoop: any EventLoop
+package final class EventLoopExecutor: TaskExecutor {
+    package let eventLoop: any EventLoop
 
-    init(_ eventLoop: any EventLoop) { self.eventLoop = eventLoop }
+    package init(_ eventLoop: any EventLoop) { self.eventLoop = eventLoop }
 
-    func enqueue(_ job: consuming ExecutorJob) {
+    package func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         let executor = asUnownedTaskExecutor()
         eventLoop.execute { job.runSynchronously(on: executor) }
@@ -19,7 +19,7 @@ final class EventLoopExecutor: TaskExecutor {
     /// Waits until `deadline` on the loop's own timers (no other thread involved, unlike
     /// `Task.sleep`, whose timer Dispatch's manager thread keeps and which wakes two more threads
     /// when it fires); returns early when the task is cancelled.
-    func sleep(until deadline: ContinuousClock.Instant) async {
+    package func sleep(until deadline: ContinuousClock.Instant) async {
         let left = ContinuousClock.now.duration(to: deadline)
         guard left > .zero, !Task.isCancelled else { return }
         let waiter = Mutex<(continuation: CheckedContinuation<Void, Never>?, timer: Scheduled<Void>?, cancelled: Bool)>((nil, nil, false))
@@ -57,10 +57,10 @@ final class EventLoopExecutor: TaskExecutor {
 
     /// The executor the current task prefers, when it set one with `prefer(_:_:)`: for the
     /// unstructured tasks it starts (`withDeadline`), which inherit task locals but not the preference.
-    @TaskLocal static var preferred: (any TaskExecutor)?
+    @TaskLocal package static var preferred: (any TaskExecutor)?
 
     /// Runs `body` preferring `executor` (nil: Swift's default), and lets the tasks it starts know.
-    static func prefer<Value: Sendable>(_ executor: (any TaskExecutor)?, _ body: () async throws -> Value) async rethrows -> Value {
+    package static func prefer<Value: Sendable>(_ executor: (any TaskExecutor)?, _ body: () async throws -> Value) async rethrows -> Value {
         try await $preferred.withValue(executor) {
             try await withTaskExecutorPreference(executor, operation: body)
         }
