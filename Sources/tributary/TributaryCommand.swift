@@ -225,7 +225,10 @@ struct Simulate: AsyncParsableCommand {
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
-        guard rate.isFinite, (0...1_000_000).contains(rate) else { throw ValidationError("--rate must be 0 to 1000000") }
+        // Below 0.001 a trade's interval (1 / rate seconds) would overflow `Duration` and trap.
+        guard rate.isFinite, rate == 0 || (0.001...1_000_000).contains(rate) else {
+            throw ValidationError("--rate must be 0 (as fast as possible) or 0.001 to 1000000")
+        }
         for (name, seconds) in [("--idle-timeout", idleTimeout), ("--ping-interval", pingInterval)] where !(0.001...86_400).contains(seconds) {
             throw ValidationError("\(name) must be 0.001 to 86400 seconds")
         }
