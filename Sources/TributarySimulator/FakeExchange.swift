@@ -40,6 +40,9 @@ public final class FakeExchange: Sendable {
     public var hostileSent: (records: Int, frames: Int) { state.withLock { ($0.hostileRecords, $0.hostileFrames) } }
     /// Connections accepted so far.
     public var connectionCount: Int { state.withLock { $0.connections } }
+    /// Connections open now.
+    public var openConnections: Int { open.load(ordering: .relaxed) }
+    let open = Atomic<Int>(0)
     /// Text `ping`s answered with `pong` (the OKX keepalive).
     public var pingsAnswered: Int { state.withLock { $0.pingsAnswered } }
 
@@ -125,6 +128,8 @@ public final class FakeExchange: Sendable {
         _ context: WebSocketRouterContext<FakeExchangeContext>,
         _ serve: (_ pacer: EventLoopExecutor?) async throws -> Void
     ) async throws {
+        open.add(1, ordering: .relaxed)
+        defer { open.subtract(1, ordering: .relaxed) }
         guard options.rate > 0 else { return try await serve(nil) }
         let executor = EventLoopExecutor(context.requestContext.eventLoop)
         try await EventLoopExecutor.prefer(executor) { try await serve(executor) }

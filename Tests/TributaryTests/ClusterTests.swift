@@ -202,6 +202,11 @@ import Testing
                             let counts = Dictionary(grouping: owners.values.flatMap { $0 }, by: { $0 }).mapValues(\.count)
                             #expect(counts.values.sorted() == [2, 2], "still balanced by count: \(counts)")
                             // And nothing moves after that (hysteresis), over more than a settle time.
+                            // A moved connector connects after its lease is taken: count from when all four are connected.
+                            let connected = try await eventually(timeout: .seconds(10)) {
+                                heavyExchange.openConnections + lightExchange.openConnections == 4
+                            }
+                            #expect(connected, "open connections: \(heavyExchange.openConnections + lightExchange.openConnections)")
                             let connections = heavyExchange.connectionCount + lightExchange.connectionCount
                             try await Task.sleep(for: .seconds(5))
                             #expect(try await Self.owners(first) == owners, "no further moves")
