@@ -14,6 +14,12 @@ struct TributaryCommand: AsyncParsableCommand {
     )
 }
 
+/// A benchmark's line, flushed at once: a long run piped to a file shows its progress.
+@Sendable func report(_ line: String) {
+    print(line)
+    fflush(nil)  // every stream: `stdout` itself is shared mutable state to Swift 6
+}
+
 /// Every setting as a flag; a flag wins over the environment variable. The naming rule: the
 /// variable in lower-case kebab case, without a leading `TRIBUTARY_` (`DB_POOL_MAX` →
 /// `--db-pool-max`, `TRIBUTARY_DATA_DIR` → `--data-dir`); each help text names its variable in
@@ -300,7 +306,7 @@ struct Bench: AsyncParsableCommand {
                 var benchmark = RateBenchmark(config: config)
                 benchmark.rate = rate
                 benchmark.seconds = seconds
-                try await benchmark.run { print($0) }
+                try await benchmark.run(log: report)
                 return
             }
             var benchmark = IngestBenchmark(config: config)
@@ -309,7 +315,7 @@ struct Bench: AsyncParsableCommand {
             benchmark.latencyRate = latencyRate
             benchmark.latencySeconds = latencySeconds
             print("bench ingest: \(config.description)")
-            try await benchmark.run { print($0) }
+            try await benchmark.run(log: report)
         }
     }
 
@@ -345,7 +351,7 @@ struct Bench: AsyncParsableCommand {
             soak.restartCommand = restartCommand
             soak.sampleEvery = .milliseconds(Int(sampleEvery * 1000))
             print("bench soak: \(config.description) rate=\(rate)/s minutes=\(minutes) restart_every=\(restartEvery)s")
-            try await soak.run { print($0) }
+            try await soak.run(log: report)
         }
     }
 
@@ -381,7 +387,7 @@ struct Bench: AsyncParsableCommand {
             benchmark.relayRate = relayRate
             benchmark.relayRounds = relayRounds
             print("bench cluster: \(config.description) lease_ttl=\(config.cluster.leaseTTL) renew=\(config.cluster.renewInterval)")
-            try await benchmark.run { print($0) }
+            try await benchmark.run(log: report)
         }
     }
 
@@ -410,7 +416,7 @@ struct Bench: AsyncParsableCommand {
             benchmark.clients = clients
             benchmark.rate = rate
             benchmark.seconds = seconds
-            try await benchmark.run { print($0) }
+            try await benchmark.run(log: report)
         }
     }
 
@@ -442,7 +448,7 @@ struct Bench: AsyncParsableCommand {
             benchmark.repetitions = repetitions
             benchmark.span = Double(spanDays) * 86_400
             print("bench query: \(config.description)")
-            try await benchmark.run { print($0) }
+            try await benchmark.run(log: report)
         }
     }
 }
