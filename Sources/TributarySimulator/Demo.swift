@@ -37,6 +37,7 @@ public func runDemo(_ config: AppConfig, seed: UInt64 = 1) async throws {
     var options = SimulatorOptions()
     options.rate = 8
     options.bursts = true
+    options.coalesce = demoCoalesce
     options.seed = seed
     options.instruments = ["BTC-USDT", "ETH-USDT", "SOL-USDT"]
     let exchange = FakeExchange(options: options, logger: logger)
@@ -58,6 +59,15 @@ public func runDemo(_ config: AppConfig, seed: UInt64 = 1) async throws {
         try await server.runService()
     }
 }
+
+/// How long after a wake-up the demo's fake exchange sends the trades due then, with it: one
+/// wake-up a second per connection, like the demo's one commit a second (`demoDefaults`).
+let demoCoalesce: Duration = .seconds(1)
+
+/// Settings `serve --demo` uses unless the environment or a flag sets them: its writes are
+/// grouped into one transaction a second (`BATCH_LINGER_MS`), so a demo left running costs
+/// little (updates reach realtime clients up to a second after their trade).
+public let demoDefaults = ["BATCH_LINGER_MS": "1000"]
 
 /// One trade-stream connector per venue of the fake exchange on `exchangePort`.
 func demoConnectorBodies(exchangePort: Int, instruments: [String]) -> [JSONValue] {

@@ -149,6 +149,7 @@ public final class FakeExchange: Sendable {
     /// Sends trades at the configured rate by calling `send` with a batch of (instrument, trade) until
     /// the total is reached or the connection should drop. Returns whether it stopped to drop.
     /// With `bursts` the rate moves between lulls, the set rate and bursts, a few seconds each.
+    /// With `coalesce` the trades due shortly after a wake-up go with it.
     func pace(
         _ venue: FakeVenue,
         instruments: [String],
@@ -169,7 +170,7 @@ public final class FakeExchange: Sendable {
         var frames = 0
         while true {
             if options.rate > 0 {
-                if due > .now {
+                if due > .now + options.coalesce {
                     if let pacer {
                         await pacer.sleep(until: due)
                         try Task.checkCancellation()

@@ -29,6 +29,10 @@ public struct SimulatorOptions: Sendable {
     public var seed: UInt64 = 1
     /// Vary the rate between lulls and bursts around `rate` instead of sending evenly.
     public var bursts = false
+    /// At a set rate, a connection that wakes to send a trade also sends the trades due within
+    /// this long after it, early: one wake-up for several trades, each still a frame of its own
+    /// (0: every trade at its own time). The rate over a second is unchanged.
+    public var coalesce: Duration = .zero
 
     public init() {}
 }

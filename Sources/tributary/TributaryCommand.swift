@@ -133,10 +133,11 @@ struct SettingsOptions: ParsableArguments {
         return config
     }
 
-    /// The validated configuration, or a clean exit with the problem in one sentence.
-    func load() throws -> AppConfig {
+    /// The validated configuration, or a clean exit with the problem in one sentence. `defaults`
+    /// stand where neither the environment nor a flag sets a value.
+    func load(defaults: [String: String] = [:]) throws -> AppConfig {
         do {
-            return try AppConfig.load(environment: ProcessInfo.processInfo.environment, overrides: overrides)
+            return try AppConfig.load(environment: ProcessInfo.processInfo.environment, overrides: overrides, defaults: defaults)
         } catch {
             throw ConfigError("configuration: \(error.message)")
         }
@@ -157,7 +158,7 @@ struct Serve: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var config = try settings.load()
+        var config = try settings.load(defaults: demo ? demoDefaults : [:])
         config.insecureNoAuth = insecureNoAuth
         try config.validateForServing()
         if demo {

@@ -18,6 +18,16 @@ import Testing
         #expect(config.encryptionKey == nil)
     }
 
+    /// `serve --demo` groups its writes a second apart unless the environment or a flag says otherwise.
+    @Test func demoDefaultsGiveWayToTheEnvironmentAndFlags() throws {
+        #expect(try AppConfig.load(environment: [:]).batchLinger == .milliseconds(5))
+        #expect(try AppConfig.load(environment: [:], defaults: demoDefaults).batchLinger == .seconds(1))
+        #expect(try AppConfig.load(environment: ["BATCH_LINGER_MS": ""], defaults: demoDefaults).batchLinger == .seconds(1))
+        #expect(try AppConfig.load(environment: ["BATCH_LINGER_MS": "5"], defaults: demoDefaults).batchLinger == .milliseconds(5))
+        let flagged = try AppConfig.load(environment: ["BATCH_LINGER_MS": "5"], overrides: ["BATCH_LINGER_MS": "20"], defaults: demoDefaults)
+        #expect(flagged.batchLinger == .milliseconds(20))
+    }
+
     @Test func databaseURLWinsOverPostgresVariables() throws {
         let config = try AppConfig.load(environment: [
             "DATABASE_URL": "postgresql://etl%40user:p%3Ass@db.internal:6543/etl_tool?sslmode=require",

@@ -1,7 +1,9 @@
 import Foundation
 import HTTPTypes
+import HummingbirdWSClient
 import InMemoryLogging
 import Logging
+import Synchronization
 import Testing
 
 @testable import Tributary
@@ -54,6 +56,46 @@ import Testing
             let binance = Self.decimal(venues.next(.binance, "BTC-USDT").price)
             #expect(abs(okx - binance) <= Self.decimal("0.4"))
         }
+    }
+
+    /// With `coalesce` a connection sends the trades due within that window after a wake-up
+    /// together, each still a frame of its own, and keeps its rate: at 10 trades a second and
+    /// 500 ms, bursts of about six frames sent back to back, half a second apart, ids in sequence.
+    @Test func coalescedTradesGoOutTogetherAtTheSameRate() async throws {
+        var options = SimulatorOptions()
+        options.rate = 10
+        options.coalesce = .milliseconds(500)
+        options.instruments = ["BTC-USDT"]
+        let exchange = FakeExchange(options: options)
+        let arrivals = try await exchange.withRunning { port in
+            let arrivals = Mutex<[(at: ContinuousClock.Instant, id: Int)]>([])
+            _ = try await WebSocketClient.connect(
+                url: "ws://127.0.0.1:\(port)/ws/btcusdt@trade",
+                configuration: .init(),
+                logger: Logger(label: "demo")
+            ) {
+                inbound,
+                _,
+                _ in
+                for try await message in inbound.messages(maxSize: 1 << 20) {
+                    guard case .text(let text) = message, case .number(let number) = try JSONValue.parse(text)["t"], let id = Int(number) else {
+                        continue
+                    }
+                    if arrivals.withLock({
+                        $0.append((.now, id))
+                        return $0.count >= 12
+                    }) {
+                        return
+                    }
+                }
+            }
+            return arrivals.withLock { $0 }
+        }
+        try #require(arrivals.count == 12)
+        #expect(arrivals.map(\.id) == Array(1...12))
+        let gaps = zip(arrivals.dropFirst(), arrivals).map { $0.at - $1.at }
+        #expect(gaps.filter { $0 < .milliseconds(50) }.count >= 8, "frames of a wake-up sent together: \(gaps)")
+        #expect(arrivals[11].at - arrivals[0].at >= .milliseconds(400), "the rate is kept: \(gaps)")
     }
 
     /// All five demo connectors stream their venue's protocol into normalized trades; when the demo

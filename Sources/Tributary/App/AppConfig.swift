@@ -91,8 +91,13 @@ public struct AppConfig: Sendable {
     public init() {}
 
     /// Builds the configuration from `overrides` (command-line flags, by setting name) over `environment`.
-    public static func load(environment: [String: String], overrides: [String: String] = [:]) throws(ConfigError) -> AppConfig {
-        var settings = environment.filter { !$0.value.isEmpty }
+    /// `defaults` stand where neither sets a value (`serve --demo`'s own, see `demoDefaults`).
+    public static func load(
+        environment: [String: String],
+        overrides: [String: String] = [:],
+        defaults: [String: String] = [:]
+    ) throws(ConfigError) -> AppConfig {
+        var settings = defaults.merging(environment.filter { !$0.value.isEmpty }) { _, set in set }
         settings.merge(overrides) { _, flag in flag }
         var config = AppConfig()
         if let host = settings["HOST"] { config.host = host }

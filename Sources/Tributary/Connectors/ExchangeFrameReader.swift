@@ -91,8 +91,10 @@ final class ExchangeFrameReader: ChannelDuplexHandler, RemovableChannelHandler {
     static let inlineLimit = 64 * 1024
     /// How long before the writer's next start a held read is asked for.
     static let margin = TimeAmount.milliseconds(1)
-    /// The longest a read is held for the writer.
-    static let longestHold = TimeAmount.milliseconds(50)
+    /// The longest a read is held for the writer: the longest linger (`BATCH_LINGER_MS` is at most
+    /// 1,000). A shorter bound would cost a wake-up with nothing to read whenever the linger is
+    /// longer than the gaps between frames.
+    static let longestHold = TimeAmount.seconds(1)
     /// How often a connection paused by a full spool looks for room.
     static let pauseCheck = TimeAmount.milliseconds(50)
 

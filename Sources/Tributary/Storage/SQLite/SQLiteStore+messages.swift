@@ -15,15 +15,21 @@ extension SQLiteStore {
     public func updateStatuses(_ updates: [StatusUpdate]) async throws {
         guard !updates.isEmpty else { return }
         let now = Timestamp.format(Date())
-        try await transaction("update statuses") { connection in
-            for update in updates {
-                _ = try await connection.query(
-                    "UPDATE connector_status SET status = ?, last_error = ?, performance_metrics = ?, updated_at = ? WHERE connector_id = ?",
-                    [
-                        .text(update.status.rawValue), update.lastError.map(SQLiteData.text) ?? .null,
-                        .text(update.performanceMetrics.serialized), .text(now), .text(update.connectorID),
-                    ]
-                )
+        // One job on the thread pool for the whole transaction, as for messages: every running
+        // connector's status is written every few seconds.
+        try await exclusive("update statuses") { [direct] _ in
+            try await direct.run { db in
+                try db.transaction("update statuses") {
+                    for update in updates {
+                        _ = try db.query(
+                            "UPDATE connector_status SET status = ?, last_error = ?, performance_metrics = ?, updated_at = ? WHERE connector_id = ?",
+                            [
+                                .text(update.status.rawValue), update.lastError.map(SQLiteData.text) ?? .null,
+                                .text(update.performanceMetrics.serialized), .text(now), .text(update.connectorID),
+                            ]
+                        )
+                    }
+                }
             }
         }
     }
