@@ -229,6 +229,10 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "OKX idle rule: close a connection silent in both directions for this many seconds.") var idleTimeout = 30.0
     @Option(help: "Binance keepalive: protocol ping period in seconds.") var pingInterval = 20.0
     @Option(help: "Trades per OKX frame when --rate is 0.") var tradesPerFrame = 1
+    @Option(
+        help: "At a set rate, send the trades due within this many milliseconds of a wake-up with it (0: each at its own time; the demo uses 1000)."
+    )
+    var coalesceMs = 0
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
@@ -246,6 +250,7 @@ struct Simulate: AsyncParsableCommand {
             throw ValidationError("\(name) must not be negative")
         }
         guard (1...1000).contains(tradesPerFrame) else { throw ValidationError("--trades-per-frame must be 1 to 1000") }
+        guard (0...60_000).contains(coalesceMs) else { throw ValidationError("--coalesce-ms must be 0 to 60000") }
     }
 
     func run() async throws {
@@ -259,6 +264,7 @@ struct Simulate: AsyncParsableCommand {
         options.idleTimeout = .milliseconds(Int(idleTimeout * 1000))
         options.pingInterval = .milliseconds(Int(pingInterval * 1000))
         options.tradesPerFrame = tradesPerFrame
+        options.coalesce = .milliseconds(coalesceMs)
         options.bursts = bursts
         options.seed = seed
         try await runSimulator(options, host: "127.0.0.1", port: port)

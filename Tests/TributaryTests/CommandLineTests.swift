@@ -140,6 +140,15 @@ import Glibc
         #expect(text.contains("\(arguments[1]) must be"))
     }
 
+    /// `simulate` refuses values out of range, naming the flag, before it listens.
+    @Test(arguments: [("--coalesce-ms", "-1"), ("--coalesce-ms", "60001"), ("--rate", "-1"), ("--trades-per-frame", "0")])
+    func simulateRefusesValuesOutOfRange(_ flag: String, _ value: String) async throws {
+        let (process, output) = try Self.launch(["simulate", "--port", "0", "\(flag)=\(value)"])
+        let (status, text) = try await Self.finish(process, output)
+        #expect(status == 64, "a usage error, not a trap: \(status)")
+        #expect(text.contains("\(flag) must be"), "\(text)")
+    }
+
     @Test func keygenPrintsAUsableKey() async throws {
         let (process, output) = try Self.launch(["keygen"])
         let (status, text) = try await Self.finish(process, output)
