@@ -433,6 +433,48 @@ extension ConnectorConfig {
             for statement in ["DROP OWNED BY \(role)", "DROP ROLE \(role)"] { _ = try await RawDatabase.strings(config, statement) }
         }
     }
+
+    /// Small batches go on the writer's own connection, kept from one batch to the next; when
+    /// the server ends it, the next write opens another (one failed attempt at most, which the
+    /// batch writer retries), and a batch the server refuses leaves it open.
+    @Test func smallBatchesKeepTheWritersConnectionAndReopenItWhenItIsGone() async throws {
+        guard TestBackend.enabled.contains(.postgres) else { return }
+        try await TestBackend.postgres.withConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let postgres = try #require(store as? PostgresStore)
+                let backends = "SELECT count(*)::text FROM pg_stat_activity WHERE application_name = '\(WriterConnection.applicationName)'"
+                func write(_ round: Int, batch: String = UUID().uuidString) async throws -> [Int64?] {
+                    try await store.insertMessages(Self.awkward("conn_k\(round)"), batch: BatchRecord(batchID: batch, connectorID: nil, metrics: [:]))
+                }
+                for round in 0..<3 { #expect(try await write(round).allSatisfy { $0 != nil }) }
+                #expect(postgres.writer.connectionsOpened == 1, "one connection for three batches")
+                let writers = try await RawDatabase.strings(config, backends)
+                #expect(writers == ["1"], "\(writers)")
+
+                _ = try await RawDatabase.strings(
+                    config,
+                    "SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity WHERE application_name = '\(WriterConnection.applicationName)'"
+                )
+                var attempts = 0
+                var stored = false
+                while !stored, attempts < 3 {
+                    attempts += 1
+                    do { stored = try await write(3).allSatisfy { $0 != nil } } catch is StoreError {}
+                }
+                #expect(stored && attempts <= 2, "stored after \(attempts) attempts")
+                #expect(postgres.writer.connectionsOpened == 2)
+                #expect(try await eventually { try await RawDatabase.strings(config, backends) == ["1"] })
+
+                // A batch the server refuses on it (rows already stored: a unique violation, then
+                // written again through the pool with ON CONFLICT) is an answer, not a broken connection.
+                #expect(try await write(0).allSatisfy { $0 == nil }, "nothing new in a batch written before")
+                #expect(try await write(4).allSatisfy { $0 != nil })
+                #expect(postgres.writer.connectionsOpened == 2, "still the same connection")
+                #expect(try await RawDatabase.strings(config, "SELECT count(*)::text FROM websocket_messages") == ["40"])
+            }
+        }
+    }
 }
 
 /// `RETENTION_DAYS`: old rows go in bounded deletes, recent ones and the candles stay.

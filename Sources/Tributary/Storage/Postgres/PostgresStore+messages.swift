@@ -121,7 +121,14 @@ extension PostgresStore {
                     // A procedure that commits before it returns: its answer means the rows are stored
                     // (a statement's own completion reaches the client before its implicit commit).
                     let query = sql.query(procedure.call)
-                    let call = { for try await _ in try await client.query(query, logger: logger) {} }
+                    let call = {
+                        // On the writer's own connection when it is free; otherwise (another write
+                        // holds it, or the store has stopped) on one from the pool.
+                        let written: Void? = try await self.writer.withConnection { connection in
+                            for try await _ in try await connection.query(query, logger: logger) {}
+                        }
+                        if written == nil { for try await _ in try await client.query(query, logger: logger) {} }
+                    }
                     do {
                         do {
                             try await call()

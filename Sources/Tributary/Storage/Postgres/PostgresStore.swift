@@ -32,6 +32,8 @@ public final class PostgresStore: ConnectorStore {
     /// batches then go with `COPY` until the next start.
     let writeProcedureUnavailable = Atomic<Bool>(false)
     let conflicts = ConflictMemory()
+    /// The connection small batches are written on, outside the pool (see `WriterConnection`).
+    let writer: WriterConnection
     let timeout: Duration
     let logger: Logger
 
@@ -62,6 +64,11 @@ public final class PostgresStore: ConnectorStore {
         configuration.options.maximumConnections = poolMaximum
         configuration.options.connectTimeout = timeout
         self.client = PostgresClient(configuration: configuration, eventLoopGroup: executor.eventLoop, backgroundLogger: logger)
+        self.writer = WriterConnection(
+            configuration: Self.writerConfiguration(settings, connectTimeout: timeout),
+            eventLoop: executor.eventLoop,
+            logger: logger
+        )
         self.timeout = timeout
         self.logger = logger
     }
@@ -70,14 +77,42 @@ public final class PostgresStore: ConnectorStore {
     public var operationsInFlight: Int { inFlight.load(ordering: .relaxed) }
 
     static func tls(_ mode: PostgresSettings.TLSMode) -> PostgresClient.Configuration.TLS {
+        guard let tls = tlsConfiguration(mode) else { return .disable }
+        return tls.required ? .require(tls.configuration) : .prefer(tls.configuration)
+    }
+
+    /// TLS for `mode` (nil: none), and whether the connection fails without it.
+    static func tlsConfiguration(_ mode: PostgresSettings.TLSMode) -> (configuration: TLSConfiguration, required: Bool)? {
         var unverified = TLSConfiguration.makeClientConfiguration()
         unverified.certificateVerification = .none
         switch mode {
-        case .disable: return .disable
-        case .prefer: return .prefer(unverified)
-        case .require: return .require(unverified)
-        case .verifyFull: return .require(.makeClientConfiguration())
+        case .disable: return nil
+        case .prefer: return (unverified, false)
+        case .require: return (unverified, true)
+        case .verifyFull: return (.makeClientConfiguration(), true)
         }
+    }
+
+    /// The pool's connection settings for the writer's own connection; nil (the pool for every
+    /// write) if its TLS context cannot be made.
+    static func writerConfiguration(_ settings: PostgresSettings, connectTimeout: Duration) -> PostgresConnection.Configuration? {
+        let tls: PostgresConnection.Configuration.TLS
+        if let wanted = tlsConfiguration(settings.tls) {
+            guard let context = try? NIOSSLContext(configuration: wanted.configuration) else { return nil }
+            tls = wanted.required ? .require(context) : .prefer(context)
+        } else {
+            tls = .disable
+        }
+        var configuration = PostgresConnection.Configuration(
+            host: settings.host,
+            port: settings.port,
+            username: settings.username,
+            password: settings.password,
+            database: settings.database,
+            tls: tls
+        )
+        configuration.options.connectTimeout = TimeAmount(connectTimeout)
+        return configuration
     }
 
     /// Runs `body` within the timeout (the store's, unless given), mapping connection failures to `StoreError.unavailable`.
@@ -294,6 +329,7 @@ public final class PostgresStore: ConnectorStore {
     public func run() async throws {
         // The pool's own tasks (leases, releases, their timers) run on the connections' loop too.
         await EventLoopExecutor.prefer(executor) { await client.run() }
+        writer.close()
     }
 
     static func fetch(_ id: String, on connection: PostgresConnection, logger: Logger) async throws -> ConnectorRecord? {
