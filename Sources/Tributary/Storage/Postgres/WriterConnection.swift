@@ -64,6 +64,9 @@ final class WriterConnection: Sendable {
                 open = try await PostgresConnection.connect(on: eventLoop, configuration: configuration, id: id, logger: logger).get()
                 connection = open
             }
+            // A deadline that passed while it connected: the caller was told the write failed, so
+            // it must not run now (the batch is written again).
+            try Task.checkCancellation()
             let value = try await body(open)
             giveBack(open)
             return value
