@@ -443,7 +443,9 @@ extension ConnectorConfig {
             try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
                 try await store.migrate()
                 let postgres = try #require(store as? PostgresStore)
-                let backends = "SELECT count(*)::text FROM pg_stat_activity WHERE application_name = '\(WriterConnection.applicationName)'"
+                // This test's database only: a store of an earlier test may still be closing its own.
+                let writer = "application_name = '\(WriterConnection.applicationName)' AND datname = current_database()"
+                let backends = "SELECT count(*)::text FROM pg_stat_activity WHERE \(writer)"
                 func write(_ round: Int, batch: String = UUID().uuidString) async throws -> [Int64?] {
                     try await store.insertMessages(Self.awkward("conn_k\(round)"), batch: BatchRecord(batchID: batch, connectorID: nil, metrics: [:]))
                 }
@@ -454,7 +456,7 @@ extension ConnectorConfig {
 
                 _ = try await RawDatabase.strings(
                     config,
-                    "SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity WHERE application_name = '\(WriterConnection.applicationName)'"
+                    "SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity WHERE \(writer)"
                 )
                 var attempts = 0
                 var stored = false
