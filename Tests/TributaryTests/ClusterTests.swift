@@ -98,7 +98,10 @@ import Testing
                 }
                 let owners = try await Self.owners(first)
                 #expect(balanced, "owners: \(owners)")
-                // Every stream is read once: one connection per connector at the exchange.
+                // Every stream is read once: one connection per connector at the exchange. A lease
+                // moves before its new owner connects, so first wait for that connection (the last
+                // move's), then count: none may follow.
+                #expect(try await eventually { exchange.openConnections == ids.count }, "open: \(exchange.openConnections)")
                 let connections = exchange.connectionCount
                 try await Task.sleep(for: .seconds(1))
                 #expect(exchange.connectionCount == connections, "no connector started twice")
