@@ -378,7 +378,8 @@ extension ConnectorConfig {
     }
 
     /// A small batch is one call of the write procedure that `migrate` creates; a database
-    /// without it (dropped, or never migrated by this version) gets it again on the first write.
+    /// without it (dropped, or never migrated by this version) gets it again on the first write,
+    /// whether or not the writer's connection had prepared the call before.
     @Test func aSmallBatchCallsTheWriteProcedureAndCreatesItWhenMissing() async throws {
         guard TestBackend.enabled.contains(.postgres) else { return }
         let procedure = try #require(PostgresStore.writeProcedure)
@@ -395,8 +396,21 @@ extension ConnectorConfig {
                     #expect(ids.count == messages.count && ids.allSatisfy { $0 != nil })
                 }
                 #expect(try await RawDatabase.strings(config, exists) == ["1"])
-                #expect(try await RawDatabase.strings(config, "SELECT count(*)::text FROM websocket_messages") == ["16"])
-                #expect(try await RawDatabase.strings(config, "SELECT count(*)::text FROM websocket_batches") == ["2"])
+                // The writer's connection prepares the call once. A preparation that failed (the
+                // procedure missing) is not kept: the connection was closed, and its successor
+                // prepared the call again.
+                let postgres = try #require(store as? PostgresStore)
+                #expect(postgres.writer.connectionsOpened == 2)
+                // Dropped again once the call is prepared: the next write creates it again too.
+                _ = try await RawDatabase.strings(config, "DROP PROCEDURE \(procedure.name)")
+                for round in 2..<4 {
+                    let messages = Self.awkward("conn_\(round)")
+                    let ids = try await store.insertMessages(messages, batch: BatchRecord(batchID: "b\(round)", connectorID: nil, metrics: [:]))
+                    #expect(ids.count == messages.count && ids.allSatisfy { $0 != nil })
+                }
+                #expect(try await RawDatabase.strings(config, exists) == ["1"])
+                #expect(try await RawDatabase.strings(config, "SELECT count(*)::text FROM websocket_messages") == ["32"])
+                #expect(try await RawDatabase.strings(config, "SELECT count(*)::text FROM websocket_batches") == ["4"])
             }
         }
     }

@@ -120,14 +120,15 @@ extension PostgresStore {
                     _ = Self.oneStatement(messages, ids: ids, batch: batch, metrics: metrics, instanceID: instanceID, into: &sql)
                     // A procedure that commits before it returns: its answer means the rows are stored
                     // (a statement's own completion reaches the client before its implicit commit).
-                    let query = sql.query(procedure.call)
+                    let binds = sql.binds
                     let call = {
-                        // On the writer's own connection when it is free; otherwise (another write
-                        // holds it, or the store has stopped) on one from the pool.
+                        // On the writer's own connection when it is free, as a statement prepared
+                        // once on it (no parse and no description per batch); otherwise (another
+                        // write holds it, or the store has stopped) on one from the pool.
                         let written: Void? = try await self.writer.withConnection { connection in
-                            for try await _ in try await connection.query(query, logger: logger) {}
+                            _ = try await connection.execute(WriteBatchCall(binds: binds), logger: logger)
                         }
-                        if written == nil { for try await _ in try await client.query(query, logger: logger) {} }
+                        if written == nil { for try await _ in try await client.query(sql.query(procedure.call), logger: logger) {} }
                     }
                     do {
                         do {
@@ -345,6 +346,18 @@ extension PostgresStore {
         let definition: String
         /// `CALL name($1, ..., $n)`, with the binds of `oneStatement`.
         let call: String
+    }
+
+    /// `WriteProcedure.call` prepared, for the writer's own connection: PostgresNIO prepares it
+    /// once per connection, under the procedure's name (so another version's procedure is its own
+    /// statement), and then sends each batch's binds alone.
+    struct WriteBatchCall: PostgresPreparedStatement {
+        typealias Row = ()
+        static var name: String { writeProcedure?.name ?? "tributary_write_batch" }
+        static var sql: String { writeProcedure?.call ?? "" }
+        let binds: PostgresBindings
+        func makeBindings() -> PostgresBindings { binds }
+        func decodeRow(_ row: PostgresRow) {}
     }
 
     /// Nil only if a bind had a type without a SQL name (then small batches take the `COPY` path).

@@ -12,9 +12,10 @@ import Synchronization
 /// A write takes it only when it is free; a second write in flight at the same time, and every
 /// other call, goes through the pool as before. It is opened at the first write (and after a
 /// failure), on the store's event loop, and shows in `pg_stat_activity` as
-/// `application_name = 'tributary-writer'`. A server's refusal (an SQLSTATE) leaves it open; any
-/// other failure (the connection itself, a deadline's cancellation in the middle of a call)
-/// closes it, and the next write opens another. It is closed when the store stops.
+/// `application_name = 'tributary-writer'`. A server's refusal of the rows (`refusesRowsOnly`)
+/// leaves it open; any other failure (the connection itself, a deadline's cancellation in the
+/// middle of a call, a refusal of the statement) closes it, and the next write opens another. It
+/// is closed when the store stops.
 final class WriterConnection: Sendable {
     private enum State {
         case free(PostgresConnection?)
@@ -70,7 +71,7 @@ final class WriterConnection: Sendable {
             let value = try await body(open)
             giveBack(open)
             return value
-        } catch let error as PSQLError where error.serverInfo?[.sqlState] != nil {
+        } catch let error as PSQLError where Self.refusesRowsOnly(error) {
             giveBack(connection)
             throw error
         } catch {
@@ -78,6 +79,16 @@ final class WriterConnection: Sendable {
             Self.drop(connection)
             throw error
         }
+    }
+
+    /// A server's refusal of the rows it was given (a constraint, class `23`, or a data exception,
+    /// class `22`): the connection is fine. Any other refusal may be of the statement itself, which
+    /// PostgresNIO remembers for a prepared statement for the connection's life (a procedure
+    /// missing when it was first prepared would fail every later call without asking the server),
+    /// so the connection is closed and the next write prepares it again on another.
+    static func refusesRowsOnly(_ error: PSQLError) -> Bool {
+        guard let state = error.serverInfo?[.sqlState] else { return false }
+        return state.hasPrefix("23") || state.hasPrefix("22")
     }
 
     private func giveBack(_ connection: PostgresConnection?) {
