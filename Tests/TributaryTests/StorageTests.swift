@@ -17,6 +17,17 @@ import Testing
 @Suite(.timeLimit(.minutes(3))) struct StorageTests {
     static let logger = Logger(label: "storage-test")
 
+    /// A batch id is `batch_` and 32 lowercase hex digits, never repeated: the retry of a write
+    /// asks the database whether its id committed, so two batches must never share one.
+    @Test func batchIDsAreDistinctAndKeepTheirForm() {
+        let ids = (0..<10_000).map { _ in BatchWriter.newBatchID() }
+        #expect(Set(ids).count == ids.count)
+        let digits = Set("0123456789abcdef")
+        #expect(ids.allSatisfy { $0.count == 38 && $0.hasPrefix("batch_") && $0.dropFirst(6).allSatisfy(digits.contains) })
+        // One random half for the process; the other half counts.
+        #expect(Set(ids.map { $0.prefix(22) }).count == 1)
+    }
+
     /// Runs `body` with a store on `config`, its service running.
     static func withStore<Value: Sendable>(
         _ config: AppConfig,
