@@ -354,23 +354,9 @@ extension BatchWriter {
     /// without a system call per batch (it was two `getrandom` calls a batch; Foundation's `UUID()`
     /// before that opened and closed /dev/urandom each time).
     static func newBatchID() -> String {
-        let count = batchCount.add(1, ordering: .relaxed).newValue
-        return String(unsafeUninitializedCapacity: 38) { buffer in
-            var next = 0
-            for byte in "batch_".utf8 {
-                buffer[next] = byte
-                next += 1
-            }
-            func hex(_ word: UInt64) {
-                for shift in stride(from: 60, through: 0, by: -4) {
-                    buffer[next] = JSONValue.hexDigits[Int((word >> UInt64(shift)) & 0xF)]
-                    next += 1
-                }
-            }
-            hex(batchPrefix)
-            hex(count)
-            return next
-        }
+        let count = batchCount.wrappingAdd(1, ordering: .relaxed).newValue
+        let bytes = withUnsafeBytes(of: batchPrefix.bigEndian, Array.init) + withUnsafeBytes(of: count.bigEndian, Array.init)
+        return "batch_" + Base64.hex(bytes)
     }
 
     /// The random half of every batch id of this process.
