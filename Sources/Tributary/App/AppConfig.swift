@@ -78,6 +78,8 @@ public struct AppConfig: Sendable {
     public var maxDeadLetters = 100_000
     /// Stored rows older than this many days are deleted (`RETENTION_DAYS`); nil keeps everything.
     public var retentionDays: Int?
+    /// `MESSAGE_PARTITIONS`: `websocket_messages` as one table, or (PostgreSQL) one partition a day.
+    public var messagePartitions: MessagePartitions = .none
     /// Most connectors; creating one more gets a 409.
     public var maxConnectors = 1000
     /// Several instances on one PostgreSQL: lease timing (see `ClusterCoordinator`).
@@ -162,6 +164,12 @@ public struct AppConfig: Sendable {
         }
         config.maxDeadLetters = try integer(settings, "MAX_DEAD_LETTERS", default: 100_000, range: 1...100_000_000)
         config.maxConnectors = try integer(settings, "MAX_CONNECTORS", default: 1000, range: 1...100_000)
+        if let value = settings["MESSAGE_PARTITIONS"] {
+            guard let parsed = MessagePartitions(rawValue: value.lowercased()) else {
+                throw ConfigError("MESSAGE_PARTITIONS must be none or daily; got \"\(value.prefix(50))\"")
+            }
+            config.messagePartitions = parsed
+        }
         if settings["RETENTION_DAYS"] != nil {
             config.retentionDays = try integer(settings, "RETENTION_DAYS", default: 0, range: 1...36_500)
         }
@@ -207,6 +215,10 @@ public struct AppConfig: Sendable {
             )
         } else {
             config.database = .sqlite(path: (config.dataDirectory as NSString).appendingPathComponent("tributary.sqlite"))
+        }
+
+        if config.messagePartitions == .daily, case .sqlite = config.database {
+            throw ConfigError("MESSAGE_PARTITIONS=daily needs PostgreSQL (DATABASE_URL); SQLite keeps one table and deletes old rows in steps")
         }
 
         config.encryptionKey = settings["ENCRYPTION_KEY"]
@@ -283,4 +295,13 @@ extension AppConfig: CustomStringConvertible {
         return
             "host=\(host) port=\(port) database=\(database) pool=\(poolMinimum)...\(poolMaximum) api_tokens=\(apiTokens.count) spool=\(spoolMode.rawValue) fsync=\(spoolFsync)"
     }
+}
+
+/// `MESSAGE_PARTITIONS`: how `websocket_messages` is laid out on PostgreSQL.
+public enum MessagePartitions: String, Sendable {
+    /// One table (the default): `(connector_id, source_id)` unique across it, as SPEC §2 says.
+    case none
+    /// One partition a UTC day, made ahead; `RETENTION_DAYS` drops whole days (see
+    /// `PostgresStore+partitions`).
+    case daily
 }

@@ -55,6 +55,7 @@ public func buildApplication(
         DataDirectoryLockService(lock: lock), gate, store, migrator, pipeline.compactor, pipeline.deadLetters,
         SpoolSyncService(spool: pollSpool), pipeline.pollRows,
     ]
+    if case .postgres = config.database { services.append(PartitionMaintenance(store: store, logger: logger)) }
     if let days = config.retentionDays {
         services.append(Retention(store: store, days: days, metrics: pipeline.metrics, logger: logger))
     }
@@ -242,6 +243,7 @@ public func makeStore(_ config: AppConfig, instanceID: String? = nil, logger: Lo
             poolMaximum: config.poolMaximum,
             timeout: config.poolTimeout,
             instanceID: instanceID,
+            partitionByDay: config.messagePartitions == .daily,
             logger: logger
         )
     }

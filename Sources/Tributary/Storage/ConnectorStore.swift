@@ -51,10 +51,20 @@ public protocol MessageSink: Sendable {
     func pruneDeadLetters(keeping: Int) async throws
     /// Deletes at most `limit` rows of `table` stored before `cutoff`; returns how many.
     func deleteRows(of table: RetainedTable, before cutoff: Date, limit: Int) async throws -> Int
+    /// Where `websocket_messages` is partitioned by day: creates the partitions of `now`'s day
+    /// and the next few that are missing; returns their names.
+    func preparePartitions(now: Date) async throws -> [String]
+    /// Where `websocket_messages` is partitioned by day: drops the partitions that hold nothing
+    /// but rows stored before `cutoff`; returns their names.
+    func dropPartitions(before cutoff: Date) async throws -> [String]
 }
 
 extension MessageSink {
     public var eventLoop: (any EventLoop)? { nil }
+    /// One table, not partitioned: nothing to prepare.
+    public func preparePartitions(now: Date) async throws -> [String] { [] }
+    /// One table, not partitioned: its old rows go in bounded deletes.
+    public func dropPartitions(before cutoff: Date) async throws -> [String] { [] }
 }
 
 /// The tables `RETENTION_DAYS` applies to (by their `timestamp` column). `candles_1m` is kept.

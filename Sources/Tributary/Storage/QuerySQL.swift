@@ -298,13 +298,17 @@ extension QueryableStore {
     }
 
     /// One bounded delete: the ids of at most `limit` old rows, found through the `timestamp`
-    /// index where the table has one, then deleted by primary key.
+    /// index where the table has one, then deleted by primary key (and time: on PostgreSQL's
+    /// partitioned `websocket_messages` only the partitions of old days are looked at).
     public func deleteRows(of table: RetainedTable, before cutoff: Date, limit: Int) async throws -> Int {
         var builder = QueryBuilder(dialect)
         let before = builder.bind(.date(cutoff))
         let count = builder.bind(.integer(Int64(limit)))
+        // Bound again, not reused: SQLite's placeholders are positional.
+        let alsoBefore = builder.bind(.date(cutoff))
         let name = table.rawValue
-        let sql = "DELETE FROM \(name) WHERE id IN (SELECT id FROM \(name) WHERE timestamp < \(before) LIMIT \(count)) RETURNING id"
+        let sql =
+            "DELETE FROM \(name) WHERE id IN (SELECT id FROM \(name) WHERE timestamp < \(before) LIMIT \(count)) AND timestamp < \(alsoBefore) RETURNING id"
         return try await fetch("delete old rows", sql, builder.arguments).count
     }
 

@@ -57,10 +57,21 @@ extension PostgresStore {
     /// a transaction. Either fails as a whole when it meets a row already stored, and the batch is
     /// written again with `INSERT ... ON CONFLICT DO NOTHING`, which its connectors keep using for
     /// `ConflictMemory.hold` (a reconnect that re-delivers trades, a spool read back).
+    ///
+    /// **Identity across days.** With `MESSAGE_PARTITIONS=daily` the table is partitioned by day
+    /// (`PostgresStore+partitions`), and
+    /// PostgreSQL enforces `(connector_id, source_id)` within each partition only. A row can be
+    /// stored already in an earlier day's partition only if it was received again on a later day:
+    /// an exchange's identity (a trade id) re-delivered after a reconnect or re-read by a poller.
+    /// Such a row's exchange time lies before its day (`earlierDays`), so a batch holding one is
+    /// written with `INSERT`, which first looks for it in the partitions between its exchange
+    /// time and its day. Rows whose identity Tributary made (`<session_id>:<n>`) are only ever
+    /// written again from the spool, with the time they were first received: the same day.
     public func insertMessages(_ messages: [PendingMessage], batch: BatchRecord) async throws -> [Int64?] {
         guard !messages.isEmpty else { return [] }
         let connectors = Set(messages.map(\.connectorID))
-        if !conflicts.recentlyConflicted(connectors) {
+        let partitioned = self.partitioned.load(ordering: .relaxed)
+        if !conflicts.recentlyConflicted(connectors), !partitioned || !messages.contains(where: { Self.earlierDays($0) != nil }) {
             do {
                 return try await writeMessages(messages, batch: batch, mode: messages.count <= Self.oneStatementRows ? .oneStatement : .copy)
             } catch is CopyConflict {
@@ -82,11 +93,31 @@ extension PostgresStore {
     /// The write procedure is missing and this role may not create it.
     struct ProcedureMissing: Error {}
 
-    /// A unique violation on a message row: its identity, or a reserved id already used (after
-    /// the sequence was reset under the reserve). Any other (a batch id) is a real error.
+    /// A unique violation on a message row (`websocket_messages` or one of its partitions, whose
+    /// only unique indexes are the identity and the id): its identity, or a reserved id already
+    /// used (after the sequence was reset under the reserve). Any other (a batch id) is a real error.
     static func isStoredRowConflict(_ error: PSQLError) -> Bool {
-        error.serverInfo?[.sqlState] == "23505"
-            && ["idx_websocket_messages_source", "websocket_messages_pkey"].contains(error.serverInfo?[.constraintName] ?? "")
+        error.serverInfo?[.sqlState] == "23505" && (error.serverInfo?[.tableName] ?? "").hasPrefix("websocket_messages")
+    }
+
+    /// How far an exchange's clock may run ahead of ours before a re-delivered trade is no
+    /// longer looked for on the day before its own (see `insertMessages`).
+    static let exchangeClockLead: Int64 = 600_000_000
+
+    /// For a message with an exchange identity that may already be stored in an earlier day's
+    /// partition: the times (microseconds) to look in, from its exchange time (less
+    /// `exchangeClockLead`; from the first row when it has none) to the start of the day it was
+    /// received. Nil when there is nothing before its own day to look at.
+    static func earlierDays(_ pending: PendingMessage) -> (from: Int64, until: Int64)? {
+        guard pending.message.sourceID != nil else { return nil }
+        let received = Timestamp.microseconds(pending.receivedAt)
+        let dayStart = received.floorDivided(by: 86_400_000_000) * 86_400_000_000
+        let everything = (Timestamp.earliestMilliseconds * 1000, dayStart)
+        // Exchange times are checked to years 0001-9999 where they enter; checked again here
+        // rather than trusted, since a trap would stop the writer.
+        guard let exchange = pending.message.exchangeTimestampMs, Timestamp.isValid(milliseconds: exchange) else { return everything }
+        let from = exchange * 1000 - exchangeClockLead
+        return from < dayStart ? (from, dayStart) : nil
     }
 
     /// How a batch's rows go in.
@@ -105,6 +136,7 @@ extension PostgresStore {
 
     func writeMessages(_ messages: [PendingMessage], batch: BatchRecord, mode: WriteMode) async throws -> [Int64?] {
         let instanceID = self.instanceID
+        let partitioned = self.partitioned.load(ordering: .relaxed)
         var batchMetrics = batch.metrics
         if let instanceID { batchMetrics["instance_id"] = .string(instanceID) }
         let metrics = JSONValue.object(batchMetrics).serialized
@@ -199,12 +231,12 @@ extension PostgresStore {
                     // closes the connection meanwhile (RowStreamStateMachine, seen when PostgreSQL
                     // stopped during a write under load).
                     var sql = BoundSQL()
-                    let rows = Self.messageRows(writing, ids: nil, into: &sql)
+                    let rows = Self.messageRows(writing, ids: nil, lookingInEarlierDays: partitioned, into: &sql)
                     var ids: [PendingMessage.Identity: Int64] = [:]
                     let inserted = try await connection.query(
                         sql.query(
                             """
-                            WITH inserted AS (\(rows) ON CONFLICT (connector_id, source_id) DO NOTHING RETURNING id, connector_id, source_id)
+                            WITH inserted AS (\(rows) ON CONFLICT DO NOTHING RETURNING id, connector_id, source_id)
                             SELECT COALESCE(array_agg(id), '{}'::int8[]), COALESCE(array_agg(connector_id), '{}'::text[]),
                                 COALESCE(array_agg(source_id), '{}'::text[])
                             FROM inserted
@@ -241,7 +273,14 @@ extension PostgresStore {
     /// The `INSERT ... SELECT FROM UNNEST` of `messages`, with `ids` when reserved (else the
     /// sequence's). Times travel as whole microseconds, the same ones the candle minutes are
     /// computed from. Decimals travel as text and are cast to NUMERIC by the server.
-    static func messageRows(_ messages: [PendingMessage], ids: [Int64]?, into sql: inout BoundSQL) -> String {
+    /// `lookingInEarlierDays` leaves out the rows already stored in an earlier day's partition
+    /// (`earlierDays`); the unique index of the row's own partition takes care of its own day.
+    static func messageRows(
+        _ messages: [PendingMessage],
+        ids: [Int64]?,
+        lookingInEarlierDays: Bool = false,
+        into sql: inout BoundSQL
+    ) -> String {
         var connectors: [String] = []
         var exchanges: [String] = []
         var instruments: [String] = []
@@ -254,6 +293,8 @@ extension PostgresStore {
         var sessions: [String] = []
         var exchangeTimes: [Int64] = []
         var times: [Int64] = []
+        var lookFrom: [Int64] = []
+        var lookUntil: [Int64] = []
         for pending in messages {
             let message = pending.message
             connectors.append(pending.connectorID)
@@ -268,11 +309,26 @@ extension PostgresStore {
             sessions.append(pending.sessionID)
             exchangeTimes.append(message.exchangeTimestampMs ?? -1)
             times.append(Timestamp.microseconds(pending.receivedAt))
+            if lookingInEarlierDays {
+                // An empty range (0, 0) where there is nothing to look for.
+                let range = earlierDays(pending)
+                lookFrom.append(range?.from ?? 0)
+                lookUntil.append(range?.until ?? 0)
+            }
         }
         let idColumn = ids == nil ? "" : "id, "
         let idValue = ids == nil ? "" : "u.id, "
         let idArray = ids.map { "\(sql.bind($0))::int8[], " } ?? ""
         let idName = ids == nil ? "" : "id, "
+        let earlier = lookingInEarlierDays ? ", \(sql.bind(lookFrom))::int8[], \(sql.bind(lookUntil))::int8[]" : ""
+        let earlierNames = lookingInEarlierDays ? ", lf, lu" : ""
+        let lookup =
+            lookingInEarlierDays
+            ? """
+
+            WHERE NOT EXISTS (SELECT 1 FROM websocket_messages o WHERE o.connector_id = u.c AND o.source_id = u.src
+                AND o.timestamp >= \(fromMicroseconds("lf")) AND o.timestamp < \(fromMicroseconds("lu")))
+            """ : ""
         return """
             INSERT INTO websocket_messages (\(idColumn)connector_id, exchange, instrument, message_type, price, quantity, side, data, source_id,
                 session_id, exchange_timestamp, timestamp)
@@ -281,7 +337,7 @@ extension PostgresStore {
             FROM UNNEST(\(idArray)\(sql.bind(connectors))::text[], \(sql.bind(exchanges))::text[], \(sql.bind(instruments))::text[],
                 \(sql.bind(types))::text[], \(sql.bind(prices))::text[], \(sql.bind(quantities))::text[], \(sql.bind(sides))::text[],
                 \(sql.bind(data))::text[], \(sql.bind(sources))::text[], \(sql.bind(sessions))::text[], \(sql.bind(exchangeTimes))::int8[],
-                \(sql.bind(times))::int8[]) AS u(\(idName)c, e, i, t, p, q, s, d, src, ses, ets, ts)
+                \(sql.bind(times))::int8[]\(earlier)) AS u(\(idName)c, e, i, t, p, q, s, d, src, ses, ets, ts\(earlierNames))\(lookup)
             """
     }
 

@@ -32,6 +32,11 @@ public final class PostgresStore: ConnectorStore {
     /// batches then go with `COPY` until the next start.
     let writeProcedureUnavailable = Atomic<Bool>(false)
     let conflicts = ConflictMemory()
+    /// `MESSAGE_PARTITIONS=daily`: `migrate` makes `websocket_messages` partitioned by day.
+    let partitionByDay: Bool
+    /// Whether `websocket_messages` is partitioned (by this instance or another), as `migrate`
+    /// found it: writes then look for re-delivered trades in earlier days (see `insertMessages`).
+    let partitioned = Atomic<Bool>(false)
     /// The connection small batches are written on, outside the pool (see `WriterConnection`).
     let writer: WriterConnection
     let timeout: Duration
@@ -40,8 +45,16 @@ public final class PostgresStore: ConnectorStore {
     /// The advisory lock key that serializes migrations across processes ("tribmigr").
     static let migrationLockKey: Int64 = 0x7472_6962_6D69_6772
 
-    public init(settings: PostgresSettings, poolMaximum: Int, timeout: Duration, instanceID: String? = nil, logger: Logger) {
+    public init(
+        settings: PostgresSettings,
+        poolMaximum: Int,
+        timeout: Duration,
+        instanceID: String? = nil,
+        partitionByDay: Bool = false,
+        logger: Logger
+    ) {
         self.instanceID = instanceID
+        self.partitionByDay = partitionByDay
         var configuration = PostgresClient.Configuration(
             host: settings.host,
             port: settings.port,
@@ -177,6 +190,11 @@ public final class PostgresStore: ConnectorStore {
                 _ = try await connection.query("SELECT pg_advisory_unlock(\(Self.migrationLockKey))", logger: logger)
             }
         }
+        if partitionByDay { try await partitionMessagesByDay() }
+        partitioned.store(try await isPartitioned(), ordering: .relaxed)
+        // Today's partition and the next days', before anything is written (see
+        // PostgresStore+partitions); a day that cannot be made is logged and goes to the default one.
+        try await preparePartitions(now: Date())
     }
 
     static func applyMigrations(on connection: PostgresConnection, logger: Logger) async throws {
