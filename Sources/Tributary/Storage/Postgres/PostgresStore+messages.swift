@@ -102,7 +102,7 @@ extension PostgresStore {
 
     /// How far an exchange's clock may run ahead of ours before a re-delivered trade is no
     /// longer looked for on the day before its own (see `insertMessages`).
-    static let exchangeClockLead: Int64 = 600_000_000
+    static let exchangeClockLead: Int64 = 60_000_000
 
     /// For a message with an exchange identity that may already be stored in an earlier day's
     /// partition: the times (microseconds) to look in, from its exchange time (less
