@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 import Testing
 
 @testable import Tributary
@@ -11,13 +12,13 @@ import Testing
     /// Midnight UTC at the start of today.
     static var today: Date { Date(timeIntervalSince1970: (Date().timeIntervalSince1970 / day).rounded(.down) * day) }
 
-    static func trade(_ id: Int, exchangeTime: Date, receivedAt: Date) -> PendingMessage {
+    static func trade(_ id: Int, exchangeTime: Date, receivedAt: Date, connector: String = "conn_p") -> PendingMessage {
         let message = HardeningTests.trade { message in
             message.sourceID = "okx:trades:BTC-USDT:\(id)"
             message.price = "\(100 + id)"
             message.exchangeTimestampMs = Int64(exchangeTime.timeIntervalSince1970 * 1000)
         }
-        return PendingMessage(connectorID: "conn_p", sessionID: "ws_1", sourceID: message.sourceID ?? "", message: message, receivedAt: receivedAt)
+        return PendingMessage(connectorID: connector, sessionID: "ws_1", sourceID: message.sourceID ?? "", message: message, receivedAt: receivedAt)
     }
 
     /// A partitioned configuration on a new PostgreSQL database, or nothing without PostgreSQL.
@@ -67,13 +68,21 @@ import Testing
                 // The rows from before are there and still one of each: written again, nothing is added.
                 let again = try await store.insertMessages(earlier, batch: BatchRecord(batchID: "b_again", connectorID: nil, metrics: [:]))
                 #expect(again == [nil, nil, nil])
-                let fresh = Self.trade(4, exchangeTime: now, receivedAt: now)
+                // New rows of another connector (this one's now write with INSERT for a while), a
+                // small batch (one statement) and a large one (COPY), go in without a conflict.
+                // Their exchange time past the day's first minute, which takes the INSERT path.
+                let exchangeTime = max(now, Self.today.addingTimeInterval(120))
+                let fresh = Self.trade(4, exchangeTime: exchangeTime, receivedAt: now, connector: "conn_q")
                 #expect(try await store.insertMessages([fresh], batch: BatchRecord(batchID: "b_now", connectorID: nil, metrics: [:])).first != nil)
+                let many = (10..<260).map { Self.trade($0, exchangeTime: exchangeTime, receivedAt: now, connector: "conn_q") }
+                let ids = try await store.insertMessages(many, batch: BatchRecord(batchID: "b_many", connectorID: nil, metrics: [:]))
+                #expect(ids.allSatisfy { $0 != nil })
+                #expect((store as? PostgresStore)?.copyConflicts.load(ordering: .relaxed) == 1, "only the rows written again met a conflict")
             }
-            #expect(try await RawDatabase.strings(config, "SELECT count(*)::text FROM websocket_messages") == ["4"])
+            #expect(try await RawDatabase.strings(config, "SELECT count(*)::text FROM websocket_messages") == ["254"])
             // The seed's query, unchanged.
             let seed = "SELECT * FROM websocket_messages WHERE data->>'instrument' = 'BTC-USDT' AND timestamp > NOW() - INTERVAL '1 hour'"
-            #expect(try await RawDatabase.strings(config, seed).count == 1)
+            #expect(try await RawDatabase.strings(config, seed).count == 251)
             // Every partition carries the identity index and the seed's indexes.
             let unique = try await RawDatabase.strings(
                 config,
@@ -88,11 +97,30 @@ import Testing
         }
     }
 
+    @Test func aNewDatabaseHasTodaysPartitionFromTheStart() async throws {
+        try await Self.withPartitionedConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let now = Date()
+                _ = try await store.insertMessages(
+                    [Self.trade(1, exchangeTime: now, receivedAt: now)],
+                    batch: BatchRecord(batchID: "b_1", connectorID: nil, metrics: [:])
+                )
+            }
+            let expected =
+                ["websocket_messages_before_" + PostgresStore.DayPartition.dayFormat(Self.today), "websocket_messages_default"]
+                + (0...PostgresStore.partitionDaysAhead).map { Self.name(Self.today.addingTimeInterval(Double($0) * Self.day)) }
+            #expect(try await Self.partitions(config) == expected.sorted())
+            let home = try await RawDatabase.strings(config, "SELECT tableoid::regclass::text FROM websocket_messages")
+            #expect(home == [Self.name(Self.today)])
+        }
+    }
+
     @Test func aTradeDeliveredAgainOnALaterDayIsStoredOnce() async throws {
         try await Self.withPartitionedConfig { config in
             try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
                 try await store.migrate()
-                // Days ahead, so that both have a partition of their own (today's rows go to the migrated table).
+                // Two days ahead, each with a partition of its own.
                 let first = Self.today.addingTimeInterval(2 * Self.day + 23 * 3_600)
                 let next = Self.today.addingTimeInterval(3 * Self.day + 600)
                 let trade = Self.trade(1, exchangeTime: first, receivedAt: first)

@@ -53,23 +53,30 @@ extension PostgresStore {
 
     /// `MESSAGE_PARTITIONS=daily`: makes `websocket_messages` a table partitioned by `timestamp`
     /// unless it is one already. The existing table, rows and indexes as they are, becomes the
-    /// partition of everything before the next midnight (or the one after its newest row): a check
-    /// of its rows against that bound (one scan, under an exclusive lock) and renames, no copy.
+    /// partition of everything before the next midnight (or the one after its newest row; an
+    /// empty table: today's, with today's partition made at once): a check of its rows against
+    /// that bound (one scan, under an exclusive lock) and renames, no copy.
     /// A `DEFAULT` partition takes rows of days with no partition (dropped, or not made yet).
     /// `(connector_id, source_id)` and `id` are unique within each partition: PostgreSQL enforces
     /// no unique index across partitions that lacks the partition key (see `insertMessages` for
     /// identity across days). There is no way back but a dump and restore.
     func partitionMessagesByDay() async throws {
-        try await run("partition websocket_messages by day", timeout: Migrations.timeout) { [logger] client in
+        try await run("partition websocket_messages by day", timeout: Migrations.timeout) { [logger, self] client in
             try await client.withTransaction(logger: logger) { connection in
                 _ = try await connection.query("SELECT pg_advisory_xact_lock(\(Self.migrationLockKey))", logger: logger)
-                let kind = try await connection.query(
-                    "SELECT relkind::text FROM pg_class WHERE oid = to_regclass('websocket_messages')",
-                    logger: logger
-                )
-                for try await relkind in kind.decode(String.self) where relkind == "p" { return }
+                for try await relkind in try await connection.query(Self.tableKind, logger: logger).decode(String.self) where relkind == "p" {
+                    return
+                }
                 logger.info("partitioning websocket_messages by day (MESSAGE_PARTITIONS=daily): checking its rows against the bound")
                 try await connection.query(PostgresQuery(unsafeSQL: Self.partitionByDay), logger: logger)
+                // An empty table's partition ends at today's midnight: today's own is made in the
+                // same transaction, so that no write meanwhile puts today's rows in the default one.
+                let today = DayPartition(containing: Date())
+                if let until = Self.migratedUntil(try await self.messagePartitions(on: connection)), today.day >= until {
+                    for statement in Self.partitionStatements(today) {
+                        try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                    }
+                }
                 logger.info("websocket_messages is partitioned by day")
             }
         }
@@ -84,7 +91,9 @@ extension PostgresStore {
             suffix text;
         BEGIN
             SELECT max("timestamp") INTO newest FROM websocket_messages;
-            IF newest >= cutover THEN
+            IF newest IS NULL THEN
+                cutover := date_trunc('day', now(), 'UTC');
+            ELSIF newest >= cutover THEN
                 cutover := date_trunc('day', newest, 'UTC') + interval '1 day';
             END IF;
             legacy := 'websocket_messages_before_' || to_char(cutover AT TIME ZONE 'UTC', 'YYYYMMDD');
@@ -109,11 +118,13 @@ extension PostgresStore {
         $tributary$
         """
 
+    /// `websocket_messages`'s kind: `p` when partitioned, `r` when one table.
+    static let tableKind: PostgresQuery = "SELECT relkind::text FROM pg_class WHERE oid = to_regclass('websocket_messages')"
+
     /// True when `websocket_messages` is a partitioned table (whoever made it one).
     func isPartitioned() async throws -> Bool {
         try await run("table kind") { [logger] client in
-            let rows = try await client.query("SELECT relkind::text FROM pg_class WHERE oid = to_regclass('websocket_messages')", logger: logger)
-            for try await relkind in rows.decode(String.self) { return relkind == "p" }
+            for try await relkind in try await client.query(Self.tableKind, logger: logger).decode(String.self) { return relkind == "p" }
             return false
         }
     }
@@ -172,27 +183,33 @@ extension PostgresStore {
     /// the unique indexes a partition carries itself, then attached; under the migration lock, so
     /// that instances starting together do not race for the same day. False when another made it first.
     static func createPartition(_ partition: DayPartition, on connection: PostgresConnection, logger: Logger) async throws -> Bool {
+        try await connection.withTransaction(logger: logger) { connection in
+            _ = try await connection.query("SELECT pg_advisory_xact_lock(\(migrationLockKey))", logger: logger)
+            let found = try await connection.query("SELECT to_regclass(\(partition.name)) IS NOT NULL", logger: logger)
+            for try await exists in found.decode(Bool.self) where exists { return false }
+            for statement in partitionStatements(partition) {
+                try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+            }
+            return true
+        }
+    }
+
+    /// A day's partition, made and attached, inside a transaction.
+    static func partitionStatements(_ partition: DayPartition) -> [String] {
         let name = partition.name
         // Names and times of our own making (a day's digits), not input: safe in the text.
         let from = Timestamp.format(partition.day)
         let to = Timestamp.format(partition.end)
-        return try await connection.withTransaction(logger: logger) { connection in
-            _ = try await connection.query("SELECT pg_advisory_xact_lock(\(migrationLockKey))", logger: logger)
-            let found = try await connection.query("SELECT to_regclass(\(name)) IS NOT NULL", logger: logger)
-            for try await exists in found.decode(Bool.self) where exists { return false }
-            let statements = [
-                "SET LOCAL lock_timeout = '\(partitionLockTimeout)'",
-                """
-                CREATE TABLE \(name) (LIKE websocket_messages INCLUDING DEFAULTS,
-                    CONSTRAINT \(name)_range CHECK ("timestamp" >= '\(from)' AND "timestamp" < '\(to)'))
-                """,
-                "ALTER TABLE \(name) ADD CONSTRAINT \(name)_pkey PRIMARY KEY (id)",
-                "CREATE UNIQUE INDEX \(name)_source ON \(name) (connector_id, source_id)",
-                "ALTER TABLE websocket_messages ATTACH PARTITION \(name) FOR VALUES FROM ('\(from)') TO ('\(to)')",
-            ]
-            for statement in statements { try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger) }
-            return true
-        }
+        return [
+            "SET LOCAL lock_timeout = '\(partitionLockTimeout)'",
+            """
+            CREATE TABLE \(name) (LIKE websocket_messages INCLUDING DEFAULTS,
+                CONSTRAINT \(name)_range CHECK ("timestamp" >= '\(from)' AND "timestamp" < '\(to)'))
+            """,
+            "ALTER TABLE \(name) ADD CONSTRAINT \(name)_pkey PRIMARY KEY (id)",
+            "CREATE UNIQUE INDEX \(name)_source ON \(name) (connector_id, source_id)",
+            "ALTER TABLE websocket_messages ATTACH PARTITION \(name) FOR VALUES FROM ('\(from)') TO ('\(to)')",
+        ]
     }
 
     /// Detaches and drops every partition whose whole range is before `cutoff`: the days, and the
