@@ -59,8 +59,8 @@ extension PostgresStore {
     /// `ConflictMemory.hold` (a reconnect that re-delivers trades, a spool read back).
     ///
     /// **Identity across days.** With `MESSAGE_PARTITIONS=daily` the table is partitioned by day
-    /// (`PostgresStore+partitions`), and
-    /// PostgreSQL enforces `(connector_id, source_id)` within each partition only. A row can be
+    /// (`PostgresStore+partitions`), and PostgreSQL enforces `(connector_id, source_id)` within
+    /// each partition only. A row can be
     /// stored already in an earlier day's partition only if it was received again on a later day:
     /// an exchange's identity (a trade id) re-delivered after a reconnect or re-read by a poller.
     /// Such a row's exchange time lies before its day (`earlierDays`), so a batch holding one is
@@ -322,12 +322,15 @@ extension PostgresStore {
         let idName = ids == nil ? "" : "id, "
         let earlier = lookingInEarlierDays ? ", \(sql.bind(lookFrom))::int8[], \(sql.bind(lookUntil))::int8[]" : ""
         let earlierNames = lookingInEarlierDays ? ", lf, lu" : ""
+        // `OFFSET 0` keeps the lookup a subplan run per row: each row's range then prunes the
+        // partitions to its own days, and each is probed through its `(connector_id, source_id)`
+        // index. Without it the planner may join by hashing every partition's rows.
         let lookup =
             lookingInEarlierDays
             ? """
 
             WHERE NOT EXISTS (SELECT 1 FROM websocket_messages o WHERE o.connector_id = u.c AND o.source_id = u.src
-                AND o.timestamp >= \(fromMicroseconds("lf")) AND o.timestamp < \(fromMicroseconds("lu")))
+                AND o.timestamp >= \(fromMicroseconds("lf")) AND o.timestamp < \(fromMicroseconds("lu")) OFFSET 0)
             """ : ""
         return """
             INSERT INTO websocket_messages (\(idColumn)connector_id, exchange, instrument, message_type, price, quantity, side, data, source_id,
