@@ -83,6 +83,11 @@ struct SettingsOptions: ParsableArguments {
     @Option(help: "Dead letters kept; older ones are deleted (MAX_DEAD_LETTERS, default 100000).") var maxDeadLetters: String?
     @Option(help: "Delete stored messages older than this many days; candles are kept (RETENTION_DAYS, default: keep everything).")
     var retentionDays: String?
+    @Option(
+        help:
+            "none, or daily: on PostgreSQL, websocket_messages partitioned by UTC day and RETENTION_DAYS drops whole days (MESSAGE_PARTITIONS, default: none)."
+    )
+    var messagePartitions: String?
     @Option(help: "When messages go to the durable spool: spill, always or off (SPOOL_MODE, default spill).") var spoolMode: String?
     @Option(help: "Spool fsync: batch, interval_ms, off, or an interval in ms (SPOOL_FSYNC, default batch).") var spoolFsync: String?
     @Option(help: "Spool size limit in bytes; connectors pause beyond it (SPOOL_MAX_BYTES, default 1073741824).") var spoolMaxBytes: String?
@@ -117,7 +122,7 @@ struct SettingsOptions: ParsableArguments {
             ("SPOOL_MAX_BYTES", spoolMaxBytes), ("SPOOL_MEMORY_MESSAGES", spoolMemoryMessages), ("SPOOL_FSYNC_INTERVAL_MS", spoolFsyncIntervalMs),
             ("SPOOL_SLOW_WRITE_MS", spoolSlowWriteMs),
             ("INGEST_BUFFER_CAPACITY", ingestBufferCapacity), ("LEASE_TTL_MS", leaseTtlMs), ("LEASE_RENEW_MS", leaseRenewMs),
-            ("INSTANCE_ADDRESS", instanceAddress), ("RETENTION_DAYS", retentionDays),
+            ("INSTANCE_ADDRESS", instanceAddress), ("RETENTION_DAYS", retentionDays), ("MESSAGE_PARTITIONS", messagePartitions),
         ]
         return pairs.reduce(into: [:]) { result, pair in if let value = pair.1 { result[pair.0] = value } }
     }
