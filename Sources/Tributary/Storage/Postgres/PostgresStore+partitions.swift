@@ -1,10 +1,11 @@
 import Foundation
 import PostgresNIO
 
-/// `websocket_messages` on PostgreSQL is partitioned by `timestamp`, one partition a UTC day
-/// (migration 7): `websocket_messages_pYYYYMMDD` for [day, next day), the table from before the
-/// migration as `websocket_messages_before_YYYYMMDD` for everything before that midnight, and
-/// `websocket_messages_default` for rows of days that have no partition.
+/// With `MESSAGE_PARTITIONS=daily`, `websocket_messages` on PostgreSQL is partitioned by
+/// `timestamp`, one partition a UTC day (`partitionMessagesByDay`): `websocket_messages_pYYYYMMDD`
+/// for [day, next day), the table from before as `websocket_messages_before_YYYYMMDD` for
+/// everything before that midnight, and `websocket_messages_default` for rows of days that have
+/// no partition.
 ///
 /// Each day's partition is created ahead (`preparePartitions`: at every start, after the
 /// migrations, and every hour), standalone with a check of its range and its two unique indexes,
@@ -16,6 +17,8 @@ extension PostgresStore {
     /// What a partition's attach or detach may wait for a lock before it gives up until the next
     /// run: while it waits, writes to the table queue behind it.
     static let partitionLockTimeout = "2s"
+    /// What making or dropping partitions may take in all (several days, each its lock wait).
+    static let partitionWorkTimeout: Duration = .seconds(120)
 
     /// One day's partition: its name and range.
     struct DayPartition: Equatable {
@@ -155,15 +158,16 @@ extension PostgresStore {
     /// timeout) is logged and left to the default partition; the others go on.
     @discardableResult
     public func preparePartitions(now: Date) async throws -> [String] {
-        try await run("prepare partitions") { [logger, self] client in
+        try await run("prepare partitions", timeout: Self.partitionWorkTimeout) { [logger, self] client in
             try await client.withConnection { connection in
                 let existing = try await self.messagePartitions(on: connection)
                 guard !existing.isEmpty else { return [] }
                 let from = max(DayPartition(containing: now).day, Self.migratedUntil(existing) ?? .distantPast)
                 var created: [String] = []
                 for offset in 0...Self.partitionDaysAhead {
+                    // An hour into each day: clear of its edges.
                     let partition = DayPartition(containing: from.addingTimeInterval(Double(offset) * 86_400 + 3_600))
-                    guard partition.day >= from, !existing.contains(partition.name) else { continue }
+                    guard !existing.contains(partition.name) else { continue }
                     do {
                         if try await Self.createPartition(partition, on: connection, logger: logger) { created.append(partition.name) }
                     } catch {
@@ -216,7 +220,7 @@ extension PostgresStore {
     /// migrated table once its end is. The default partition stays (its old rows go in bounded
     /// deletes like the other tables'). Returns the names dropped.
     public func dropPartitions(before cutoff: Date) async throws -> [String] {
-        try await run("drop partitions") { [logger, self] client in
+        try await run("drop partitions", timeout: Self.partitionWorkTimeout) { [logger, self] client in
             try await client.withConnection { connection in
                 let existing = try await self.messagePartitions(on: connection)
                 var dropped: [String] = []

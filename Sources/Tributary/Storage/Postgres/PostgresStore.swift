@@ -193,8 +193,13 @@ public final class PostgresStore: ConnectorStore {
         if partitionByDay { try await partitionMessagesByDay() }
         partitioned.store(try await isPartitioned(), ordering: .relaxed)
         // Today's partition and the next days', before anything is written (see
-        // PostgresStore+partitions); a day that cannot be made is logged and goes to the default one.
-        try await preparePartitions(now: Date())
+        // PostgresStore+partitions). Without them rows go to the default partition, so a failure
+        // here is logged, not a failed start; the hourly maintenance tries again.
+        do {
+            try await preparePartitions(now: Date())
+        } catch {
+            logger.warning("could not prepare the next days' partitions; trying again in an hour", metadata: ["error": "\(error)"])
+        }
     }
 
     static func applyMigrations(on connection: PostgresConnection, logger: Logger) async throws {
