@@ -69,13 +69,7 @@ public actor ConnectorSupervisor: Service {
 
     public func run() async throws {
         if coordinator == nil { await resume() }
-        while !Task.isShuttingDownGracefully {
-            do {
-                let interval = settings.statusInterval
-                try await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
-            } catch {
-                break
-            }
+        while !Task.isShuttingDownGracefully, await sleepUnlessShuttingDown(for: settings.statusInterval) {
             await persistStatuses()
         }
         stopping = true

@@ -17,13 +17,7 @@ public struct PartitionMaintenance: Service {
     }
 
     public func run() async throws {
-        while !Task.isShuttingDownGracefully {
-            do {
-                let delay = interval
-                try await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
-            } catch {
-                break
-            }
+        while !Task.isShuttingDownGracefully, await sleepUnlessShuttingDown(for: interval) {
             do {
                 _ = try await cancelWhenGracefulShutdown { try await store.preparePartitions(now: Date()) }
             } catch {

@@ -28,13 +28,7 @@ public struct Retention: Service {
     public func run() async throws {
         var wait = firstRun
         var failing = false
-        while !Task.isShuttingDownGracefully {
-            do {
-                let delay = wait
-                try await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
-            } catch {
-                break
-            }
+        while !Task.isShuttingDownGracefully, await sleepUnlessShuttingDown(for: wait) {
             wait = interval
             do {
                 try await store.checkReady()

@@ -110,8 +110,7 @@ extension PostgresStore {
     /// received. Nil when there is nothing before its own day to look at.
     static func earlierDays(_ pending: PendingMessage) -> (from: Int64, until: Int64)? {
         guard pending.message.sourceID != nil else { return nil }
-        let received = Timestamp.microseconds(pending.receivedAt)
-        let dayStart = received.floorDivided(by: 86_400_000_000) * 86_400_000_000
+        let dayStart = Timestamp.microseconds(DayPartition(containing: pending.receivedAt).day)
         let everything = (Timestamp.earliestMilliseconds * 1000, dayStart)
         // Exchange times are checked to years 0001-9999 where they enter; checked again here
         // rather than trusted, since a trap would stop the writer.
