@@ -107,12 +107,34 @@ import Testing
                     batch: BatchRecord(batchID: "b_1", connectorID: nil, metrics: [:])
                 )
             }
+            // The empty table from before is not kept: nothing but the default and the days.
             let expected =
-                ["websocket_messages_before_" + PostgresStore.DayPartition.dayFormat(Self.today), "websocket_messages_default"]
+                ["websocket_messages_default"]
                 + (0...PostgresStore.partitionDaysAhead).map { Self.name(Self.today.addingTimeInterval(Double($0) * Self.day)) }
             #expect(try await Self.partitions(config) == expected.sorted())
             let home = try await RawDatabase.strings(config, "SELECT tableoid::regclass::text FROM websocket_messages")
             #expect(home == [Self.name(Self.today)])
+        }
+    }
+
+    @Test func pastDaysGetTheirPartitionsWhenAskedFor() async throws {
+        try await Self.withPartitionedConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let postgres = try #require(store as? PostgresStore)
+                let twoDaysAgo = Self.today.addingTimeInterval(-2 * Self.day + 600)
+                let threeDaysAgo = twoDaysAgo.addingTimeInterval(-Self.day)
+                // No further back than asked (two days here).
+                let created = try await postgres.preparePartitions(since: threeDaysAgo, now: Date(), daysBack: 2)
+                #expect(created == [Self.name(twoDaysAgo), Self.name(twoDaysAgo.addingTimeInterval(Self.day))])
+                _ = try await store.insertMessages(
+                    [Self.trade(1, exchangeTime: twoDaysAgo, receivedAt: twoDaysAgo)],
+                    batch: BatchRecord(batchID: "b_past", connectorID: nil, metrics: [:])
+                )
+                #expect(try await postgres.preparePartitions(since: threeDaysAgo, now: Date()) == [Self.name(threeDaysAgo)])
+            }
+            let home = try await RawDatabase.strings(config, "SELECT tableoid::regclass::text FROM websocket_messages")
+            #expect(home == [Self.name(Self.today.addingTimeInterval(-2 * Self.day))])
         }
     }
 
@@ -160,8 +182,8 @@ import Testing
                     Self.trade(4, exchangeTime: dayThree.addingTimeInterval(3_600), receivedAt: dayThree.addingTimeInterval(3_600)),
                 ]
                 _ = try await store.insertMessages(trades, batch: BatchRecord(batchID: "b_r", connectorID: nil, metrics: [:]))
-                // A day later than day three's first row, 1 day kept: the migrated table and days
-                // one and two go whole; day three's first row goes in a bounded delete.
+                // A day later than day three's first row, 1 day kept: today and days one and two
+                // go whole; day three's first row goes in a bounded delete.
                 var retention = Retention(store: store, days: 1, metrics: PipelineMetrics(), logger: Logger(label: "test"))
                 retention.pause = .milliseconds(1)
                 let deleted = try await retention.prune(now: dayThree.addingTimeInterval(Self.day + 1_800))

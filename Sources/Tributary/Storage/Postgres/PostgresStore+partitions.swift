@@ -56,9 +56,9 @@ extension PostgresStore {
 
     /// `MESSAGE_PARTITIONS=daily`: makes `websocket_messages` a table partitioned by `timestamp`
     /// unless it is one already. The existing table, rows and indexes as they are, becomes the
-    /// partition of everything before the next midnight (or the one after its newest row; an
-    /// empty table: today's, with today's partition made at once): a check of its rows against
-    /// that bound (one scan, under an exclusive lock) and renames, no copy.
+    /// partition of everything before the next midnight (or the one after its newest row): a
+    /// check of its rows against that bound (one scan, under an exclusive lock) and renames, no
+    /// copy. An empty table (a new database) is dropped instead, and today's partition made at once.
     /// A `DEFAULT` partition takes rows of days with no partition (dropped, or not made yet).
     /// `(connector_id, source_id)` and `id` are unique within each partition: PostgreSQL enforces
     /// no unique index across partitions that lacks the partition key (see `insertMessages` for
@@ -72,10 +72,11 @@ extension PostgresStore {
                 }
                 logger.info("partitioning websocket_messages by day (MESSAGE_PARTITIONS=daily): checking its rows against the bound")
                 try await connection.query(PostgresQuery(unsafeSQL: Self.partitionByDay), logger: logger)
-                // An empty table's partition ends at today's midnight: today's own is made in the
-                // same transaction, so that no write meanwhile puts today's rows in the default one.
+                // Unless the table from before covers today (it was empty and dropped, or its rows
+                // end before today), today's partition is made in the same transaction, so that no
+                // write meanwhile puts today's rows in the default one.
                 let today = DayPartition(containing: Date())
-                if let until = Self.migratedUntil(try await self.messagePartitions(on: connection)), today.day >= until {
+                if Self.migratedUntil(try await self.messagePartitions(on: connection)).map({ today.day >= $0 }) ?? true {
                     for statement in Self.partitionStatements(today) {
                         try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
                     }
@@ -93,6 +94,8 @@ extension PostgresStore {
             legacy text;
             suffix text;
         BEGIN
+            -- Taken now, not by the rename below: an empty table is dropped, so no row may come in meanwhile.
+            LOCK TABLE websocket_messages IN ACCESS EXCLUSIVE MODE;
             SELECT max("timestamp") INTO newest FROM websocket_messages;
             IF newest IS NULL THEN
                 cutover := date_trunc('day', now(), 'UTC');
@@ -112,7 +115,12 @@ extension PostgresStore {
             CREATE INDEX idx_websocket_messages_instrument_time ON websocket_messages (instrument, timestamp DESC);
             CREATE INDEX idx_websocket_messages_exchange_instrument_time ON websocket_messages (exchange, instrument, timestamp DESC);
             CREATE INDEX idx_websocket_messages_connector_time ON websocket_messages (connector_id, timestamp DESC);
-            EXECUTE format('ALTER TABLE websocket_messages ATTACH PARTITION %I FOR VALUES FROM (MINVALUE) TO (%L)', legacy, cutover);
+            IF newest IS NULL THEN
+                -- Nothing to keep: every day, past ones too, can have a partition of its own.
+                EXECUTE format('DROP TABLE %I', legacy);
+            ELSE
+                EXECUTE format('ALTER TABLE websocket_messages ATTACH PARTITION %I FOR VALUES FROM (MINVALUE) TO (%L)', legacy, cutover);
+            END IF;
             CREATE TABLE websocket_messages_default (LIKE websocket_messages INCLUDING DEFAULTS);
             ALTER TABLE websocket_messages_default ADD CONSTRAINT websocket_messages_default_pkey PRIMARY KEY (id);
             CREATE UNIQUE INDEX websocket_messages_default_source ON websocket_messages_default (connector_id, source_id);
@@ -158,13 +166,27 @@ extension PostgresStore {
     /// timeout) is logged and left to the default partition; the others go on.
     @discardableResult
     public func preparePartitions(now: Date) async throws -> [String] {
+        try await preparePartitions(since: now, now: now)
+    }
+
+    /// The most past days `preparePartitions(since:now:)` makes by default.
+    public static let partitionDaysBack = 400
+
+    /// The same from `since`'s day on (at most `daysBack` days before `now`'s), for rows of past
+    /// days loaded on purpose (`bench query`); a running server makes today's and later ones
+    /// only, and rows of other days go to the default partition.
+    @discardableResult
+    public func preparePartitions(since: Date, now: Date, daysBack: Int = partitionDaysBack) async throws -> [String] {
         try await run("prepare partitions", timeout: Self.partitionWorkTimeout) { [logger, self] client in
             try await client.withConnection { connection in
                 let existing = try await self.messagePartitions(on: connection)
                 guard !existing.isEmpty else { return [] }
-                let from = max(DayPartition(containing: now).day, Self.migratedUntil(existing) ?? .distantPast)
+                let today = DayPartition(containing: now).day
+                let earliest = today.addingTimeInterval(-Double(max(0, daysBack)) * 86_400)
+                let from = max(DayPartition(containing: min(since, now)).day, earliest, Self.migratedUntil(existing) ?? .distantPast)
+                let days = max(0, Int((today.timeIntervalSince(from) / 86_400).rounded())) + Self.partitionDaysAhead
                 var created: [String] = []
-                for offset in 0...Self.partitionDaysAhead {
+                for offset in 0...days {
                     // An hour into each day: clear of its edges.
                     let partition = DayPartition(containing: from.addingTimeInterval(Double(offset) * 86_400 + 3_600))
                     guard !existing.contains(partition.name) else { continue }
