@@ -58,6 +58,7 @@ public struct QueryBenchmark: Sendable {
         while loaded < messages {
             let count = min(10_000, messages - loaded)
             let batch = (loaded..<(loaded + count)).map { index in
+                let receivedAt = start.addingTimeInterval(Double(index) * step)
                 let cents = index % 10_000
                 let price = "\(20_000 + index % 997).\(cents < 1000 ? "0" : "")\(cents < 100 ? "0" : "")\(cents < 10 ? "0" : "")\(cents)"
                 let message = MarketMessage(
@@ -70,6 +71,9 @@ public struct QueryBenchmark: Sendable {
                     quantity: "0.\(index % 9 + 1)",
                     side: index % 2 == 0 ? "buy" : "sell",
                     sourceID: "bench:\(index)",
+                    // A trade's own time, as exchanges send it: with daily partitions, a row with an
+                    // identity but no exchange time is looked for in every earlier day (`earlierDays`).
+                    exchangeTimestampMs: Int64((receivedAt.timeIntervalSince1970 * 1000).rounded(.down)),
                     raw: .null
                 )
                 return PendingMessage(
@@ -77,7 +81,7 @@ public struct QueryBenchmark: Sendable {
                     sessionID: "bench",
                     sourceID: "bench:\(index)",
                     message: message,
-                    receivedAt: start.addingTimeInterval(Double(index) * step)
+                    receivedAt: receivedAt
                 )
             }
             let record = BatchRecord(batchID: "bench_" + UUID().uuidString.lowercased(), connectorID: Self.connectorID, metrics: [:])

@@ -21,7 +21,7 @@ extension PostgresStore {
     static let partitionWorkTimeout: Duration = .seconds(120)
 
     /// One day's partition: its name and range.
-    struct DayPartition: Equatable {
+    struct DayPartition {
         /// Midnight UTC at the start of the day.
         let day: Date
         var end: Date { day.addingTimeInterval(86_400) }
