@@ -132,6 +132,9 @@ import Testing
                     batch: BatchRecord(batchID: "b_past", connectorID: nil, metrics: [:])
                 )
                 #expect(try await postgres.preparePartitions(since: threeDaysAgo, now: Date()) == [Self.name(threeDaysAgo)])
+                // Extreme arguments make nothing more and do not trap.
+                #expect(try await postgres.preparePartitions(since: threeDaysAgo, now: Date(), daysBack: .max).isEmpty)
+                #expect(try await postgres.preparePartitions(since: Date(timeIntervalSince1970: .nan), now: Date(), daysBack: -5).isEmpty)
             }
             let home = try await RawDatabase.strings(config, "SELECT tableoid::regclass::text FROM websocket_messages")
             #expect(home == [Self.name(Self.today.addingTimeInterval(-2 * Self.day))])

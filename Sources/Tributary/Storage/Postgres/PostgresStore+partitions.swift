@@ -172,9 +172,10 @@ extension PostgresStore {
     /// The most past days `preparePartitions(since:now:)` makes by default.
     public static let partitionDaysBack = 400
 
-    /// The same from `since`'s day on (at most `daysBack` days before `now`'s), for rows of past
-    /// days loaded on purpose (`bench query`); a running server makes today's and later ones
-    /// only, and rows of other days go to the default partition.
+    /// The same from `since`'s day on (at most `daysBack`, and never more than
+    /// `partitionDaysBack`, days before `now`'s), for rows of past days loaded on purpose
+    /// (`bench query`); a running server makes today's and later ones only, and rows of other
+    /// days go to the default partition.
     @discardableResult
     public func preparePartitions(since: Date, now: Date, daysBack: Int = partitionDaysBack) async throws -> [String] {
         try await run("prepare partitions", timeout: Self.partitionWorkTimeout) { [logger, self] client in
@@ -182,9 +183,16 @@ extension PostgresStore {
                 let existing = try await self.messagePartitions(on: connection)
                 guard !existing.isEmpty else { return [] }
                 let today = DayPartition(containing: now).day
-                let earliest = today.addingTimeInterval(-Double(max(0, daysBack)) * 86_400)
-                let from = max(DayPartition(containing: min(since, now)).day, earliest, Self.migratedUntil(existing) ?? .distantPast)
-                let days = max(0, Int((today.timeIntervalSince(from) / 86_400).rounded())) + Self.partitionDaysAhead
+                let back = min(max(0, daysBack), Self.partitionDaysBack)
+                let first = since.timeIntervalSince1970.isFinite ? min(since, now) : now
+                let from = max(
+                    DayPartition(containing: first).day,
+                    today.addingTimeInterval(-Double(back) * 86_400),
+                    Self.migratedUntil(existing) ?? .distantPast
+                )
+                // Whole days from `from` to today: 0 to `back` (none when `from` is later).
+                let past = min(max((today.timeIntervalSince(from) / 86_400).rounded(), 0), Double(back))
+                let days = Int(past) + Self.partitionDaysAhead
                 var created: [String] = []
                 for offset in 0...days {
                     // An hour into each day: clear of its edges.
