@@ -78,6 +78,48 @@ import Testing
         }
     }
 
+    /// A writer lingering for what connectors held until its promised start
+    /// (`IngestBuffer.readsMayWaitUntil`) starts its write when the first of that arrives, not
+    /// when its wait past the linger ends (`BatchWriter.defaultHeldReadsWait`; 3 s here).
+    @Test(arguments: TestBackend.enabled)
+    func whatArrivesAfterThePromisedStartEndsTheLinger(_ backend: TestBackend) async throws {
+        try await backend.withConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let loop = try #require(store.eventLoop)
+                let sink = WatchedSink(store: store, loop: loop)
+                let buffer = IngestBuffer(capacity: 1000)
+                let writer = BatchWriter(
+                    buffer: buffer,
+                    store: sink,
+                    broadcaster: Broadcaster(),
+                    metrics: PipelineMetrics(),
+                    linger: .milliseconds(300),
+                    heldReadsWait: .seconds(3),
+                    logger: Logger(label: "test")
+                )
+                let feeder = Task {
+                    buffer.append(contentsOf: [HardeningTests.pending(0)])
+                    while sink.calls.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(2)) }
+                    // Before the promised start: the writer takes it and lingers.
+                    buffer.append(contentsOf: [HardeningTests.pending(1)])
+                    while DispatchTime.now().uptimeNanoseconds < buffer.readsMayWaitUntil { try await Task.sleep(for: .milliseconds(2)) }
+                    let held = ContinuousClock.now
+                    buffer.append(contentsOf: [HardeningTests.pending(2)])
+                    return held
+                }
+                try await DurabilityTests.runWriter(writer) { try await store.messageCounts(connectorID: "conn_bisect").rows == 3 }
+                let held = try await feeder.value
+                let calls = sink.calls.withLock { $0 }
+                #expect(calls.map(\.count) == [1, 2], "the lingering batch took the held message")
+                if calls.count == 2 {
+                    let waited = calls[1].at - held
+                    #expect(waited < .seconds(1), "the write began \(waited) after the held message arrived")
+                }
+            }
+        }
+    }
+
     @Test func aSleepOnTheLoopEndsAtItsDeadlineOrWhenCancelled() async throws {
         let executor = EventLoopExecutor(MultiThreadedEventLoopGroup.singleton.next())
         let start = ContinuousClock.now
@@ -90,6 +132,15 @@ import Testing
         long.cancel()
         await long.value
         #expect(ContinuousClock.now - cancelledAt < .seconds(5), "a cancelled sleep ends at once")
+
+        // Woken through `wakeable`.
+        let wake = Mutex<(@Sendable () -> Void)?>(nil)
+        let woken = Task { await executor.sleep(until: .now + .seconds(30)) { end in wake.withLock { $0 = end } } }
+        while wake.withLock({ $0 == nil }) { try await Task.sleep(for: .milliseconds(2)) }
+        let wokenAt = ContinuousClock.now
+        wake.withLock { $0 }?()
+        await woken.value
+        #expect(ContinuousClock.now - wokenAt < .seconds(5), "a woken sleep ends at once")
 
         // Cancelled before it begins: it does not wait at all.
         let early = Task {

@@ -76,10 +76,12 @@ final class FrameIngest: FrameSink {
 ///
 /// Reads are paced as well. While messages stream in, the batch writer lingers
 /// (`BATCH_LINGER_MS`) and starts a write at most once per linger, so a frame read earlier only
-/// waits in the buffer: reads wait until `margin` before the writer's next start
+/// waits in the buffer: reads wait until the writer's next start
 /// (`IngestBuffer.readsMayWaitUntil`), never longer than `longestHold`, and the frames that came
-/// meanwhile are read in one go, one wake-up for several frames. A lone frame after a quiet
-/// spell is read at once (the writer then holds nothing). While the spool is full
+/// meanwhile are read in one go, one wake-up for several frames. Their arrival starts the write
+/// (the writer, with nothing else to take, waits for them; one that lingers already waits a
+/// little past that start, `BatchWriter.defaultHeldReadsWait`, so they make its batch). A lone frame
+/// after a quiet spell is read at once (the writer then holds nothing). While the spool is full
 /// (`SPOOL_MAX_BYTES`) nothing more is read until it has room, checked every `pauseCheck`.
 final class ExchangeFrameReader: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
@@ -89,8 +91,6 @@ final class ExchangeFrameReader: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Frames larger than this are normalized in the connector's task, off the event loop.
     static let inlineLimit = 64 * 1024
-    /// How long before the writer's next start a held read is asked for.
-    static let margin = TimeAmount.milliseconds(1)
     /// The longest a read is held for the writer: the longest linger (`BATCH_LINGER_MS` is at most
     /// 1,000). A shorter bound would cost a wake-up with nothing to read whenever the linger is
     /// longer than the gaps between frames.
@@ -104,6 +104,9 @@ final class ExchangeFrameReader: ChannelDuplexHandler, RemovableChannelHandler {
     private var readWanted = false
     private var pausedAt: ContinuousClock.Instant?
     private var inFragmentedMessage = false
+    /// Frames went to the sink since the last read was asked for.
+    private var tookFrames = false
+    private var removed = false
 
     init(sink: any FrameSink) {
         self.sink = sink
@@ -116,6 +119,7 @@ final class ExchangeFrameReader: ChannelDuplexHandler, RemovableChannelHandler {
             if frame.fin, !inFragmentedMessage, frame.reservedBits.isEmpty, frame.length <= Self.inlineLimit,
                 sink.messagesHandedOff == 0
             {
+                tookFrames = true
                 if !sink.take(frame.unmaskedData.readableBytesView) { pause(context: context) }
                 return
             }
@@ -134,14 +138,23 @@ final class ExchangeFrameReader: ChannelDuplexHandler, RemovableChannelHandler {
             readWanted = true
             return
         }
-        let now = NIODeadline.now()
+        let now = NIODeadline.now().uptimeNanoseconds
         let until = sink.readsMayWaitUntil
-        let earliest = now.uptimeNanoseconds &+ UInt64(Self.margin.nanoseconds)
-        guard until > earliest else {
-            context.read()
+        guard until > now else {
+            guard tookFrames else { return context.read() }
+            // What was just read may start a write (the writer's turn on this event loop comes
+            // after this read's), which then tells when the next one starts: decide after it, so
+            // the next frame waits with the others instead of being read on its own.
+            tookFrames = false
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.execute {
+                let (reader, context) = bound.value
+                if !reader.removed { reader.read(context: context) }
+            }
             return
         }
-        let hold = TimeAmount.nanoseconds(Int64(min(until - earliest, UInt64(Self.longestHold.nanoseconds))))
+        tookFrames = false
+        let hold = TimeAmount.nanoseconds(Int64(min(until - now, UInt64(Self.longestHold.nanoseconds))))
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         timer = context.eventLoop.scheduleTask(in: hold) {
             let (reader, context) = bound.value
@@ -181,6 +194,7 @@ final class ExchangeFrameReader: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        removed = true
         timer?.cancel()
         timer = nil
     }

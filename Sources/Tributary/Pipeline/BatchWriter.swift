@@ -24,6 +24,8 @@ public final class BatchWriter: Service {
     /// While messages stream in, a small batch waits until this long after the previous take
     /// (`BATCH_LINGER_MS`), so a steady trickle shares a transaction instead of paying one each.
     let linger: Duration
+    /// See `defaultHeldReadsWait`.
+    let heldReadsWait: Duration
     let maxRetryDelay: Duration
     /// How long a write runs before its messages and those behind it get a spool copy
     /// (`SPOOL_SLOW_WRITE_MS`); nil unless the buffer spills (`SpoolMode.spill`).
@@ -55,6 +57,7 @@ public final class BatchWriter: Service {
         maxBatch: Int = 10_000,
         maxWait: Duration = .seconds(5),
         linger: Duration = .zero,
+        heldReadsWait: Duration = BatchWriter.defaultHeldReadsWait,
         maxRetryDelay: Duration = .seconds(5),
         slowWrite: Duration = .milliseconds(200),
         unpersistedAfter: Duration? = nil,
@@ -72,6 +75,7 @@ public final class BatchWriter: Service {
         self.maxBatch = maxBatch
         self.maxWait = maxWait
         self.linger = linger
+        self.heldReadsWait = heldReadsWait
         self.maxRetryDelay = maxRetryDelay
         self.slowWrite = buffer.mode == .spill ? slowWrite : nil
         self.realtimeWatch = (buffer.announcesEarly ? unpersistedAfter : nil).map { after in
@@ -84,6 +88,12 @@ public final class BatchWriter: Service {
 
     /// Batches this large go at once (the rate is high enough that lingering saves nothing).
     static let lingerBelow = 256
+
+    /// How long past its linger a lingering writer waits at most: connectors hold their reads
+    /// until the linger's end (`IngestBuffer.readsMayWaitUntil`), and what they then read, an
+    /// event-loop turn later, should make this batch rather than wait a whole linger for the
+    /// next. The first of it to arrive ends the wait (`IngestBuffer.wakeOnAppend`).
+    public static let defaultHeldReadsWait = Duration.microseconds(500)
 
     public func run() async throws {
         await EventLoopExecutor.prefer(executor) { await writeUntilClosed() }
@@ -135,9 +145,13 @@ public final class BatchWriter: Service {
                     if batch.isEmpty { break }
                     if let lastTake, batch.count < Self.lingerBelow, ContinuousClock.now - lastTake < linger, !Task.isShuttingDownGracefully {
                         if let executor {
-                            await executor.sleep(until: lastTake + linger)
+                            let readsFrom = buffer.readsMayWaitUntil
+                            await executor.sleep(until: lastTake + linger + heldReadsWait) { [buffer] wake in
+                                buffer.wakeOnAppend(from: readsFrom, wake)
+                            }
+                            buffer.stopWakingOnAppend()
                         } else {
-                            try? await Task.sleep(until: lastTake + linger)
+                            try? await Task.sleep(until: lastTake + linger + heldReadsWait)
                         }
                         if let more = buffer.takeFromMemory(upTo: limit - batch.count) { batch.append(more) }
                     }

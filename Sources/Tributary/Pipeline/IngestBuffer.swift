@@ -72,6 +72,8 @@ public final class IngestBuffer: Sendable {
         var nextTake: UInt64 = 0
         /// Messages taken by the writer and not broadcast yet, by take (`announcesEarly` only).
         var unbroadcast: [UInt64: [PendingMessage]] = [:]
+        /// The lingering writer's early wake-up (see `wakeOnAppend(from:_:)`).
+        var lingering: (from: UInt64, wake: @Sendable () -> Void)?
     }
 
     /// Messages held in memory at most (the last resort when the spool is full or failing).
@@ -119,10 +121,15 @@ public final class IngestBuffer: Sendable {
     @discardableResult
     public func append(contentsOf messages: [PendingMessage]) -> Int {
         guard !messages.isEmpty else { return 0 }
-        let (refused, announced) = state.withLock { state -> (Int, [PendingMessage]) in
+        let (refused, announced, wake) = state.withLock { state -> (Int, [PendingMessage], (@Sendable () -> Void)?) in
             guard !state.closed else {
                 state.dropped += messages.count
-                return (messages.count, [])
+                return (messages.count, [], nil)
+            }
+            var wake: (@Sendable () -> Void)?
+            if let lingering = state.lingering, DispatchTime.now().uptimeNanoseconds >= lingering.from {
+                wake = lingering.wake
+                state.lingering = nil
             }
             // Marked before the spool copy is written, so a replay does not send them again.
             var announced = state.databaseAvailable || spool == nil ? [] : Self.markAnnounced(messages)
@@ -142,9 +149,10 @@ public final class IngestBuffer: Sendable {
                     announced += early
                 }
             }
-            return (refused, announced)
+            return (refused, announced, wake)
         }
         wakeup.append(contentsOf: CollectionOfOne(true))
+        wake?()
         if !announced.isEmpty { announce(announced) }
         return refused
     }
@@ -199,6 +207,17 @@ public final class IngestBuffer: Sendable {
     /// The writer's promise that no write starts before `uptimeNanoseconds` (see `readsMayWaitUntil`).
     func noWriteBefore(uptimeNanoseconds: UInt64) {
         nextWriteNotBefore.store(uptimeNanoseconds, ordering: .relaxed)
+    }
+
+    /// While the writer lingers: the first append from `uptimeNanoseconds` on (what connectors
+    /// held until the writer's start, `readsMayWaitUntil`, read at last) calls `wake`, once.
+    func wakeOnAppend(from uptimeNanoseconds: UInt64, _ wake: @escaping @Sendable () -> Void) {
+        state.withLock { $0.lingering = (uptimeNanoseconds, wake) }
+    }
+
+    /// The writer lingers no more.
+    func stopWakingOnAppend() {
+        state.withLock { $0.lingering = nil }
     }
 
     /// False while the spool is at its size limit: connectors pause reading until it is true again.

@@ -18,8 +18,9 @@ package final class EventLoopExecutor: TaskExecutor {
 
     /// Waits until `deadline` on the loop's own timers (no other thread involved, unlike
     /// `Task.sleep`, whose timer Dispatch's manager thread keeps and which wakes two more threads
-    /// when it fires); returns early when the task is cancelled.
-    package func sleep(until deadline: ContinuousClock.Instant) async {
+    /// when it fires); returns early when the task is cancelled, or when the closure given to
+    /// `wakeable` (once the wait has begun) is called.
+    package func sleep(until deadline: ContinuousClock.Instant, wakeable: ((@escaping @Sendable () -> Void) -> Void)? = nil) async {
         let left = ContinuousClock.now.duration(to: deadline)
         guard left > .zero, !Task.isCancelled else { return }
         let waiter = Mutex<(continuation: CheckedContinuation<Void, Never>?, timer: Scheduled<Void>?, cancelled: Bool)>((nil, nil, false))
@@ -44,6 +45,10 @@ package final class EventLoopExecutor: TaskExecutor {
                     return state.cancelled
                 }
                 if cancelledMeanwhile { timer.cancel() }
+                wakeable? {
+                    waiter.withLock { $0.timer }?.cancel()
+                    resume()
+                }
             }
         } onCancel: {
             let timer = waiter.withLock { state in
