@@ -160,6 +160,7 @@ final class FrameCounter: FrameSink {
         return true
     }
 
+    func readComplete() {}
     func handingOff() { handedOff.add(1, ordering: .releasing) }
     var messagesHandedOff: Int { handedOff.load(ordering: .acquiring) }
     var readsMayWaitUntil: UInt64 { until.load(ordering: .relaxed) }

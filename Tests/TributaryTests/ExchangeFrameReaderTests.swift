@@ -14,10 +14,12 @@ import Testing
     final class PromisingSink: FrameSink {
         let until = Atomic<UInt64>(0)
         let taken = Atomic<Int>(0)
+        let completed = Atomic<Int>(0)
         func take(_ frame: ByteBufferView) -> Bool {
             taken.add(1, ordering: .relaxed)
             return true
         }
+        func readComplete() { completed.add(1, ordering: .relaxed) }
         func handingOff() {}
         var messagesHandedOff: Int { 0 }
         var readsMayWaitUntil: UInt64 { until.load(ordering: .relaxed) }
@@ -59,6 +61,7 @@ import Testing
 
         try channel.writeInbound(Self.frame())
         #expect(sink.taken.load(ordering: .relaxed) == 1)
+        #expect(sink.completed.load(ordering: .relaxed) == 1, "the read's end is passed on")
         channel.pipeline.read()
         #expect(counter.reads == 1, "decided after the loop's other work, not at once")
         // The writer's turn: it takes the frame and will not start again for 50 ms.
@@ -80,6 +83,24 @@ import Testing
         // A read asked for with no frames since the last one, no promise: at once.
         channel.pipeline.read()
         #expect(counter.reads == 4)
+        // A read's end with no frame taken in it is not passed on.
+        channel.pipeline.fireChannelReadComplete()
+        #expect(sink.completed.load(ordering: .relaxed) == 2)
         _ = try channel.finish()
+    }
+
+    /// Frames a connector read together reach the writer together: appended without waking it
+    /// (`FrameSink.take`), then woken once at the read's end (`readComplete`), so a writer on
+    /// another thread cannot take the first of them alone.
+    @Test func framesReadTogetherAreTakenTogether() async throws {
+        let buffer = IngestBuffer(capacity: 100)
+        let taking = Task { await buffer.take(upTo: 100) }
+        try await Task.sleep(for: .milliseconds(50))
+        buffer.append(contentsOf: [HardeningTests.pending(0)], wakingTheWriter: false)
+        try await Task.sleep(for: .milliseconds(200))
+        buffer.append(contentsOf: [HardeningTests.pending(1)], wakingTheWriter: false)
+        buffer.wakeWriter()
+        let batch = await taking.value
+        #expect(batch.messages.count == 2, "one take of both, not the first alone")
     }
 }

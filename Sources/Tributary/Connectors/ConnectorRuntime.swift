@@ -114,8 +114,9 @@ public struct ConnectorContext: Sendable {
     public var lease: Int64?
 
     /// Normalizes one text frame and hands its messages to the pipeline without waiting.
-    /// Malformed frames and bad values are counted, logged and skipped.
-    func ingest(_ frame: some Collection<UInt8>, normalizer: Normalizer, session: inout IngestSession) {
+    /// Malformed frames and bad values are counted, logged and skipped. `wakingTheWriter`: see
+    /// `IngestBuffer.append(contentsOf:wakingTheWriter:)`.
+    func ingest(_ frame: some Collection<UInt8>, normalizer: Normalizer, session: inout IngestSession, wakingTheWriter: Bool = true) {
         let counters = state.counters
         let normalized: NormalizedFrame
         do {
@@ -125,13 +126,13 @@ public struct ConnectorContext: Sendable {
             session.logFailure("skipped a frame that could not be normalized", error: error, logger: logger)
             return
         }
-        accept(normalized, session: &session)
+        accept(normalized, session: &session, wakingTheWriter: wakingTheWriter)
     }
 
     /// Hands normalized messages to the pipeline without waiting; records an exchange error.
     /// Records that could not be stored (see `MarketMessage.rejection`) are counted as
     /// rejected, logged at a bounded rate and skipped; the others of the frame go on.
-    func accept(_ normalized: NormalizedFrame, session: inout IngestSession) {
+    func accept(_ normalized: NormalizedFrame, session: inout IngestSession, wakingTheWriter: Bool = true) {
         let counters = state.counters
         switch normalized {
         case .control:
@@ -202,7 +203,7 @@ public struct ConnectorContext: Sendable {
             guard !accepted.isEmpty else { return }
             counters.received.add(accepted.count, ordering: .relaxed)
             counters.lastMessageMs.store(Int64(now.timeIntervalSince1970 * 1000), ordering: .relaxed)
-            let refused = buffer.append(contentsOf: accepted)
+            let refused = buffer.append(contentsOf: accepted, wakingTheWriter: wakingTheWriter)
             if refused > 0 {
                 counters.dropped.add(refused, ordering: .relaxed)
                 session.logFailure("ingest buffer full: messages dropped", error: NormalizationError("\(refused) refused"), logger: logger)

@@ -6,7 +6,10 @@ import Synchronization
 /// reads: the pipeline for a connector (`FrameIngest`); a counter for `bench ingest`'s reading floor.
 package protocol FrameSink: AnyObject, Sendable {
     /// Takes one complete data frame; false when there is no room for more (reading pauses).
+    /// What it takes may wait for `readComplete()` before the batch writer looks at it.
     func take(_ frame: ByteBufferView) -> Bool
+    /// The frames of one read have all been taken.
+    func readComplete()
     /// A data message goes to the connection's task instead (too large, fragmented, reserved bits).
     func handingOff()
     /// Data messages handed to the connection's task and not yet taken there: while there are
@@ -40,9 +43,9 @@ final class FrameIngest: FrameSink {
         self.lastReceived = lastReceived
     }
 
-    func ingest(_ frame: some Collection<UInt8>) {
+    func ingest(_ frame: some Collection<UInt8>, wakingTheWriter: Bool = true) {
         lastReceived.nanos.store(WebSocketConnector.nowNanos(), ordering: .relaxed)
-        session.withLock { context.ingest(frame, normalizer: normalizer, session: &$0) }
+        session.withLock { context.ingest(frame, normalizer: normalizer, session: &$0, wakingTheWriter: wakingTheWriter) }
     }
 
     /// Hands the connection's last trade ids to the connector (see `IngestSession.publishTradeIDs`).
@@ -51,9 +54,11 @@ final class FrameIngest: FrameSink {
     }
 
     func take(_ frame: ByteBufferView) -> Bool {
-        ingest(frame)
+        ingest(frame, wakingTheWriter: false)
         return context.buffer.hasRoom
     }
+
+    func readComplete() { context.buffer.wakeWriter() }
 
     func handingOff() { handedOff.add(1, ordering: .releasing) }
     var messagesHandedOff: Int { handedOff.load(ordering: .acquiring) }
@@ -106,6 +111,8 @@ final class ExchangeFrameReader: ChannelDuplexHandler, RemovableChannelHandler {
     private var inFragmentedMessage = false
     /// Frames went to the sink since the last read was asked for.
     private var tookFrames = false
+    /// Frames went to the sink since the last `readComplete()`.
+    private var unannounced = false
     private var removed = false
 
     init(sink: any FrameSink) {
@@ -120,9 +127,18 @@ final class ExchangeFrameReader: ChannelDuplexHandler, RemovableChannelHandler {
                 sink.messagesHandedOff == 0
             {
                 tookFrames = true
+                if !unannounced {
+                    unannounced = true
+                    // Frames can come without a read's end after them (those a handshake buffered
+                    // are passed on when it completes): then at the end of this event-loop turn.
+                    let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+                    context.eventLoop.execute { bound.value.announceTaken() }
+                }
                 if !sink.take(frame.unmaskedData.readableBytesView) { pause(context: context) }
                 return
             }
+            // The task that takes it next must not overtake what this read took.
+            announceTaken()
             if frame.fin { sink.handingOff() } else { inFragmentedMessage = true }
         case .continuation where frame.fin && inFragmentedMessage:
             inFragmentedMessage = false
@@ -131,6 +147,17 @@ final class ExchangeFrameReader: ChannelDuplexHandler, RemovableChannelHandler {
             break
         }
         context.fireChannelRead(data)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        announceTaken()
+        context.fireChannelReadComplete()
+    }
+
+    private func announceTaken() {
+        guard unannounced else { return }
+        unannounced = false
+        sink.readComplete()
     }
 
     func read(context: ChannelHandlerContext) {
@@ -194,6 +221,7 @@ final class ExchangeFrameReader: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        announceTaken()
         removed = true
         timer?.cancel()
         timer = nil

@@ -157,11 +157,14 @@ public final class BatchWriter: Service {
                     }
                     lastTake = .now
                     // The next small batch lingers until then: connectors can read what comes
-                    // meanwhile in one go, just before it.
-                    if linger > .zero, !Task.isShuttingDownGracefully {
+                    // meanwhile in one go, at its start. Not after a large batch: at that rate
+                    // nothing lingers, and held reads would only slow the stream down.
+                    if linger > .zero, batch.count < Self.lingerBelow, !Task.isShuttingDownGracefully {
                         buffer.noWriteBefore(
                             uptimeNanoseconds: DispatchTime.now().uptimeNanoseconds &+ UInt64(clamping: linger.inMilliseconds) &* 1_000_000
                         )
+                    } else {
+                        buffer.noWriteBefore(uptimeNanoseconds: 0)
                     }
                     let current = ticket
                     ticket += 1

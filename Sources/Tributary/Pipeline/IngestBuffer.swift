@@ -118,19 +118,19 @@ public final class IngestBuffer: Sendable {
 
     /// Appends `messages` (memory or spool, see the type); returns how many were refused because
     /// memory is full and the spool cannot take them (or the buffer is closed).
+    ///
+    /// `wakingTheWriter` false leaves the writer asleep until `wakeWriter()`: a connector reading
+    /// several frames in one go hands them over in one take, even when the writer runs on another
+    /// thread and would otherwise take the first of them alone.
     @discardableResult
-    public func append(contentsOf messages: [PendingMessage]) -> Int {
+    public func append(contentsOf messages: [PendingMessage], wakingTheWriter: Bool = true) -> Int {
         guard !messages.isEmpty else { return 0 }
         let (refused, announced, wake) = state.withLock { state -> (Int, [PendingMessage], (@Sendable () -> Void)?) in
             guard !state.closed else {
                 state.dropped += messages.count
                 return (messages.count, [], nil)
             }
-            var wake: (@Sendable () -> Void)?
-            if let lingering = state.lingering, DispatchTime.now().uptimeNanoseconds >= lingering.from {
-                wake = lingering.wake
-                state.lingering = nil
-            }
+            let wake = wakingTheWriter ? Self.lingeringWake(in: &state) : nil
             // Marked before the spool copy is written, so a replay does not send them again.
             var announced = state.databaseAvailable || spool == nil ? [] : Self.markAnnounced(messages)
             let early = state.earlyWrites > 0 && !state.earlySuspended
@@ -151,8 +151,10 @@ public final class IngestBuffer: Sendable {
             }
             return (refused, announced, wake)
         }
-        wakeup.append(contentsOf: CollectionOfOne(true))
-        wake?()
+        if wakingTheWriter {
+            wakeup.append(contentsOf: CollectionOfOne(true))
+            wake?()
+        }
         if !announced.isEmpty { announce(announced) }
         return refused
     }
@@ -213,6 +215,20 @@ public final class IngestBuffer: Sendable {
     /// held until the writer's start, `readsMayWaitUntil`, read at last) calls `wake`, once.
     func wakeOnAppend(from uptimeNanoseconds: UInt64, _ wake: @escaping @Sendable () -> Void) {
         state.withLock { $0.lingering = (uptimeNanoseconds, wake) }
+    }
+
+    /// Wakes the writer for what was appended without waking it.
+    public func wakeWriter() {
+        let wake = state.withLock { Self.lingeringWake(in: &$0) }
+        wakeup.append(contentsOf: CollectionOfOne(true))
+        wake?()
+    }
+
+    /// The lingering writer's wake-up when it is due (see `wakeOnAppend`), taken out.
+    private static func lingeringWake(in state: inout State) -> (@Sendable () -> Void)? {
+        guard let lingering = state.lingering, DispatchTime.now().uptimeNanoseconds >= lingering.from else { return nil }
+        state.lingering = nil
+        return lingering.wake
     }
 
     /// The writer lingers no more.
