@@ -319,12 +319,14 @@ import Testing
                         "CREATE TRIGGER slow_row BEFORE INSERT ON websocket_messages FOR EACH ROW EXECUTE FUNCTION slow_row()"
                     )
                 case .sqlite:
-                    // No sleep in SQLite's SQL: each row counts a 300 × 300 join (about 10 ms here).
+                    // No sleep in SQLite's SQL: each row counts a 400 × 400 join, 1.8 times the
+                    // 300 × 300 one (about 10 ms a row), with which a fast spell once wrote all 160
+                    // rows within the 1 s timeout.
                     let sqlite = try #require(store as? SQLiteStore)
                     _ = try await sqlite.exclusive("slow trigger") { connection in
                         _ = try await connection.query("CREATE TABLE slow_rows (x INTEGER)")
                         _ = try await connection.query(
-                            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 300) INSERT INTO slow_rows SELECT x FROM n"
+                            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 400) INSERT INTO slow_rows SELECT x FROM n"
                         )
                         _ = try await connection.query(
                             """
