@@ -120,6 +120,31 @@ import Testing
         }
     }
 
+    /// After a small batch connectors may hold their reads until the linger's end; after a batch
+    /// of `BatchWriter.lingerBelow` or more (a rate at which nothing lingers) they may not.
+    @Test func readsAreHeldAfterSmallBatchesOnly() async throws {
+        try await TestBackend.sqlite.withConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let buffer = IngestBuffer(capacity: 1000)
+                let writer = BatchWriter(
+                    buffer: buffer,
+                    store: store,
+                    broadcaster: Broadcaster(),
+                    metrics: PipelineMetrics(),
+                    linger: .seconds(5),
+                    logger: Logger(label: "test")
+                )
+                buffer.append(contentsOf: (0..<300).map { HardeningTests.pending($0) })
+                try await DurabilityTests.runWriter(writer) { try await store.messageCounts(connectorID: "conn_bisect").rows == 300 }
+                #expect(buffer.readsMayWaitUntil == 0, "no hold after a batch of 300")
+                buffer.append(contentsOf: (300..<303).map { HardeningTests.pending($0) })
+                try await DurabilityTests.runWriter(writer) { try await store.messageCounts(connectorID: "conn_bisect").rows == 303 }
+                #expect(buffer.readsMayWaitUntil > DispatchTime.now().uptimeNanoseconds, "a hold until the linger's end after a batch of 3")
+            }
+        }
+    }
+
     @Test func aSleepOnTheLoopEndsAtItsDeadlineOrWhenCancelled() async throws {
         let executor = EventLoopExecutor(MultiThreadedEventLoopGroup.singleton.next())
         let start = ContinuousClock.now
