@@ -388,6 +388,27 @@ extension ConnectorConfig {
         }
     }
 
+    /// A small batch's call carries the binds of the procedure's statement, built without its
+    /// text: the same values and types, in the same order, as with the text (which has one
+    /// placeholder for each, numbered in that order).
+    @Test func theWriteCallsBindsAreTheStatementsBuiltWithoutItsText() throws {
+        let messages = Self.awkward("conn_binds")
+        let ids = messages.indices.map { Int64($0) + 7 }
+        let batch = BatchRecord(batchID: "batch_binds", connectorID: "conn_binds", metrics: [:])
+        var withText = BoundSQL()
+        let statement = PostgresStore.oneStatement(messages, ids: ids, batch: batch, metrics: "{}", instanceID: "i1", into: &withText)
+        var bindsOnly = BoundSQL(withText: false)
+        #expect(PostgresStore.oneStatement(messages, ids: ids, batch: batch, metrics: "{}", instanceID: "i1", into: &bindsOnly).isEmpty)
+        #expect(bindsOnly.binds == withText.binds)
+        #expect(bindsOnly.types == withText.types)
+        #expect(withText.types.count > 30)
+        var placeholders: Set<Int> = []
+        for piece in statement.split(separator: "$").dropFirst() {
+            if let number = Int(piece.prefix { $0.isNumber }) { placeholders.insert(number) }
+        }
+        #expect(placeholders == Set(1...withText.types.count))
+    }
+
     /// A small batch is one call of the write procedure that `migrate` creates; a database
     /// without it (dropped, or never migrated by this version) gets it again on the first write,
     /// whether or not the writer's connection had prepared the call before.

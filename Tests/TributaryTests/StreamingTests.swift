@@ -236,10 +236,10 @@ import Testing
         }
     }
 
-    /// While the writer lingers, the connector reads what arrived in one go shortly before the
-    /// next write instead of each frame as it comes (`ExchangeFrameReader`): with a 200 ms linger
-    /// each read is held 50 ms (the longest hold), so the receive times of a 50-a-second stream
-    /// bunch up in twos and threes.
+    /// While the writer lingers, the connector reads what arrived in one go at the writer's next
+    /// start instead of each frame as it comes (`ExchangeFrameReader`): with a 200 ms linger a
+    /// read is held until then, so the receive times of a 50-a-second stream bunch up, about ten
+    /// frames a read.
     @Test func readsWaitForTheWritersNextTake() async throws {
         var options = SimulatorOptions()
         options.rate = 50

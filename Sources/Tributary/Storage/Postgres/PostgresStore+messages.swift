@@ -146,7 +146,7 @@ extension PostgresStore {
             do {
                 return try await run("insert messages") { [logger, self] client in
                     let ids = try await self.reservedIDs.take(messages.count, from: client, logger: logger)
-                    var sql = BoundSQL()
+                    var sql = BoundSQL(withText: false)
                     // Only its binds: its text is the procedure's body.
                     _ = Self.oneStatement(messages, ids: ids, batch: batch, metrics: metrics, instanceID: instanceID, into: &sql)
                     // A procedure that commits before it returns: its answer means the rows are stored
@@ -315,11 +315,18 @@ extension PostgresStore {
                 lookUntil.append(range?.until ?? 0)
             }
         }
+        // Bound first, in the order of their placeholders: a caller that needs only the binds
+        // (`BoundSQL.withText` false: the write procedure's call) gets them without the text.
+        let idArray = ids.map { sql.bind($0) }
+        let earlierArrays = lookingInEarlierDays ? (from: sql.bind(lookFrom), until: sql.bind(lookUntil)) : nil
+        let (c, e, i, t) = (sql.bind(connectors), sql.bind(exchanges), sql.bind(instruments), sql.bind(types))
+        let (p, q, s, d) = (sql.bind(prices), sql.bind(quantities), sql.bind(sides), sql.bind(data))
+        let (src, ses, ets, ts) = (sql.bind(sources), sql.bind(sessions), sql.bind(exchangeTimes), sql.bind(times))
+        guard sql.withText else { return "" }
         let idColumn = ids == nil ? "" : "id, "
         let idValue = ids == nil ? "" : "u.id, "
-        let idArray = ids.map { "\(sql.bind($0))::int8[], " } ?? ""
         let idName = ids == nil ? "" : "id, "
-        let earlier = lookingInEarlierDays ? ", \(sql.bind(lookFrom))::int8[], \(sql.bind(lookUntil))::int8[]" : ""
+        let earlier = earlierArrays.map { ", \($0.from)::int8[], \($0.until)::int8[]" } ?? ""
         let earlierNames = lookingInEarlierDays ? ", lf, lu" : ""
         // `OFFSET 0` keeps the lookup a subplan run per row: each row's range then prunes the
         // partitions to its own days, and each is probed through its `(connector_id, source_id)`
@@ -336,10 +343,10 @@ extension PostgresStore {
                 session_id, exchange_timestamp, timestamp)
             SELECT \(idValue)c, e, NULLIF(i, ''), t, NULLIF(p, '')::numeric, NULLIF(q, '')::numeric, NULLIF(s, ''), d::jsonb, src, ses,
                 CASE WHEN ets < 0 THEN NULL ELSE \(fromMicroseconds("ets * 1000")) END, \(fromMicroseconds("ts"))
-            FROM UNNEST(\(idArray)\(sql.bind(connectors))::text[], \(sql.bind(exchanges))::text[], \(sql.bind(instruments))::text[],
-                \(sql.bind(types))::text[], \(sql.bind(prices))::text[], \(sql.bind(quantities))::text[], \(sql.bind(sides))::text[],
-                \(sql.bind(data))::text[], \(sql.bind(sources))::text[], \(sql.bind(sessions))::text[], \(sql.bind(exchangeTimes))::int8[],
-                \(sql.bind(times))::int8[]\(earlier)) AS u(\(idName)c, e, i, t, p, q, s, d, src, ses, ets, ts\(earlierNames))\(lookup)
+            FROM UNNEST(\(idArray.map { "\($0)::int8[], " } ?? "")\(c)::text[], \(e)::text[], \(i)::text[],
+                \(t)::text[], \(p)::text[], \(q)::text[], \(s)::text[],
+                \(d)::text[], \(src)::text[], \(ses)::text[], \(ets)::int8[],
+                \(ts)::int8[]\(earlier)) AS u(\(idName)c, e, i, t, p, q, s, d, src, ses, ets, ts\(earlierNames))\(lookup)
             """
     }
 
@@ -358,24 +365,33 @@ extension PostgresStore {
         let stored = JSONValue.array(written.map { .number(String($0)) }).serialized
         let announcement = instanceID.map { ClusterMessage.committed(batchID: batch.batchID, ids: written, from: $0) } ?? ""
         let d = CandleDeltaColumns(MinuteCandles(stored: messages, ids: ids))
+        // Bound first, in the order of their placeholders (see `messageRows`).
+        let (i, b, e, o) = (sql.bind(d.instruments), sql.bind(d.buckets), sql.bind(d.exchanges), sql.bind(d.opens))
+        let (h, l, c, v) = (sql.bind(d.highs), sql.bind(d.lows), sql.bind(d.closes), sql.bind(d.volumes))
+        let (n, ot, oi) = (sql.bind(d.counts), sql.bind(d.openTimes), sql.bind(d.openIDs))
+        let (ct, ci) = (sql.bind(d.closeTimes), sql.bind(d.closeIDs))
+        let (batchID, connectorID, count) = (sql.bind(batch.batchID), sql.bind(batch.connectorID), sql.bind(messages.count))
+        let (ids, metricsJSON) = (sql.bind(stored), sql.bind(metrics))
+        let (channel, payload, sent, rows) = (sql.bind(clusterChannel), sql.bind(announcement), sql.bind(announcement), sql.bind(written.count))
+        guard sql.withText else { return "" }
         return """
             deltas AS (
                 INSERT INTO candle_deltas (\(candleColumns))
                 SELECT i, \(fromMicroseconds("b")), e, o::numeric, h::numeric, l::numeric, c::numeric, v::numeric, n,
                     \(fromMicroseconds("ot")), oi, \(fromMicroseconds("ct")), ci
-                FROM UNNEST(\(sql.bind(d.instruments))::text[], \(sql.bind(d.buckets))::int8[], \(sql.bind(d.exchanges))::text[],
-                    \(sql.bind(d.opens))::text[], \(sql.bind(d.highs))::text[], \(sql.bind(d.lows))::text[], \(sql.bind(d.closes))::text[],
-                    \(sql.bind(d.volumes))::text[], \(sql.bind(d.counts))::int8[], \(sql.bind(d.openTimes))::int8[],
-                    \(sql.bind(d.openIDs))::int8[], \(sql.bind(d.closeTimes))::int8[], \(sql.bind(d.closeIDs))::int8[])
+                FROM UNNEST(\(i)::text[], \(b)::int8[], \(e)::text[],
+                    \(o)::text[], \(h)::text[], \(l)::text[], \(c)::text[],
+                    \(v)::text[], \(n)::int8[], \(ot)::int8[],
+                    \(oi)::int8[], \(ct)::int8[], \(ci)::int8[])
                     AS u(i, b, e, o, h, l, c, v, n, ot, oi, ct, ci)
             ), batch AS (
                 INSERT INTO websocket_batches (batch_id, connector_id, message_count, messages, metrics)
-                VALUES (\(sql.bind(batch.batchID)), \(sql.bind(batch.connectorID)), \(sql.bind(messages.count)), \(sql.bind(stored))::jsonb,
-                    \(sql.bind(metrics))::jsonb)
+                VALUES (\(batchID), \(connectorID), \(count), \(ids)::jsonb,
+                    \(metricsJSON)::jsonb)
                 RETURNING 1
             ), notified AS (
-                SELECT pg_notify(\(sql.bind(clusterChannel)), \(sql.bind(announcement))) FROM batch
-                WHERE \(sql.bind(announcement)) <> '' AND \(sql.bind(written.count)) > 0
+                SELECT pg_notify(\(channel), \(payload)) FROM batch
+                WHERE \(sent) <> '' AND \(rows) > 0
             )
             """
     }
@@ -392,6 +408,7 @@ extension PostgresStore {
     ) -> String {
         let rows = messageRows(messages, ids: ids, into: &sql)
         let rest = batchRows(messages, ids: ids, batch: batch, metrics: metrics, instanceID: instanceID, into: &sql)
+        guard sql.withText else { return "" }
         return "WITH inserted AS (\(rows) RETURNING 1), \(rest) SELECT count(*) INTO announced FROM notified"
     }
 
@@ -512,17 +529,23 @@ struct BoundSQL {
     var binds = PostgresBindings()
     /// The type of each bind, in order.
     var types: [PostgresDataType] = []
+    /// False for the binds alone, of a statement whose text is known already (the write
+    /// procedure's call): the functions that bind into it then skip building the text (each
+    /// batch's text was built and thrown away before), and `bind` returns "".
+    let withText: Bool
+
+    init(withText: Bool = true) { self.withText = withText }
 
     mutating func bind<Value: PostgresDynamicTypeEncodable>(_ value: Value) -> String {
         binds.append(value)
         types.append(value.psqlType)
-        return "$\(binds.count)"
+        return withText ? "$\(binds.count)" : ""
     }
 
     mutating func bind<Value: PostgresNonThrowingEncodable>(_ value: Value?) -> String {
         binds.append(value)
         types.append(Value.psqlType)
-        return "$\(binds.count)"
+        return withText ? "$\(binds.count)" : ""
     }
 
     func query(_ sql: String) -> PostgresQuery { PostgresQuery(unsafeSQL: sql, binds: binds) }
