@@ -15,6 +15,37 @@ import Testing
         #expect(try #require(ExactDecimal(text)).description == printed)
     }
 
+    /// Printing takes 64-bit steps when the value fits and 128-bit ones when not: both print what
+    /// the plain 128-bit algorithm (kept here) prints, at every scale, on both sides of 2^64.
+    @Test func printsAsThePlainAlgorithmDoes() {
+        func plain(_ value: ExactDecimal) -> String {
+            var units = value.units
+            var scale = value.scale
+            while scale > 0 && units % 10 == 0 {
+                units /= 10
+                scale -= 1
+            }
+            var digits = String(units.magnitude)
+            if scale > 0 {
+                if digits.count <= scale { digits = String(repeating: "0", count: scale - digits.count + 1) + digits }
+                digits.insert(".", at: digits.index(digits.endIndex, offsetBy: -scale))
+            }
+            return units < 0 ? "-" + digits : digits
+        }
+        let magnitudes: [Int128] = [
+            0, 1, 5, 10, 100, 120, 12_345, 1_000_001, Int128(UInt64.max) - 1, Int128(UInt64.max), Int128(UInt64.max) + 1,
+            Int128(UInt64.max) * 10, 99_999_999_999_999_999_999_999_999_999_999_999_999, 10_000_000_000_000_000_000_000_000_000_000_000_000,
+        ]
+        for magnitude in magnitudes {
+            for scale in 0...40 {
+                for units in [magnitude, -magnitude] {
+                    let value = ExactDecimal(units: units, scale: scale)
+                    #expect(value.description == plain(value), "\(units) at scale \(scale)")
+                }
+            }
+        }
+    }
+
     @Test(arguments: ["", "-", ".", "1.2.3", "12a", "1e", "0x10", "NaN", "1" + String(repeating: "0", count: 40)])
     func rejectsWhatIsNotADecimal(_ text: String) {
         #expect(ExactDecimal(text) == nil)

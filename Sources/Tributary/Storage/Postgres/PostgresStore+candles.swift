@@ -116,6 +116,20 @@ struct CandleDeltaColumns {
     var closeIDs: [Int64] = []
 
     init(_ minutes: MinuteCandles) {
+        let count = minutes.parts.count
+        instruments.reserveCapacity(count)
+        buckets.reserveCapacity(count)
+        exchanges.reserveCapacity(count)
+        opens.reserveCapacity(count)
+        highs.reserveCapacity(count)
+        lows.reserveCapacity(count)
+        closes.reserveCapacity(count)
+        volumes.reserveCapacity(count)
+        counts.reserveCapacity(count)
+        openTimes.reserveCapacity(count)
+        openIDs.reserveCapacity(count)
+        closeTimes.reserveCapacity(count)
+        closeIDs.reserveCapacity(count)
         for (key, part) in minutes.sorted {
             instruments.append(key.instrument)
             buckets.append(Timestamp.microseconds(key.bucket))

@@ -280,41 +280,23 @@ extension PostgresStore {
         lookingInEarlierDays: Bool = false,
         into sql: inout BoundSQL
     ) -> String {
-        var connectors: [String] = []
-        var exchanges: [String] = []
-        var instruments: [String] = []
-        var types: [String] = []
-        var prices: [String] = []
-        var quantities: [String] = []
-        var sides: [String] = []
-        var data: [String] = []
-        var sources: [String] = []
-        var sessions: [String] = []
-        var exchangeTimes: [Int64] = []
-        var times: [Int64] = []
-        var lookFrom: [Int64] = []
-        var lookUntil: [Int64] = []
-        for pending in messages {
-            let message = pending.message
-            connectors.append(pending.connectorID)
-            exchanges.append(message.exchange.rawValue)
-            instruments.append(message.instrument ?? "")
-            types.append(message.messageType.rawValue)
-            prices.append(message.price ?? "")
-            quantities.append(message.quantity ?? "")
-            sides.append(message.side ?? "")
-            data.append(pending.data)
-            sources.append(pending.sourceID)
-            sessions.append(pending.sessionID)
-            exchangeTimes.append(message.exchangeTimestampMs ?? -1)
-            times.append(Timestamp.microseconds(pending.receivedAt))
-            if lookingInEarlierDays {
-                // An empty range (0, 0) where there is nothing to look for.
-                let range = earlierDays(pending)
-                lookFrom.append(range?.from ?? 0)
-                lookUntil.append(range?.until ?? 0)
-            }
-        }
+        // Each column made at its size (`map`), not grown an append at a time.
+        let connectors = messages.map(\.connectorID)
+        let exchanges = messages.map(\.message.exchange.rawValue)
+        let instruments = messages.map { $0.message.instrument ?? "" }
+        let types = messages.map(\.message.messageType.rawValue)
+        let prices = messages.map { $0.message.price ?? "" }
+        let quantities = messages.map { $0.message.quantity ?? "" }
+        let sides = messages.map { $0.message.side ?? "" }
+        let data = messages.map(\.data)
+        let sources = messages.map(\.sourceID)
+        let sessions = messages.map(\.sessionID)
+        let exchangeTimes = messages.map { $0.message.exchangeTimestampMs ?? -1 }
+        let times = messages.map { Timestamp.microseconds($0.receivedAt) }
+        // An empty range (0, 0) where there is nothing to look for.
+        let ranges = lookingInEarlierDays ? messages.map(earlierDays) : []
+        let lookFrom = ranges.map { $0?.from ?? 0 }
+        let lookUntil = ranges.map { $0?.until ?? 0 }
         // Bound first, in the order of their placeholders: a caller that needs only the binds
         // (`BoundSQL.withText` false: the write procedure's call) gets them without the text.
         let idArray = ids.map { sql.bind($0) }
