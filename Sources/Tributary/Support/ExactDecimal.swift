@@ -126,26 +126,18 @@ struct ExactDecimal: Sendable, Comparable, CustomStringConvertible {
     }
 
     /// Plain notation without trailing fraction zeros: `4.50` prints as `4.5`, `2.00` as `2`.
-    /// Written as bytes, with 64-bit arithmetic when the value fits (nearly always): `UInt128`'s
-    /// own division and conversion to text cost about a microsecond a value, and every batch
-    /// prints the volume of each of its candle minutes.
+    /// Written as bytes, the digits from 64-bit arithmetic when the value fits (nearly always):
+    /// `UInt128`'s division and conversion to text cost about a microsecond a value, and every
+    /// batch prints the volume of each of its candle minutes. Trailing fraction zeros are dropped
+    /// from the digits, with no division at all.
     var description: String {
+        guard units != 0 else { return "0" }
+        var digits = Array((UInt64(exactly: units.magnitude).map { String($0) } ?? String(units.magnitude)).utf8)
         var scale = self.scale
-        let digits: [UInt8]
-        if let small = UInt64(exactly: units.magnitude) {
-            var magnitude = small
-            while scale > 0 && magnitude % 10 == 0 {
-                magnitude /= 10
-                scale -= 1
-            }
-            digits = Array(String(magnitude).utf8)
-        } else {
-            var magnitude = units.magnitude
-            while scale > 0 && magnitude % 10 == 0 {
-                magnitude /= 10
-                scale -= 1
-            }
-            digits = Array(String(magnitude).utf8)
+        // A value other than zero has a digit other than zero, so this stops before it.
+        while scale > 0, digits.last == UInt8(ascii: "0") {
+            digits.removeLast()
+            scale -= 1
         }
         var text: [UInt8] = []
         text.reserveCapacity(digits.count + max(0, scale) + 3)
