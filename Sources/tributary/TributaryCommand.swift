@@ -52,7 +52,7 @@ struct SettingsOptions: ParsableArguments {
     var batchMaxIntervalMs: String?
     @Option(
         help:
-            "While messages stream in, how long in ms a small batch waits after the previous one was taken; a lone message never waits (BATCH_LINGER_MS, default 5; 0 off)."
+            "While messages stream in, how long in ms a small batch waits after the previous one was taken; a lone message never waits (BATCH_LINGER_MS, default 8; 0 off)."
     )
     var batchLingerMs: String?
     @Option(help: "Comma-separated API bearer tokens (TRIBUTARY_API_TOKENS).") var apiTokens: String?

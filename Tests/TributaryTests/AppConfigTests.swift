@@ -20,7 +20,7 @@ import Testing
 
     /// `serve --demo` groups its writes a second apart unless the environment or a flag says otherwise.
     @Test func demoDefaultsGiveWayToTheEnvironmentAndFlags() throws {
-        #expect(try AppConfig.load(environment: [:]).batchLinger == .milliseconds(5))
+        #expect(try AppConfig.load(environment: [:]).batchLinger == .milliseconds(8))
         #expect(try AppConfig.load(environment: [:], defaults: demoDefaults).batchLinger == .seconds(1))
         #expect(try AppConfig.load(environment: ["BATCH_LINGER_MS": ""], defaults: demoDefaults).batchLinger == .seconds(1))
         #expect(try AppConfig.load(environment: ["BATCH_LINGER_MS": "5"], defaults: demoDefaults).batchLinger == .milliseconds(5))
