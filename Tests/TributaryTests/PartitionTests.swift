@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Prometheus
 import Synchronization
 import Testing
 
@@ -187,10 +188,14 @@ import Testing
                 _ = try await store.insertMessages(trades, batch: BatchRecord(batchID: "b_r", connectorID: nil, metrics: [:]))
                 // A day later than day three's first row, 1 day kept: today and days one and two
                 // go whole; day three's first row goes in a bounded delete.
-                var retention = Retention(store: store, days: 1, metrics: PipelineMetrics(), logger: Logger(label: "test"))
+                let metrics = PipelineMetrics()
+                var retention = Retention(store: store, days: 1, metrics: metrics, logger: Logger(label: "test"))
                 retention.pause = .milliseconds(1)
                 let deleted = try await retention.prune(now: dayThree.addingTimeInterval(Self.day + 1_800))
-                #expect(deleted[.messages] == 1, "\(deleted)")
+                // Two rows in the dropped days, one in a bounded delete: all three are counted.
+                #expect(deleted[.messages] == 3, "\(deleted)")
+                let exposition = String(decoding: metrics.registry.emitToBuffer(), as: UTF8.self)
+                #expect(exposition.contains("tributary_retention_deleted_rows_total{table=\"websocket_messages\"} 3"), "\(exposition)")
                 let left = try await Self.partitions(config)
                 #expect(left.filter { $0 != "websocket_messages_default" }.first == Self.name(Self.today.addingTimeInterval(3 * Self.day)), "\(left)")
                 #expect(left.contains("websocket_messages_default"))

@@ -57,6 +57,13 @@ public struct Retention: Service {
     func prune(now: Date) async throws -> [RetainedTable: Int] {
         let cutoff = now.addingTimeInterval(-Double(days) * 86_400)
         let dropped = try await store.dropPartitions(before: cutoff)
+        var deleted: [RetainedTable: Int] = [:]
+        func counter(_ table: RetainedTable) -> Counter {
+            metrics.registry.makeCounter(
+                descriptor: MetricsExporter.descriptor("tributary_retention_deleted_rows_total", "Rows deleted by RETENTION_DAYS, by table"),
+                labels: [("table", table.rawValue)]
+            )
+        }
         if !dropped.isEmpty {
             metrics.registry.makeCounter(
                 descriptor: MetricsExporter.descriptor(
@@ -64,14 +71,17 @@ public struct Retention: Service {
                     "Day partitions of websocket_messages dropped by RETENTION_DAYS"
                 )
             ).increment(by: Int64(dropped.count))
-            logger.info("retention: dropped day partitions of websocket_messages", metadata: ["partitions": "\(dropped)"])
-        }
-        var deleted: [RetainedTable: Int] = [:]
-        for table in RetainedTable.allCases {
-            let counter = metrics.registry.makeCounter(
-                descriptor: MetricsExporter.descriptor("tributary_retention_deleted_rows_total", "Rows deleted by RETENTION_DAYS, by table"),
-                labels: [("table", table.rawValue)]
+            // A dropped day's rows count as deleted rows of the table, as the bounded deletes' do.
+            let rows = dropped.reduce(0) { $0 + $1.rows }
+            deleted[.messages] = rows
+            counter(.messages).increment(by: Int64(rows))
+            logger.info(
+                "retention: dropped day partitions of websocket_messages",
+                metadata: ["partitions": "\(dropped.map { "\($0.name) (\($0.estimated ? "about " : "")\($0.rows) rows)" })"]
             )
+        }
+        for table in RetainedTable.allCases {
+            let counter = counter(table)
             while true {
                 try Task.checkCancellation()
                 let count = try await store.deleteRows(of: table, before: cutoff, limit: batchSize)

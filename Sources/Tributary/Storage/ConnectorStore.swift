@@ -55,8 +55,8 @@ public protocol MessageSink: Sendable {
     /// and the next few that are missing; returns their names.
     func preparePartitions(now: Date) async throws -> [String]
     /// Where `websocket_messages` is partitioned by day: drops the partitions that hold nothing
-    /// but rows stored before `cutoff`; returns their names.
-    func dropPartitions(before cutoff: Date) async throws -> [String]
+    /// but rows stored before `cutoff`; returns what it dropped.
+    func dropPartitions(before cutoff: Date) async throws -> [DroppedPartition]
 }
 
 extension MessageSink {
@@ -64,7 +64,15 @@ extension MessageSink {
     /// One table, not partitioned: nothing to prepare.
     public func preparePartitions(now: Date) async throws -> [String] { [] }
     /// One table, not partitioned: its old rows go in bounded deletes.
-    public func dropPartitions(before cutoff: Date) async throws -> [String] { [] }
+    public func dropPartitions(before cutoff: Date) async throws -> [DroppedPartition] { [] }
+}
+
+/// A day partition of `websocket_messages` dropped by retention, and the rows it held: counted,
+/// or PostgreSQL's estimate where counting took too long (`estimated`).
+public struct DroppedPartition: Sendable {
+    public let name: String
+    public let rows: Int
+    public let estimated: Bool
 }
 
 /// The tables `RETENTION_DAYS` applies to (by their `timestamp` column). `candles_1m` is kept.

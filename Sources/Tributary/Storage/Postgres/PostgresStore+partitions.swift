@@ -19,6 +19,8 @@ extension PostgresStore {
     static let partitionLockTimeout = "2s"
     /// What making or dropping partitions may take in all (several days, each its lock wait).
     static let partitionWorkTimeout: Duration = .seconds(120)
+    /// How long counting a partition's rows before its drop may take (`rowCount`).
+    static let partitionCountTimeout = "10s"
 
     /// One day's partition: its name and range.
     struct DayPartition {
@@ -248,12 +250,13 @@ extension PostgresStore {
 
     /// Detaches and drops every partition whose whole range is before `cutoff`: the days, and the
     /// migrated table once its end is. The default partition stays (its old rows go in bounded
-    /// deletes like the other tables'). Returns the names dropped.
-    public func dropPartitions(before cutoff: Date) async throws -> [String] {
+    /// deletes like the other tables'). Returns what it dropped, with the rows each held (see
+    /// `rowCount`).
+    public func dropPartitions(before cutoff: Date) async throws -> [DroppedPartition] {
         try await run("drop partitions", timeout: Self.partitionWorkTimeout) { [logger, self] client in
             try await client.withConnection { connection in
                 let existing = try await self.messagePartitions(on: connection)
-                var dropped: [String] = []
+                var dropped: [DroppedPartition] = []
                 for name in existing.sorted() {
                     let end: Date?
                     if let partition = DayPartition(name: name) {
@@ -262,6 +265,7 @@ extension PostgresStore {
                         end = Self.migratedUntil([name])
                     }
                     guard let end, end <= cutoff else { continue }
+                    let (rows, estimated) = await self.rowCount(of: name, on: connection)
                     try await connection.withTransaction(logger: logger) { connection in
                         for statement in [
                             "SET LOCAL lock_timeout = '\(Self.partitionLockTimeout)'",
@@ -271,10 +275,38 @@ extension PostgresStore {
                             try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
                         }
                     }
-                    dropped.append(name)
+                    dropped.append(DroppedPartition(name: name, rows: rows, estimated: estimated))
                 }
                 return dropped
             }
+        }
+    }
+
+    /// The rows of partition `name`, just before its drop (a day long past, which nothing but a
+    /// spool replay of rows received that long ago still writes to): counted, unless counting
+    /// takes longer than `partitionCountTimeout` (a day of a high-rate stream, a large taken-over
+    /// table), and then as PostgreSQL's statistics estimate them (`pg_class.reltuples`, 0 when it
+    /// was never analyzed), so the drop itself never waits on a count.
+    private func rowCount(of name: String, on connection: PostgresConnection) async -> (rows: Int, estimated: Bool) {
+        do {
+            let rows = try await connection.withTransaction(logger: logger) { connection in
+                let limit = "SET LOCAL statement_timeout = '\(Self.partitionCountTimeout)'"
+                try await connection.query(PostgresQuery(unsafeSQL: limit), logger: logger)
+                var rows = 0
+                let counted = try await connection.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(name)"), logger: logger)
+                for try await count in counted.decode(Int64.self) { rows = Int(count) }
+                return rows
+            }
+            return (rows, false)
+        } catch {
+            var rows = 0
+            do {
+                let estimate = try await connection.query("SELECT reltuples::int8 FROM pg_class WHERE relname = \(name)", logger: logger)
+                for try await value in estimate.decode(Int64.self) { rows = Int(max(0, value)) }
+            } catch {
+                logger.warning("retention: no row count or estimate for \(name)", metadata: ["error": "\(error)"])
+            }
+            return (rows, true)
         }
     }
 }
