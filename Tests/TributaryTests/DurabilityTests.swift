@@ -129,8 +129,13 @@ import Testing
     }
 
     /// Holds the database's write lock from another session for `duration` (SQLite: `BEGIN
-    /// IMMEDIATE`; PostgreSQL: `LOCK TABLE websocket_batches`), so writes meanwhile are slow; returns once it holds it.
-    static func holdWriteLock(_ config: AppConfig, for duration: Duration) async throws -> Task<Void, any Error> {
+    /// IMMEDIATE`; PostgreSQL: `LOCK TABLE` of `table` in `mode`), so writes meanwhile are slow; returns once it holds it.
+    static func holdWriteLock(
+        _ config: AppConfig,
+        for duration: Duration,
+        table: String = "websocket_batches",
+        mode: String = "EXCLUSIVE"
+    ) async throws -> Task<Void, any Error> {
         let holding = SignalledQueue<Bool>(capacity: 1, overflow: .dropOldest)
         let task = Task {
             switch config.database {
@@ -146,7 +151,7 @@ import Testing
                     try await client.withConnection { connection in
                         let logger = Logger(label: "test")
                         try await connection.query("BEGIN", logger: logger)
-                        try await connection.query("LOCK TABLE websocket_batches IN EXCLUSIVE MODE", logger: logger)
+                        try await connection.query(PostgresQuery(unsafeSQL: "LOCK TABLE \(table) IN \(mode) MODE"), logger: logger)
                         holding.append(contentsOf: [true])
                         try await Task.sleep(for: duration)
                         try await connection.query("ROLLBACK", logger: logger)

@@ -205,6 +205,29 @@ import Testing
         }
     }
 
+    /// A dropped day's rows are counted; a count that runs past its bound (here held up by another
+    /// session's lock on the day) gives way to PostgreSQL's estimate, and the day is still dropped.
+    @Test func aDayThatTakesTooLongToCountIsDroppedWithItsEstimate() async throws {
+        try await Self.withPartitionedConfig { config in
+            try await Tributary.withStore(config, logger: Logger(label: "test")) { store in
+                try await store.migrate()
+                let now = Date()
+                let trades = (1...3).map { Self.trade($0, exchangeTime: now, receivedAt: now) }
+                _ = try await store.insertMessages(trades, batch: BatchRecord(batchID: "b_e", connectorID: nil, metrics: [:]))
+                let today = Self.name(Self.today)
+                _ = try await RawDatabase.strings(config, "ANALYZE \(today)")
+                let holder = try await DurabilityTests.holdWriteLock(config, for: .seconds(1), table: today, mode: "ACCESS EXCLUSIVE")
+                let dropped = try await PostgresStore.$partitionCountTimeout.withValue(.milliseconds(200)) {
+                    try await store.dropPartitions(before: Self.today.addingTimeInterval(Self.day))
+                }
+                try await holder.value
+                #expect(dropped.map(\.name) == [today])
+                #expect(dropped.first?.estimated == true && dropped.first?.rows == 3, "\(dropped)")
+                #expect(try await !Self.partitions(config).contains(today))
+            }
+        }
+    }
+
     @Test func theSettingIsCheckedWhereItEnters() throws {
         let postgres = ["DATABASE_URL": "postgres://u@127.0.0.1:5432/d", "ENCRYPTION_KEY": EncryptionKey.generate()]
         #expect(try AppConfig.load(environment: postgres.merging(["MESSAGE_PARTITIONS": "daily"]) { $1 }).messagePartitions == .daily)

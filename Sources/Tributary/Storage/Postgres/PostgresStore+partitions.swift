@@ -19,8 +19,9 @@ extension PostgresStore {
     static let partitionLockTimeout = "2s"
     /// What making or dropping partitions may take in all (several days, each its lock wait).
     static let partitionWorkTimeout: Duration = .seconds(120)
-    /// How long counting a partition's rows before its drop may take (`rowCount`).
-    static let partitionCountTimeout = "10s"
+    /// How long counting a partition's rows before its drop may take (`rowCount`); a task-local
+    /// so a test can shorten it.
+    @TaskLocal static var partitionCountTimeout: Duration = .seconds(10)
 
     /// One day's partition: its name and range.
     struct DayPartition {
@@ -290,7 +291,7 @@ extension PostgresStore {
     private func rowCount(of name: String, on connection: PostgresConnection) async -> (rows: Int, estimated: Bool) {
         do {
             let rows = try await connection.withTransaction(logger: logger) { connection in
-                let limit = "SET LOCAL statement_timeout = '\(Self.partitionCountTimeout)'"
+                let limit = "SET LOCAL statement_timeout = '\(Self.partitionCountTimeout.inMilliseconds)ms'"
                 try await connection.query(PostgresQuery(unsafeSQL: limit), logger: logger)
                 var rows = 0
                 let counted = try await connection.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(name)"), logger: logger)
@@ -301,7 +302,7 @@ extension PostgresStore {
         } catch {
             var rows = 0
             do {
-                let estimate = try await connection.query("SELECT reltuples::int8 FROM pg_class WHERE relname = \(name)", logger: logger)
+                let estimate = try await connection.query("SELECT reltuples::int8 FROM pg_class WHERE oid = to_regclass(\(name))", logger: logger)
                 for try await value in estimate.decode(Int64.self) { rows = Int(max(0, value)) }
             } catch {
                 logger.warning("retention: no row count or estimate for \(name)", metadata: ["error": "\(error)"])
