@@ -300,6 +300,8 @@ extension PostgresStore {
             }
             return (rows, false)
         } catch {
+            // Cancelled (a shutdown): the drop that follows fails too; nothing to estimate or warn of.
+            guard !Task.isCancelled else { return (0, true) }
             var rows = 0
             do {
                 let estimate = try await connection.query("SELECT reltuples::int8 FROM pg_class WHERE oid = to_regclass(\(name))", logger: logger)
